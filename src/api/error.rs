@@ -1,0 +1,151 @@
+//! The HTTP error type: one table from error to status, one JSON body shape.
+//!
+//! Bodies follow the seed's origin, Django REST framework: `{"detail": "..."}` for
+//! request-level errors and `{"<field>": ["message", ...]}` for validation errors.
+//! Internal failures answer with a generic message and a correlation id; the cause
+//! is logged under that id and never sent to the client.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use rand::RngCore;
+use serde_json::json;
+
+use crate::store::StoreError;
+use crate::vault::{FieldErrors, VaultError};
+
+pub const ENTERPRISE_DOMAIN_NOT_FOUND: &str = "Enterprise domain not found";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("authentication credentials were not provided")]
+    NoCredentials,
+    #[error("invalid token")]
+    InvalidToken,
+    #[error("permission denied")]
+    Forbidden,
+    #[error("not found: {0}")]
+    NotFound(&'static str),
+    #[error("method {method} not allowed")]
+    MethodNotAllowed { method: String, allow: &'static str },
+    #[error("request body too large")]
+    PayloadTooLarge,
+    #[error("unsupported media type")]
+    UnsupportedMediaType(String),
+    #[error("malformed request: {0}")]
+    BadRequest(String),
+    #[error("validation failed")]
+    Validation(FieldErrors),
+    #[error("service unavailable ({correlation_id})")]
+    Unavailable { correlation_id: String },
+    #[error("internal error ({correlation_id})")]
+    Internal { correlation_id: String },
+}
+
+fn correlation_id() -> String {
+    format!("{:016x}", rand::rngs::OsRng.next_u64())
+}
+
+impl ApiError {
+    /// Log `cause` under a new correlation id and return the generic error.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        let correlation_id = correlation_id();
+        tracing::error!(%correlation_id, error = %cause, "internal error");
+        ApiError::Internal { correlation_id }
+    }
+
+    fn unavailable(cause: &dyn std::fmt::Display) -> Self {
+        let correlation_id = correlation_id();
+        tracing::error!(%correlation_id, error = %cause, "storage unavailable");
+        ApiError::Unavailable { correlation_id }
+    }
+}
+
+impl From<VaultError> for ApiError {
+    fn from(e: VaultError) -> Self {
+        match e {
+            VaultError::Invalid(fields) => ApiError::Validation(fields),
+            VaultError::NotFound => ApiError::NotFound("Not found."),
+            VaultError::Store(StoreError::DomainNotFound) => {
+                ApiError::NotFound(ENTERPRISE_DOMAIN_NOT_FOUND)
+            }
+            VaultError::Store(
+                ref s @ (StoreError::Durability(_) | StoreError::Closed | StoreError::Io { .. }),
+            ) => ApiError::unavailable(s),
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::NoCredentials | ApiError::InvalidToken => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::BadRequest(_) | ApiError::Validation(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let body = match self {
+            ApiError::NoCredentials => {
+                json!({"detail": "Authentication credentials were not provided."})
+            }
+            ApiError::InvalidToken => json!({"detail": "Invalid token."}),
+            ApiError::Forbidden => {
+                json!({"detail": "You do not have permission to perform this action."})
+            }
+            ApiError::NotFound(detail) => json!({ "detail": detail }),
+            ApiError::MethodNotAllowed { method, .. } => {
+                json!({"detail": format!("Method \"{method}\" not allowed.")})
+            }
+            ApiError::PayloadTooLarge => json!({"detail": format!(
+                "Request body is larger than {} bytes.",
+                super::MAX_BODY_BYTES
+            )}),
+            ApiError::UnsupportedMediaType(got) => json!({"detail": format!(
+                "Unsupported media type \"{got}\" in request. Send application/json."
+            )}),
+            ApiError::BadRequest(detail) => json!({ "detail": detail }),
+            ApiError::Validation(fields) => json!(fields),
+            ApiError::Unavailable { correlation_id } => json!({
+                "detail": "The store is unavailable; the change was not made durable. Try again later.",
+                "correlation_id": correlation_id,
+            }),
+            ApiError::Internal { correlation_id } => json!({
+                "detail": "Internal server error.",
+                "correlation_id": correlation_id,
+            }),
+        };
+        let mut res = HttpResponse::build(self.status_code()).json(body);
+        let headers = res.headers_mut();
+        match self {
+            ApiError::NoCredentials => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"oidcvault\""),
+                );
+            }
+            ApiError::InvalidToken => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"oidcvault\", error=\"invalid_token\""),
+                );
+            }
+            ApiError::MethodNotAllowed { allow, .. } => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            ApiError::Unavailable { .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        res
+    }
+}

@@ -1,0 +1,212 @@
+//! The OpenAPI 3.1 document served at `/api/v1/openapi.json`.
+//!
+//! Written here beside the routes and kept honest by tests: every path and method
+//! it lists is served, every other method on those paths answers 405, and the
+//! `EnterpriseOIDCConfig` schema keeps every property of the seed's.
+
+use serde_json::{json, Value};
+
+use super::admin::{DOMAIN, DOMAINS, TOKEN, TOKENS};
+use super::oidc_config::PATH as OIDC_CONFIG;
+use super::ops::{HEALTHZ, OPENAPI, READYZ};
+use super::DOMAIN_HEADER;
+
+fn error_response(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    })
+}
+
+fn validation_response() -> Value {
+    json!({
+        "description": "Validation failed: field name → messages (or `detail` for malformed JSON).",
+        "content": {"application/json": {"schema": {"oneOf": [
+            {"$ref": "#/components/schemas/ValidationError"},
+            {"$ref": "#/components/schemas/Error"}
+        ]}}}
+    })
+}
+
+fn json_body(schema_ref: &str, example: Value) -> Value {
+    json!({
+        "required": true,
+        "content": {"application/json": {
+            "schema": {"$ref": schema_ref},
+            "example": example
+        }}
+    })
+}
+
+fn ok_json(description: &str, schema: Value) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": schema}}})
+}
+
+/// Errors every authenticated operation can answer.
+fn common_errors(responses: &mut Value, with_body: bool) {
+    if let Some(map) = responses.as_object_mut() {
+        map.insert("401".into(), error_response("Missing or invalid token."));
+        map.insert(
+            "403".into(),
+            error_response("Token not allowed here (a domain token on an admin route, or naming another domain)."),
+        );
+        if with_body {
+            map.insert("413".into(), error_response("Body larger than 64 KiB."));
+            map.insert("415".into(), error_response("Content type is not JSON."));
+        }
+        map.insert(
+            "503".into(),
+            error_response("The change could not be made durable."),
+        );
+    }
+}
+
+fn op(id: &str, summary: &str, mut responses: Value, with_body: bool, extra: Value) -> Value {
+    common_errors(&mut responses, with_body);
+    let mut o = json!({
+        "operationId": id,
+        "summary": summary,
+        "security": [{"bearer": []}],
+        "responses": responses,
+    });
+    if let (Some(o), Some(extra)) = (o.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            o.insert(k.clone(), v.clone());
+        }
+    }
+    o
+}
+
+fn id_param() -> Value {
+    json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 1}}])
+}
+
+pub fn document() -> Value {
+    let domain_header = json!([{
+        "name": DOMAIN_HEADER,
+        "in": "header",
+        "required": false,
+        "description": "With an operator token: the enterprise domain to act on. With a domain token: optional, must name the token's own domain.",
+        "schema": {"type": "string", "example": "acme.com"}
+    }]);
+    let config_ref = json!({"$ref": "#/components/schemas/EnterpriseOIDCConfig"});
+    let seed_example =
+        json!({"client_id": "enterprise-app-123", "client_secret": "s3cr3tP@ssw0rd!"});
+
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "oidcvault",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Keeps each enterprise domain's OIDC single-sign-on configuration. The client secret is encrypted at rest and only ever returned masked."
+        },
+        "paths": {
+            OIDC_CONFIG: {
+                "parameters": domain_header,
+                "get": op("oidc-config-retrieve", "Get the OIDC configuration of the enterprise domain",
+                    json!({"200": ok_json("The stored configuration.", config_ref.clone()),
+                           "404": error_response("Enterprise domain not found, or no configuration.")}),
+                    false, json!({})),
+                "post": op("oidc-config-create", "Create or Update OIDC Configuration",
+                    json!({"200": ok_json("The stored configuration (secret masked).", config_ref.clone()),
+                           "400": validation_response(),
+                           "404": error_response("Enterprise domain not found")}),
+                    true,
+                    json!({"description": "Create or update OIDC configuration for the enterprise domain. On update, a field left out keeps its value, `null` clears a URL field, and a `client_secret` equal to the stored masked form leaves the secret unchanged.",
+                           "requestBody": json_body("#/components/schemas/EnterpriseOIDCConfig", seed_example)})),
+                "delete": op("oidc-config-destroy", "Delete the OIDC configuration of the enterprise domain",
+                    json!({"204": {"description": "Deleted."},
+                           "404": error_response("Enterprise domain not found, or no configuration.")}),
+                    false, json!({})),
+            },
+            DOMAINS: {
+                "get": op("admin-domains-list", "List enterprise domains",
+                    json!({"200": ok_json("All domains.", json!({"type": "array", "items": {"$ref": "#/components/schemas/Domain"}}))}),
+                    false, json!({})),
+                "post": op("admin-domains-create", "Add an enterprise domain",
+                    json!({"201": ok_json("Created.", json!({"$ref": "#/components/schemas/Domain"})),
+                           "400": validation_response()}),
+                    true,
+                    json!({"requestBody": json_body("#/components/schemas/DomainCreate", json!({"domain": "acme.com"}))})),
+            },
+            DOMAIN: {
+                "parameters": id_param(),
+                "delete": op("admin-domains-destroy", "Remove a domain with its configuration and tokens",
+                    json!({"204": {"description": "Removed."}, "404": error_response("No such domain.")}),
+                    false, json!({})),
+            },
+            TOKENS: {
+                "get": op("admin-tokens-list", "List tokens (never their values)",
+                    json!({"200": ok_json("All tokens.", json!({"type": "array", "items": {"$ref": "#/components/schemas/Token"}}))}),
+                    false, json!({})),
+                "post": op("admin-tokens-create", "Create a domain or operator token (shown once)",
+                    json!({"201": ok_json("Created; `token` is shown only here.", json!({"$ref": "#/components/schemas/TokenCreated"})),
+                           "400": validation_response()}),
+                    true,
+                    json!({"requestBody": json_body("#/components/schemas/TokenCreate", json!({"operator": true}))})),
+            },
+            TOKEN: {
+                "parameters": id_param(),
+                "delete": op("admin-tokens-destroy", "Revoke a token",
+                    json!({"204": {"description": "Revoked."}, "404": error_response("No such token.")}),
+                    false, json!({})),
+            },
+            HEALTHZ: {"get": {"operationId": "healthz", "summary": "Liveness", "security": [],
+                "responses": {"200": ok_json("Serving.", json!({"type": "object", "properties": {"status": {"type": "string"}}}))}}},
+            READYZ: {"get": {"operationId": "readyz", "summary": "Readiness: store open, keys unlocked, writes durable", "security": [],
+                "responses": {"200": ok_json("Ready.", json!({"type": "object", "properties": {"status": {"type": "string"}}})),
+                              "503": ok_json("Not ready.", json!({"type": "object"}))}}},
+            OPENAPI: {"get": {"operationId": "openapi", "summary": "This document", "security": [],
+                "responses": {"200": ok_json("OpenAPI 3.1 document.", json!({"type": "object"}))}}},
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                "description": "A domain token or an operator token (`ovt_<id>_<random>`)."}},
+            "schemas": {
+                "EnterpriseOIDCConfig": {
+                    "type": "object",
+                    "title": "EnterpriseOIDCConfig",
+                    "properties": {
+                        "id": {"type": "integer", "readOnly": true},
+                        "enterprise_domain": {"type": "integer", "readOnly": true},
+                        "client_id": {"type": "string", "minLength": 1, "maxLength": 255},
+                        "client_secret": {"type": "string", "minLength": 1,
+                            "description": "Write-accepted: the plaintext is accepted on write (at most 4096 bytes) and stored encrypted. Returned masked, never in plaintext. Posting the masked form back leaves the stored secret unchanged."},
+                        "client_secret_masked": {"type": "string", "readOnly": true,
+                            "description": "Eight `*` followed by the last four characters for secrets of 12 characters or more; eight `*` alone otherwise."},
+                        "discovery_url": {"type": ["string", "null"], "format": "uri", "maxLength": 2048,
+                            "description": "OIDC Discovery URL (e.g. /.well-known/openid-configuration)"},
+                        "authorization_endpoint": {"type": ["string", "null"], "format": "uri", "maxLength": 2048},
+                        "token_endpoint": {"type": ["string", "null"], "format": "uri", "maxLength": 2048},
+                        "userinfo_endpoint": {"type": ["string", "null"], "format": "uri", "maxLength": 2048},
+                        "created_at": {"type": "string", "format": "date-time", "readOnly": true},
+                        "updated_at": {"type": "string", "format": "date-time", "readOnly": true}
+                    },
+                    "required": ["id", "enterprise_domain", "client_id", "client_secret",
+                                 "client_secret_masked", "created_at", "updated_at"]
+                },
+                "Error": {"type": "object", "properties": {"detail": {"type": "string"},
+                    "correlation_id": {"type": "string"}}, "required": ["detail"]},
+                "ValidationError": {"type": "object",
+                    "additionalProperties": {"type": "array", "items": {"type": "string"}}},
+                "Domain": {"type": "object", "properties": {
+                    "id": {"type": "integer"}, "domain": {"type": "string"},
+                    "created_at": {"type": "string", "format": "date-time"}},
+                    "required": ["id", "domain", "created_at"]},
+                "DomainCreate": {"type": "object", "properties": {"domain": {"type": "string", "example": "acme.com"}},
+                    "required": ["domain"]},
+                "Token": {"type": "object", "properties": {
+                    "id": {"type": "integer"}, "domain": {"type": ["string", "null"]},
+                    "created_at": {"type": "string", "format": "date-time"}},
+                    "required": ["id", "domain", "created_at"]},
+                "TokenCreate": {"type": "object", "properties": {
+                    "domain": {"type": "string"}, "operator": {"type": "boolean"}}},
+                "TokenCreated": {"type": "object", "properties": {
+                    "id": {"type": "integer"}, "token": {"type": "string"},
+                    "domain": {"type": ["string", "null"]},
+                    "created_at": {"type": "string", "format": "date-time"}},
+                    "required": ["id", "token", "domain", "created_at"]}
+            }
+        }
+    })
+}

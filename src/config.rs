@@ -1,0 +1,525 @@
+//! Layered configuration: built-in defaults, then `config.toml`, then
+//! `OIDCVAULT_<SECTION>__<KEY>` environment variables, then command-line flags.
+//!
+//! Unknown keys are refused (a typo must not silently fall back to a default);
+//! relative paths are resolved against the config file's folder; settings that
+//! would weaken the appliance are refused with a message that says what to change.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use rand::rngs::OsRng;
+use rand::RngCore;
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use crate::crypto::{KdfParams, MasterSecret};
+
+pub const ENV_PREFIX: &str = "OIDCVAULT_";
+pub const ENV_PASSPHRASE: &str = "OIDCVAULT_MASTER_PASSPHRASE";
+pub const ENV_PASSPHRASE_FILE: &str = "OIDCVAULT_MASTER_PASSPHRASE_FILE";
+pub const DEFAULT_CONFIG_FILE: &str = "config.toml";
+/// A master passphrase shorter than this is refused.
+pub const MIN_PASSPHRASE_CHARS: usize = 12;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration ({origin}): {message}")]
+    Invalid { origin: String, message: String },
+    #[error("{0}")]
+    Weak(String),
+    #[error("master key: {0}")]
+    MasterKey(String),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Listen address, `host:port`.
+    pub bind: String,
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Seconds to let in-flight requests finish on shutdown.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            workers: 0,
+            shutdown_timeout_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// The sled directory; relative to the config file's folder.
+    pub data_dir: PathBuf,
+    /// sled's page cache, in MiB (sled's own default is 1 GiB).
+    pub cache_capacity_mib: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            cache_capacity_mib: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Used when no passphrase is given in the environment. Created (0600,
+    /// random) on first start if missing. Must be outside the data directory.
+    pub master_key_file: PathBuf,
+    /// Argon2id parameters for a new data directory (an existing one keeps the
+    /// parameters stored with it).
+    pub kdf_memory_kib: u32,
+    pub kdf_iterations: u32,
+    pub kdf_parallelism: u32,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            master_key_file: PathBuf::from("master.key"),
+            kdf_memory_kib: KdfParams::RECOMMENDED.m_cost_kib,
+            kdf_iterations: KdfParams::RECOMMENDED.t_cost,
+            kdf_parallelism: KdfParams::RECOMMENDED.p_cost,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter: `info`, `debug`, `oidcvault=debug,warn`, ...
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub security: SecurityConfig,
+    pub log: LogConfig,
+    /// Folder that relative paths are resolved against (the config file's).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// Where the master secret comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MasterSource {
+    /// `OIDCVAULT_MASTER_PASSPHRASE`.
+    EnvPassphrase,
+    /// `OIDCVAULT_MASTER_PASSPHRASE_FILE`.
+    PassphraseFile(PathBuf),
+    /// `security.master_key_file`.
+    KeyFile(PathBuf),
+}
+
+impl std::fmt::Display for MasterSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MasterSource::EnvPassphrase => write!(f, "the master passphrase ({ENV_PASSPHRASE})"),
+            MasterSource::PassphraseFile(p) => write!(
+                f,
+                "the master passphrase file {} ({ENV_PASSPHRASE_FILE})",
+                p.display()
+            ),
+            MasterSource::KeyFile(p) => write!(f, "the master key file {}", p.display()),
+        }
+    }
+}
+
+impl Config {
+    /// Load defaults ← `path` (or `./config.toml` if present) ← environment.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_with_env(path, &env)
+    }
+
+    /// As [`Config::load`], with the environment given explicitly (for tests).
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Result<Self, ConfigError> {
+        let (file, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
+        };
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => return Err(ConfigError::Read { path: file, source }),
+        };
+        let origin = file.display().to_string();
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+            origin: origin.clone(),
+            message: e.message().to_owned(),
+        })?;
+        let overridden = apply_env(&mut table, env)?;
+        let origin = if overridden.is_empty() {
+            origin
+        } else {
+            format!("{origin} with {}", overridden.join(", "))
+        };
+        let mut config: Config =
+            Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Invalid {
+                origin,
+                message: e.message().to_owned(),
+            })?;
+        let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        config.base_dir = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.resolve(&self.storage.data_dir)
+    }
+
+    pub fn master_key_file(&self) -> PathBuf {
+        self.resolve(&self.security.master_key_file)
+    }
+
+    pub fn kdf_params(&self) -> KdfParams {
+        KdfParams {
+            m_cost_kib: self.security.kdf_memory_kib,
+            t_cost: self.security.kdf_iterations,
+            p_cost: self.security.kdf_parallelism,
+        }
+    }
+
+    pub fn cache_capacity_bytes(&self) -> u64 {
+        self.storage.cache_capacity_mib.saturating_mul(1 << 20)
+    }
+
+    /// Refuse settings that would weaken the appliance or cannot work.
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.kdf_params().validate().map_err(|e| {
+            ConfigError::Weak(format!(
+                "{e}; set security.kdf_memory_kib >= {}, security.kdf_iterations >= {} \
+                 (RFC 9106 recommends 65536 KiB, 3 iterations, 4 lanes)",
+                KdfParams::MIN_M_COST_KIB,
+                KdfParams::MIN_T_COST
+            ))
+        })?;
+        if !(1..=65536).contains(&self.storage.cache_capacity_mib) {
+            return Err(ConfigError::Weak(format!(
+                "storage.cache_capacity_mib = {} is outside 1..=65536",
+                self.storage.cache_capacity_mib
+            )));
+        }
+        if self.server.bind.parse::<std::net::SocketAddr>().is_err()
+            && !self.server.bind.contains(':')
+        {
+            return Err(ConfigError::Weak(format!(
+                "server.bind = {:?} is not host:port",
+                self.server.bind
+            )));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(ConfigError::Weak(format!(
+                "log.format = {:?}: use \"text\" or \"json\"",
+                self.log.format
+            )));
+        }
+        Ok(())
+    }
+
+    /// Which master secret applies, given the environment.
+    pub fn master_source(&self, env: &[(String, String)]) -> MasterSource {
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        if get(ENV_PASSPHRASE).is_some() {
+            MasterSource::EnvPassphrase
+        } else if let Some(p) = get(ENV_PASSPHRASE_FILE) {
+            MasterSource::PassphraseFile(PathBuf::from(p))
+        } else {
+            MasterSource::KeyFile(self.master_key_file())
+        }
+    }
+}
+
+/// Apply `OIDCVAULT_<SECTION>__<KEY>` variables onto the parsed file. Values are
+/// read as TOML literals where they parse as one (numbers, booleans), else as
+/// strings. Returns the names of the variables applied.
+fn apply_env(
+    table: &mut toml::Table,
+    env: &[(String, String)],
+) -> Result<Vec<String>, ConfigError> {
+    let mut applied = Vec::new();
+    let vars: BTreeMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    for (name, value) in vars {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let Some((section, key)) = rest.split_once("__") else {
+            continue;
+        };
+        let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+        let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .filter(|v| !v.is_table() && !v.is_array())
+            .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+        let entry = table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let toml::Value::Table(section_table) = entry else {
+            return Err(ConfigError::Invalid {
+                origin: name.to_owned(),
+                message: format!("`{section}` is not a section"),
+            });
+        };
+        section_table.insert(key, parsed);
+        applied.push(name.to_owned());
+    }
+    Ok(applied)
+}
+
+/// Read the master secret. A missing key file is created (mode 0600, 256 random
+/// bits) only when `may_create` is set, i.e. when the data directory is new.
+pub fn load_master_secret(
+    source: &MasterSource,
+    env: &[(String, String)],
+    may_create: bool,
+) -> Result<(MasterSecret, bool), ConfigError> {
+    let err = |m: String| ConfigError::MasterKey(m);
+    let (bytes, created) = match source {
+        MasterSource::EnvPassphrase => {
+            let v = env
+                .iter()
+                .find(|(n, _)| n == ENV_PASSPHRASE)
+                .map(|(_, v)| Zeroizing::new(v.as_bytes().to_vec()))
+                .unwrap_or_default();
+            (v, false)
+        }
+        MasterSource::PassphraseFile(path) => (read_secret_file(path, source)?, false),
+        MasterSource::KeyFile(path) => match std::fs::symlink_metadata(path) {
+            Ok(_) => (read_secret_file(path, source)?, false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if !may_create {
+                    return Err(err(format!(
+                        "{source} does not exist, but the data directory was created with a \
+                         master key: restore the key file from your key backup, or set {ENV_PASSPHRASE}"
+                    )));
+                }
+                (create_key_file(path)?, true)
+            }
+            Err(e) => return Err(err(format!("cannot read {source}: {e}"))),
+        },
+    };
+    let secret = MasterSecret::new(trim(bytes));
+    if secret.char_len() < MIN_PASSPHRASE_CHARS {
+        return Err(err(format!(
+            "{source} is shorter than {MIN_PASSPHRASE_CHARS} characters; use a longer passphrase \
+             (or remove {ENV_PASSPHRASE} to use a generated key file)"
+        )));
+    }
+    Ok((secret, created))
+}
+
+fn trim(bytes: Zeroizing<Vec<u8>>) -> Zeroizing<Vec<u8>> {
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |i| i + 1);
+    Zeroizing::new(bytes.get(start..end).unwrap_or_default().to_vec())
+}
+
+fn read_secret_file(path: &Path, source: &MasterSource) -> Result<Zeroizing<Vec<u8>>, ConfigError> {
+    let err = |m: String| ConfigError::MasterKey(m);
+    let meta = std::fs::metadata(path).map_err(|e| err(format!("cannot read {source}: {e}")))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(err(format!(
+            "{source} is readable by other users (mode {mode:o}); run: chmod 600 {}",
+            path.display()
+        )));
+    }
+    let mut buf = Zeroizing::new(Vec::new());
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut buf))
+        .map_err(|e| err(format!("cannot read {source}: {e}")))?;
+    Ok(buf)
+}
+
+fn create_key_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, ConfigError> {
+    use std::io::Write;
+    let err = |e: std::io::Error| {
+        ConfigError::MasterKey(format!(
+            "cannot create the master key file {}: {e}",
+            path.display()
+        ))
+    };
+    let mut raw = Zeroizing::new([0u8; 32]);
+    OsRng.fill_bytes(raw.as_mut());
+    let mut text = Zeroizing::new(STANDARD.encode(raw.as_slice()));
+    text.push('\n');
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(err)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(err)?;
+    f.write_all(text.as_bytes()).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        crate::store::fsutil::sync_dir(parent).map_err(err)?;
+    }
+    Ok(Zeroizing::new(text.as_bytes().to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn shipped_config_toml_parses_to_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+        let c = Config::load_with_env(Some(&path), &[]).unwrap();
+        let defaults = Config {
+            base_dir: c.base_dir.clone(),
+            ..Config::default()
+        };
+        assert_eq!(c, defaults);
+    }
+
+    #[test]
+    fn layers_apply_in_order_and_paths_resolve_against_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[server]\nbind = \"0.0.0.0:1\"\n[storage]\ndata_dir = \"d\"\n",
+        )
+        .unwrap();
+        let c = Config::load_with_env(
+            Some(&path),
+            &env(&[
+                ("OIDCVAULT_SERVER__BIND", "127.0.0.1:9"),
+                ("OIDCVAULT_STORAGE__CACHE_CAPACITY_MIB", "16"),
+                ("OIDCVAULT_MASTER_PASSPHRASE", "not a config key"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.bind, "127.0.0.1:9");
+        assert_eq!(c.storage.cache_capacity_mib, 16);
+        assert_eq!(c.data_dir(), dir.path().join("d"));
+        assert_eq!(c.master_key_file(), dir.path().join("master.key"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[server]\nbnd = \"x\"\n").unwrap();
+        let e = Config::load_with_env(Some(&path), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bnd"), "{e}");
+        std::fs::write(&path, "").unwrap();
+        let e = Config::load_with_env(Some(&path), &env(&[("OIDCVAULT_SERVR__BIND", "x:1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("servr") && e.contains("OIDCVAULT_SERVR__BIND"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn weak_kdf_settings_are_refused() {
+        let e = Config::load_with_env(Some(Path::new("/nonexistent/c.toml")), &[]).unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[security]\nkdf_memory_kib = 1024\n").unwrap();
+        let e = Config::load_with_env(Some(&path), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("kdf_memory_kib"), "{e}");
+    }
+
+    #[test]
+    fn key_file_is_created_private_only_when_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        let src = MasterSource::KeyFile(path.clone());
+        assert!(load_master_secret(&src, &[], false).is_err());
+        let (a, created) = load_master_secret(&src, &[], true).unwrap();
+        assert!(created);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let (b, created) = load_master_secret(&src, &[], true).unwrap();
+        assert!(!created);
+        assert_eq!(a.expose(), b.expose());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = load_master_secret(&src, &[], false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("chmod 600"), "{e}");
+    }
+
+    #[test]
+    fn short_passphrase_is_refused() {
+        let e = env(&[(ENV_PASSPHRASE, "short")]);
+        let r = load_master_secret(&MasterSource::EnvPassphrase, &e, true);
+        let msg = r.unwrap_err().to_string();
+        assert!(msg.contains("master") && !msg.contains("short\""), "{msg}");
+    }
+}

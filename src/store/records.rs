@@ -1,0 +1,153 @@
+//! On-disk records. Versioned (`[version: u8] ‖ bincode`), and kept apart from the
+//! API's types: the API never serializes these, and these never carry plaintext.
+
+use bincode::{Decode, Encode};
+
+use super::StoreError;
+
+const RECORD_VERSION: u8 = 1;
+/// No record is anywhere near this; a corrupt length prefix must not allocate more.
+const DECODE_LIMIT: usize = 1 << 20;
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<DECODE_LIMIT>()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct DomainRecord {
+    pub id: u64,
+    /// Lower-case host name.
+    pub name: String,
+    pub created_at: i64,
+    /// Ids of the tokens scoped to this domain, so removal can take them along
+    /// inside one transaction.
+    pub token_ids: Vec<u64>,
+}
+
+#[derive(Clone, PartialEq, Eq, Encode, Decode)]
+pub struct ConfigRecord {
+    pub id: u64,
+    pub domain_id: u64,
+    pub client_id: String,
+    /// Sealed envelope (see `crypto::envelope`); never plaintext.
+    pub secret_sealed: Vec<u8>,
+    /// The masked form, kept so that a read never decrypts.
+    pub secret_masked: String,
+    pub discovery_url: Option<String>,
+    pub authorization_endpoint: Option<String>,
+    pub token_endpoint: Option<String>,
+    pub userinfo_endpoint: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl std::fmt::Debug for ConfigRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigRecord")
+            .field("id", &self.id)
+            .field("domain_id", &self.domain_id)
+            .field("client_id", &self.client_id)
+            .field("secret_masked", &self.secret_masked)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub enum TokenScope {
+    Operator,
+    Domain(u64),
+}
+
+#[derive(Clone, PartialEq, Eq, Encode, Decode)]
+pub struct TokenRecord {
+    pub id: u64,
+    /// SHA-256 of the token's random part.
+    pub hash: [u8; 32],
+    pub scope: TokenScope,
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for TokenRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRecord")
+            .field("id", &self.id)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(super) fn encode<T: Encode>(record: &T) -> Vec<u8> {
+    let mut out = vec![RECORD_VERSION];
+    // Encoding into a Vec cannot fail for these plain types.
+    if let Ok(body) = bincode::encode_to_vec(record, config()) {
+        out.extend_from_slice(&body);
+    }
+    out
+}
+
+pub(super) fn decode<T: Decode<()>>(
+    tree: &'static str,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        tree,
+        key: key_label(key),
+        reason,
+    };
+    let (version, body) = bytes
+        .split_first()
+        .ok_or_else(|| corrupt("empty record".into()))?;
+    if *version != RECORD_VERSION {
+        return Err(corrupt(format!("unsupported record version {version}")));
+    }
+    let (record, used) =
+        bincode::decode_from_slice(body, config()).map_err(|e| corrupt(e.to_string()))?;
+    if used != body.len() {
+        return Err(corrupt("trailing bytes".into()));
+    }
+    Ok(record)
+}
+
+/// Keys are big-endian ids or domain names: print ids as numbers.
+fn key_label(key: &[u8]) -> String {
+    match <[u8; 8]>::try_from(key) {
+        Ok(id) => u64::from_be_bytes(id).to_string(),
+        Err(_) => String::from_utf8_lossy(key).into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_version_check() {
+        let r = DomainRecord {
+            id: 3,
+            name: "acme.com".into(),
+            created_at: 5,
+            token_ids: vec![1, 2],
+        };
+        let bytes = encode(&r);
+        assert_eq!(bytes[0], RECORD_VERSION);
+        let back: DomainRecord = decode("domains", &3u64.to_be_bytes(), &bytes).unwrap();
+        assert_eq!(back, r);
+        let mut future = bytes.clone();
+        future[0] = 2;
+        let err = decode::<DomainRecord>("domains", &3u64.to_be_bytes(), &future).unwrap_err();
+        assert!(err.to_string().contains("domains/3"), "{err}");
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for len in 0..64 {
+            let junk: Vec<u8> = (0..len).map(|i| (i * 37 + 1) as u8).collect();
+            let _ = decode::<ConfigRecord>("configs", b"k", &junk);
+            let _ = decode::<TokenRecord>("tokens", b"k", &junk);
+        }
+        let mut huge = vec![RECORD_VERSION];
+        huge.extend_from_slice(&[0xFF; 16]);
+        assert!(decode::<DomainRecord>("domains", b"k", &huge).is_err());
+    }
+}

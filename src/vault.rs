@@ -1,0 +1,644 @@
+//! The service layer: opens the data directory under the master key and carries
+//! out every operation the HTTP API and the command line offer. It speaks in
+//! model types (`Domain`, `OidcConfig`, ...), never in storage records or DTOs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::config::{load_master_secret, Config, ConfigError, MasterSource};
+use crate::crypto::{
+    self, mask_secret, CryptoError, Field, Keyring, KeyringFile, SealContext, SecretString,
+    TokenString, KEYRING_FILE_NAME,
+};
+use crate::store::{
+    fsutil, Abort, ConfigRecord, DomainRecord, Store, StoreError, StoreOptions, TokenRecord,
+    TokenScope,
+};
+use crate::time::now_micros;
+
+/// Field name → messages, as Django REST framework reports validation errors.
+pub type FieldErrors = BTreeMap<String, Vec<String>>;
+
+pub fn field_error(field: &str, message: impl Into<String>) -> FieldErrors {
+    let mut m = FieldErrors::new();
+    m.insert(field.to_owned(), vec![message.into()]);
+    m
+}
+
+pub const REQUIRED: &str = "This field is required.";
+
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(
+        "wrong master key: {master} does not unlock the keyring in {}; nothing was changed",
+        data_dir.display()
+    )]
+    WrongMasterKey { master: String, data_dir: PathBuf },
+    #[error("data directory {}: {reason}", path.display())]
+    DataDir { path: PathBuf, reason: String },
+    #[error("invalid request")]
+    Invalid(FieldErrors),
+    #[error("not found")]
+    NotFound,
+}
+
+impl<E: Into<VaultError>> From<Abort<E>> for VaultError {
+    fn from(a: Abort<E>) -> Self {
+        match a {
+            Abort::Store(e) => VaultError::Store(e),
+            Abort::Caller(e) => e.into(),
+        }
+    }
+}
+
+// ---- model types ---------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Domain {
+    pub id: u64,
+    pub name: String,
+    pub created_at: i64,
+}
+
+impl From<DomainRecord> for Domain {
+    fn from(r: DomainRecord) -> Self {
+        Self {
+            id: r.id,
+            name: r.name,
+            created_at: r.created_at,
+        }
+    }
+}
+
+/// A stored OIDC configuration as the outside world may see it: masked secret only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcConfig {
+    pub id: u64,
+    pub domain_id: u64,
+    pub client_id: String,
+    pub client_secret_masked: String,
+    pub discovery_url: Option<String>,
+    pub authorization_endpoint: Option<String>,
+    pub token_endpoint: Option<String>,
+    pub userinfo_endpoint: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl From<ConfigRecord> for OidcConfig {
+    fn from(r: ConfigRecord) -> Self {
+        Self {
+            id: r.id,
+            domain_id: r.domain_id,
+            client_id: r.client_id,
+            client_secret_masked: r.secret_masked,
+            discovery_url: r.discovery_url,
+            authorization_endpoint: r.authorization_endpoint,
+            token_endpoint: r.token_endpoint,
+            userinfo_endpoint: r.userinfo_endpoint,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// One optional field of an update: left out, set to `null`, or set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Patch<T> {
+    #[default]
+    Keep,
+    Clear,
+    Set(T),
+}
+
+impl<T: Clone> Patch<T> {
+    fn apply(&self, current: Option<T>) -> Option<T> {
+        match self {
+            Patch::Keep => current,
+            Patch::Clear => None,
+            Patch::Set(v) => Some(v.clone()),
+        }
+    }
+}
+
+/// A validated create-or-update request.
+#[derive(Debug, Default)]
+pub struct ConfigPatch {
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretString>,
+    pub discovery_url: Patch<String>,
+    pub authorization_endpoint: Patch<String>,
+    pub token_endpoint: Patch<String>,
+    pub userinfo_endpoint: Patch<String>,
+}
+
+/// Who is calling, as established from a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    Operator { token_id: u64 },
+    Domain { token_id: u64, domain_id: u64 },
+}
+
+impl Caller {
+    pub fn token_id(&self) -> u64 {
+        match self {
+            Caller::Operator { token_id } | Caller::Domain { token_id, .. } => *token_id,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub id: u64,
+    /// `None` for an operator token.
+    pub domain: Option<String>,
+    pub created_at: i64,
+}
+
+/// What to create a token for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenTarget {
+    Operator,
+    Domain(String),
+}
+
+/// Why a caller cannot act on an enterprise domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomainAccess {
+    /// No domain named, or the named one does not exist.
+    NotFound,
+    /// A domain token naming another domain.
+    Forbidden,
+}
+
+/// Check and normalise an enterprise domain name (a DNS host name, lower-cased).
+pub fn normalize_domain_name(raw: &str) -> Result<String, String> {
+    let name = raw.trim().trim_end_matches('.').to_ascii_lowercase();
+    let invalid = || Err("Enter a valid domain name, such as acme.com.".to_owned());
+    if name.is_empty() || name.len() > 253 {
+        return invalid();
+    }
+    let labels: Vec<&str> = name.split('.').collect();
+    if labels.len() < 2 {
+        return invalid();
+    }
+    for label in &labels {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return invalid();
+        }
+    }
+    if labels
+        .last()
+        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return invalid();
+    }
+    Ok(name)
+}
+
+/// What happened while opening, for the caller to report.
+#[derive(Debug, Default)]
+pub struct OpenReport {
+    /// The data directory was initialised by this open.
+    pub initialized: bool,
+    /// A new master key file was written here.
+    pub key_file_created: Option<PathBuf>,
+    /// Time spent in Argon2id.
+    pub kdf_millis: u128,
+}
+
+pub struct Vault {
+    store: Store,
+    keyring: Keyring,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault")
+            .field("store", &self.store)
+            .field("keyring", &self.keyring)
+            .finish()
+    }
+}
+
+fn lexical_absolute(p: &Path) -> PathBuf {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(p)
+    };
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+impl Vault {
+    /// Open the data directory under the master secret, creating it (random salt,
+    /// new keyring) when it does not exist or is empty. A wrong master secret
+    /// changes nothing on disk: the keyring is checked before sled is opened.
+    pub fn open(
+        config: &Config,
+        env: &[(String, String)],
+    ) -> Result<(Self, OpenReport), VaultError> {
+        let data_dir = config.data_dir();
+        let source = config.master_source(env);
+        let data_err = |reason: String| VaultError::DataDir {
+            path: data_dir.clone(),
+            reason,
+        };
+        if let MasterSource::KeyFile(key_file) = &source {
+            if lexical_absolute(key_file).starts_with(lexical_absolute(&data_dir)) {
+                return Err(ConfigError::Weak(format!(
+                    "security.master_key_file ({}) is inside the data directory; keep the master \
+                     key apart from data/ so that a copy of data/ alone reveals nothing",
+                    key_file.display()
+                ))
+                .into());
+            }
+        }
+        let keyring_path = data_dir.join(KEYRING_FILE_NAME);
+        let fresh = match std::fs::symlink_metadata(&keyring_path) {
+            Ok(_) => false,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(e) => return Err(data_err(format!("cannot read the keyring: {e}"))),
+        };
+        if fresh
+            && !fsutil::is_absent_or_empty(&data_dir)
+                .map_err(|e| data_err(format!("cannot list it: {e}")))?
+        {
+            return Err(data_err(
+                "it is not empty but holds no oidcvault keyring; refusing to initialise it \
+                 (point storage.data_dir at an empty or missing folder, or restore the keyring file)"
+                    .into(),
+            ));
+        }
+        let (secret, key_file_created) = load_master_secret(&source, env, fresh)?;
+        let mut report = OpenReport {
+            initialized: fresh,
+            key_file_created: match (&source, key_file_created) {
+                (MasterSource::KeyFile(p), true) => Some(p.clone()),
+                _ => None,
+            },
+            kdf_millis: 0,
+        };
+        let started = std::time::Instant::now();
+        let keyring = if fresh {
+            fsutil::create_private_dir(&data_dir)
+                .map_err(|e| data_err(format!("cannot create it: {e}")))?;
+            let keyring = Keyring::generate();
+            let file = KeyringFile::wrap(&keyring, &secret, config.kdf_params())?;
+            fsutil::write_atomic(&keyring_path, &file.to_bytes()?)
+                .map_err(|e| data_err(format!("cannot write the keyring: {e}")))?;
+            keyring
+        } else {
+            let bytes = std::fs::read(&keyring_path)
+                .map_err(|e| data_err(format!("cannot read the keyring: {e}")))?;
+            let file = KeyringFile::from_bytes(&bytes)?;
+            file.unlock(&secret).map_err(|e| match e {
+                CryptoError::WrongMasterKey => VaultError::WrongMasterKey {
+                    master: source.to_string(),
+                    data_dir: data_dir.clone(),
+                },
+                other => other.into(),
+            })?
+        };
+        report.kdf_millis = started.elapsed().as_millis();
+        drop(secret);
+        let store = Store::open(
+            &data_dir,
+            &StoreOptions {
+                cache_capacity_bytes: config.cache_capacity_bytes(),
+            },
+        )?;
+        Ok((Self { store, keyring }, report))
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Ready to serve: the store is open, the keys unlocked, and the last group
+    /// commit succeeded.
+    pub fn ready(&self) -> bool {
+        self.store.healthy()
+    }
+
+    /// Final flush and fsync; later writes fail.
+    pub fn shutdown(&self) {
+        self.store.shutdown();
+    }
+
+    // ---- authentication ----------------------------------------------------------
+
+    /// The caller a presented bearer token stands for; `None` when it is not valid.
+    pub fn authenticate(&self, presented: &str) -> Result<Option<Caller>, VaultError> {
+        let Ok((id, hash)) = crypto::token::parse(presented) else {
+            return Ok(None);
+        };
+        let Some(record) = self.store.token(id)? else {
+            return Ok(None);
+        };
+        if !hash.matches(&crypto::TokenHash(record.hash)) {
+            return Ok(None);
+        }
+        Ok(Some(match record.scope {
+            TokenScope::Operator => Caller::Operator { token_id: id },
+            TokenScope::Domain(domain_id) => Caller::Domain {
+                token_id: id,
+                domain_id,
+            },
+        }))
+    }
+
+    /// The enterprise domain a request acts on: a domain token's own domain, or the
+    /// one an operator names in `X-Enterprise-Domain`.
+    pub fn domain_for(
+        &self,
+        caller: Caller,
+        named: Option<&str>,
+    ) -> Result<Result<Domain, DomainAccess>, VaultError> {
+        let named = named.map(|n| n.trim().trim_end_matches('.').to_ascii_lowercase());
+        match caller {
+            Caller::Domain { domain_id, .. } => {
+                let Some(domain) = self.store.domain(domain_id)? else {
+                    return Ok(Err(DomainAccess::NotFound));
+                };
+                match named {
+                    Some(n) if n != domain.name => Ok(Err(DomainAccess::Forbidden)),
+                    _ => Ok(Ok(domain.into())),
+                }
+            }
+            Caller::Operator { .. } => match named {
+                None => Ok(Err(DomainAccess::NotFound)),
+                Some(n) => Ok(self
+                    .store
+                    .domain_by_name(&n)?
+                    .map(Domain::from)
+                    .ok_or(DomainAccess::NotFound)),
+            },
+        }
+    }
+
+    // ---- OIDC configs ------------------------------------------------------------
+
+    pub fn get_config(&self, domain: &Domain) -> Result<Option<OidcConfig>, VaultError> {
+        Ok(self.store.config(domain.id)?.map(OidcConfig::from))
+    }
+
+    /// Create or update a domain's config. On create `client_id` and
+    /// `client_secret` are required. A `client_secret` equal to the stored masked
+    /// form means "unchanged". Returns the config and whether it was created.
+    pub async fn upsert_config(
+        &self,
+        domain: &Domain,
+        patch: ConfigPatch,
+    ) -> Result<(OidcConfig, bool), VaultError> {
+        let now = now_micros();
+        let ctx = SealContext {
+            domain_id: domain.id,
+            field: Field::ClientSecret,
+        };
+        let seal = |secret: &SecretString| -> Result<(Vec<u8>, String), VaultError> {
+            Ok((
+                self.keyring.seal(secret.expose().as_bytes(), ctx)?,
+                mask_secret(secret.expose()),
+            ))
+        };
+        let build = |current: Option<&ConfigRecord>, id: u64| -> Result<ConfigRecord, VaultError> {
+            match current {
+                None => {
+                    let mut missing = FieldErrors::new();
+                    if patch.client_id.is_none() {
+                        missing.insert("client_id".into(), vec![REQUIRED.into()]);
+                    }
+                    let Some(secret) = &patch.client_secret else {
+                        missing.insert("client_secret".into(), vec![REQUIRED.into()]);
+                        return Err(VaultError::Invalid(missing));
+                    };
+                    let Some(client_id) = &patch.client_id else {
+                        return Err(VaultError::Invalid(missing));
+                    };
+                    let (secret_sealed, secret_masked) = seal(secret)?;
+                    Ok(ConfigRecord {
+                        id,
+                        domain_id: domain.id,
+                        client_id: client_id.clone(),
+                        secret_sealed,
+                        secret_masked,
+                        discovery_url: patch.discovery_url.apply(None),
+                        authorization_endpoint: patch.authorization_endpoint.apply(None),
+                        token_endpoint: patch.token_endpoint.apply(None),
+                        userinfo_endpoint: patch.userinfo_endpoint.apply(None),
+                        created_at: now,
+                        updated_at: now,
+                    })
+                }
+                Some(cur) => {
+                    let mut next = cur.clone();
+                    if let Some(client_id) = &patch.client_id {
+                        next.client_id.clone_from(client_id);
+                    }
+                    if let Some(secret) = &patch.client_secret {
+                        if secret.expose() != cur.secret_masked {
+                            (next.secret_sealed, next.secret_masked) = seal(secret)?;
+                        }
+                    }
+                    next.discovery_url = patch.discovery_url.apply(next.discovery_url);
+                    next.authorization_endpoint = patch
+                        .authorization_endpoint
+                        .apply(next.authorization_endpoint);
+                    next.token_endpoint = patch.token_endpoint.apply(next.token_endpoint);
+                    next.userinfo_endpoint = patch.userinfo_endpoint.apply(next.userinfo_endpoint);
+                    // `updated_at` moves on every update, even within one microsecond.
+                    next.updated_at = now.max(cur.updated_at + 1);
+                    Ok(next)
+                }
+            }
+        };
+        let (record, created) = self.store.upsert_config(domain.id, build).await?;
+        // `patch` (and the plaintext secret in it) is dropped, and wiped, here.
+        Ok((record.into(), created))
+    }
+
+    /// Delete a domain's config; false when there was none.
+    pub async fn delete_config(&self, domain: &Domain) -> Result<bool, VaultError> {
+        Ok(self.store.delete_config(domain.id).await?)
+    }
+
+    /// Decrypt a domain's client secret (for `verify` and the connection test).
+    pub fn reveal_secret(&self, domain: &Domain) -> Result<Option<SecretString>, VaultError> {
+        let Some(record) = self.store.config(domain.id)? else {
+            return Ok(None);
+        };
+        let plain = self.keyring.open(
+            &record.secret_sealed,
+            SealContext {
+                domain_id: domain.id,
+                field: Field::ClientSecret,
+            },
+        )?;
+        let text = String::from_utf8(plain.to_vec()).map_err(|e| {
+            let mut bytes = e.into_bytes();
+            zeroize::Zeroize::zeroize(&mut bytes);
+            CryptoError::MalformedEnvelope("plaintext is not UTF-8")
+        })?;
+        Ok(Some(SecretString::new(text)))
+    }
+
+    // ---- domains -----------------------------------------------------------------
+
+    pub async fn add_domain(&self, raw_name: &str) -> Result<Domain, VaultError> {
+        let name = normalize_domain_name(raw_name)
+            .map_err(|m| VaultError::Invalid(field_error("domain", m)))?;
+        match self.store.create_domain(&name, now_micros()).await {
+            Ok(r) => Ok(r.into()),
+            Err(StoreError::DomainExists) => Err(VaultError::Invalid(field_error(
+                "domain",
+                "An enterprise domain with this name already exists.",
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn list_domains(&self) -> Result<Vec<Domain>, VaultError> {
+        Ok(self
+            .store
+            .list_domains()?
+            .into_iter()
+            .map(Domain::from)
+            .collect())
+    }
+
+    pub fn domain_by_name(&self, raw_name: &str) -> Result<Option<Domain>, VaultError> {
+        let name = raw_name.trim().trim_end_matches('.').to_ascii_lowercase();
+        Ok(self.store.domain_by_name(&name)?.map(Domain::from))
+    }
+
+    /// Remove a domain, its config and its tokens; false when there was none.
+    pub async fn remove_domain(&self, id: u64) -> Result<bool, VaultError> {
+        Ok(self.store.remove_domain(id).await?)
+    }
+
+    // ---- tokens ------------------------------------------------------------------
+
+    /// Create a token. The token string is returned once and never stored.
+    pub async fn create_token(
+        &self,
+        target: &TokenTarget,
+    ) -> Result<(TokenInfo, TokenString), VaultError> {
+        let (scope, domain) = match target {
+            TokenTarget::Operator => (TokenScope::Operator, None),
+            TokenTarget::Domain(name) => {
+                let Some(d) = self.domain_by_name(name)? else {
+                    return Err(VaultError::Invalid(field_error(
+                        "domain",
+                        "Enterprise domain not found.",
+                    )));
+                };
+                (TokenScope::Domain(d.id), Some(d.name))
+            }
+        };
+        let result = self
+            .store
+            .create_token(scope, now_micros(), |id| {
+                let generated = crypto::token::generate(id);
+                (generated.hash.0, generated.token)
+            })
+            .await;
+        let (record, token) = match result {
+            Ok(v) => v,
+            Err(StoreError::DomainNotFound) => {
+                return Err(VaultError::Invalid(field_error(
+                    "domain",
+                    "Enterprise domain not found.",
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok((
+            TokenInfo {
+                id: record.id,
+                domain,
+                created_at: record.created_at,
+            },
+            token,
+        ))
+    }
+
+    pub fn list_tokens(&self) -> Result<Vec<TokenInfo>, VaultError> {
+        let names: BTreeMap<u64, String> = self
+            .store
+            .list_domains()?
+            .into_iter()
+            .map(|d| (d.id, d.name))
+            .collect();
+        Ok(self
+            .store
+            .list_tokens()?
+            .into_iter()
+            .map(|t: TokenRecord| TokenInfo {
+                id: t.id,
+                domain: match t.scope {
+                    TokenScope::Operator => None,
+                    TokenScope::Domain(d) => names.get(&d).cloned(),
+                },
+                created_at: t.created_at,
+            })
+            .collect())
+    }
+
+    /// Revoke a token; false when there was none.
+    pub async fn revoke_token(&self, id: u64) -> Result<bool, VaultError> {
+        Ok(self.store.revoke_token(id).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domain_names_are_normalised_and_checked() {
+        assert_eq!(normalize_domain_name("Acme.COM").unwrap(), "acme.com");
+        assert_eq!(
+            normalize_domain_name("sso.acme.co.uk.").unwrap(),
+            "sso.acme.co.uk"
+        );
+        for bad in [
+            "",
+            "acme",
+            "-acme.com",
+            "acme-.com",
+            "ac me.com",
+            "acme..com",
+            "1.2.3.4",
+            "acme.com/x",
+            "a@b.com",
+            "é.com",
+        ] {
+            assert!(normalize_domain_name(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(normalize_domain_name(&format!("{}.com", "a".repeat(64))).is_err());
+    }
+}
