@@ -1,1 +1,12 @@
+//! One integration-test binary, a module per topic (ripgrep's layout).
+//!
+//! - `api_*`: through the real `App` (`oidcvault::app`, the factory `main` uses),
+//!   with `actix_web::test::init_service`;
+//! - `binary`: through the real binary over real TCP, for the guarantees
+//!   (durability across `kill -9`, wrong master key, backups, nothing at rest).
 
+mod util;
+
+mod api_admin;
+mod api_oidc;
+mod binary;
