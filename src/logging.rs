@@ -2,6 +2,7 @@
 //! status, latency), never a header, a query string or a body, so no token or
 //! secret can reach a log line.
 
+use std::io::IsTerminal;
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -14,8 +15,8 @@ use crate::config::LogConfig;
 /// Overrides `log.level` when set.
 pub const ENV_LOG: &str = "OIDCVAULT_LOG";
 
-/// Install the global subscriber, writing to stderr. `fallback` is the level
-/// when neither `OIDCVAULT_LOG` nor the config sets one.
+/// Install the global subscriber, writing to stderr. `OIDCVAULT_LOG` wins over
+/// `level_override` (used by the offline commands), which wins over `log.level`.
 pub fn init(config: &LogConfig, level_override: Option<&str>) {
     let level = std::env::var(ENV_LOG)
         .ok()
@@ -25,7 +26,8 @@ pub fn init(config: &LogConfig, level_override: Option<&str>) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(true);
+        .with_target(true)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = if config.format == "json" {
         builder.json().flatten_event(true).try_init()
     } else {

@@ -28,7 +28,11 @@ use records::{decode, encode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("data directory {} is in use by another oidcvault process", path.display())]
+    #[error(
+        "data directory {} is in use by a running oidcvault server (or another command); \
+         stop it first, or make the change through the admin API (/api/v1/admin/) with an operator token",
+        path.display()
+    )]
     InUse { path: PathBuf },
     #[error("storage engine error: {0}")]
     Sled(#[from] sled::Error),
