@@ -7,8 +7,16 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::api::{DomainResponse, TokenResponse};
-use crate::config::Config;
-use crate::vault::{OpenReport, TokenTarget, Vault};
+use crate::config::{Config, ENV_PASSPHRASE, MIN_PASSPHRASE_CHARS};
+use crate::crypto::MasterSecret;
+use crate::store::{fsutil, StoreError};
+use crate::time::format_micros;
+use crate::vault::{BackupInfo, KeyStatus, OpenReport, TokenTarget, Vault, VaultError};
+
+/// Operator token for commands that go through a running server.
+pub const ENV_TOKEN: &str = "OIDCVAULT_TOKEN";
+/// The new passphrase of `key change-passphrase`.
+pub const ENV_NEW_PASSPHRASE: &str = "OIDCVAULT_NEW_MASTER_PASSPHRASE";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,6 +42,27 @@ enum Command {
     /// Manage API tokens (offline).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Write a consistent copy of the data directory to DEST, whether or not the
+    /// server runs (a running server is asked through the admin API, with the
+    /// operator token in OIDCVAULT_TOKEN).
+    Backup { dest: PathBuf },
+    /// Data keys and the master passphrase (offline).
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Open every record and decrypt every secret in memory; exit non-zero
+    /// naming each record that fails.
+    Verify,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Add a data-key term and re-encrypt every secret to it.
+    Rotate,
+    /// Re-wrap the keyring under a new passphrase (from
+    /// OIDCVAULT_NEW_MASTER_PASSPHRASE, or asked for).
+    ChangePassphrase,
+    /// Print key terms and re-encryption progress.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,8 +161,13 @@ fn execute(cli: Cli) -> Result<(), CliError> {
     let serving = matches!(command, Command::Serve);
     crate::logging::init(&config.log, if serving { None } else { Some("warn") });
 
-    let (vault, report) = Vault::open(&config, &env)?;
-    drop(env);
+    let opened = Vault::open(&config, &env);
+    if let (Command::Backup { dest }, Err(VaultError::Store(StoreError::InUse { .. }))) =
+        (&command, &opened)
+    {
+        return backup_through_server(&config, &env, dest);
+    }
+    let (vault, report) = opened?;
     report_open(&report);
     let system = actix_web::rt::System::new();
     let result = system.block_on(async {
@@ -151,6 +185,21 @@ fn execute(cli: Cli) -> Result<(), CliError> {
                 vault.shutdown();
                 r
             }
+            Command::Backup { dest } => {
+                let r = backup_offline(&vault, &dest).await;
+                vault.shutdown();
+                r
+            }
+            Command::Key(cmd) => {
+                let r = key(&vault, &config, &env, cmd).await;
+                vault.shutdown();
+                r
+            }
+            Command::Verify => {
+                let r = verify(&vault);
+                vault.shutdown();
+                r
+            }
         }
     });
     result
@@ -159,7 +208,10 @@ fn execute(cli: Cli) -> Result<(), CliError> {
 async fn domain(vault: &Vault, cmd: DomainCommand) -> Result<(), CliError> {
     match cmd {
         DomainCommand::Add { name } => {
-            let d = vault.add_domain(&name).await.map_err(invalid_to_line)?;
+            let d = vault
+                .add_domain(&name, None)
+                .await
+                .map_err(invalid_to_line)?;
             print_json(&DomainResponse::from(d))
         }
         DomainCommand::List => {
@@ -174,7 +226,7 @@ async fn domain(vault: &Vault, cmd: DomainCommand) -> Result<(), CliError> {
             let Some(d) = vault.domain_by_name(&name)? else {
                 return Err(CliError(format!("no enterprise domain named {name:?}")));
             };
-            vault.remove_domain(d.id).await?;
+            vault.remove_domain(d.id, None).await?;
             eprintln!(
                 "removed enterprise domain {} (id {}) with its configuration and tokens",
                 d.name, d.id
@@ -191,7 +243,10 @@ async fn token(vault: &Vault, cmd: TokenCommand) -> Result<(), CliError> {
                 (Some(name), false) => TokenTarget::Domain(name),
                 _ => TokenTarget::Operator,
             };
-            let (_, token) = vault.create_token(&target).await.map_err(invalid_to_line)?;
+            let (_, token) = vault
+                .create_token(&target, None)
+                .await
+                .map_err(invalid_to_line)?;
             println!("{}", token.expose());
             Ok(())
         }
@@ -204,7 +259,7 @@ async fn token(vault: &Vault, cmd: TokenCommand) -> Result<(), CliError> {
             print_json(&list)
         }
         TokenCommand::Revoke { id } => {
-            if vault.revoke_token(id).await? {
+            if vault.revoke_token(id, None).await? {
                 eprintln!("revoked token {id}");
                 Ok(())
             } else {
@@ -225,5 +280,201 @@ fn invalid_to_line(e: crate::vault::VaultError) -> CliError {
                 .join("; "),
         ),
         other => other.into(),
+    }
+}
+
+fn backup_json(info: &BackupInfo) -> serde_json::Value {
+    serde_json::json!({
+        "name": info.name,
+        "path": info.path.display().to_string(),
+        "records": info.records,
+        "bytes": info.bytes,
+        "created_at": format_micros(info.created_at),
+    })
+}
+
+async fn backup_offline(vault: &Vault, dest: &std::path::Path) -> Result<(), CliError> {
+    let info = vault.write_backup(dest)?;
+    vault.audit_backup(&info, None).await?;
+    print_json(&backup_json(&info))
+}
+
+/// The server holds the data directory: ask it for a backup over the admin API,
+/// then move the finished copy from `storage.backup_dir` to `dest`.
+fn backup_through_server(
+    config: &Config,
+    env: &[(String, String)],
+    dest: &std::path::Path,
+) -> Result<(), CliError> {
+    let token = env
+        .iter()
+        .find(|(k, _)| k == ENV_TOKEN)
+        .map(|(_, v)| zeroize::Zeroizing::new(v.clone()))
+        .ok_or_else(|| {
+            CliError(format!(
+                "the data directory is in use by a running server; set {ENV_TOKEN} to an operator \
+                 token so the backup can be asked of it (POST /api/v1/admin/backup)"
+            ))
+        })?;
+    if !fsutil::is_absent_or_empty(dest)? {
+        return Err(CliError(format!(
+            "backup destination {} exists and is not empty",
+            dest.display()
+        )));
+    }
+    let (agent, base) = server_client(config)?;
+    let response = agent
+        .post(&format!("{base}/api/v1/admin/backup"))
+        .set("Authorization", &format!("Bearer {}", token.as_str()))
+        .call();
+    let body: serde_json::Value = match response {
+        Ok(r) => r.into_json()?,
+        Err(ureq::Error::Status(code, r)) => {
+            let detail = r
+                .into_json::<serde_json::Value>()
+                .ok()
+                .and_then(|v| v["detail"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            return Err(CliError(format!(
+                "the server refused the backup: HTTP {code} {detail}"
+            )));
+        }
+        Err(e) => return Err(CliError(format!("cannot reach the server at {base}: {e}"))),
+    };
+    let made = std::path::PathBuf::from(body["path"].as_str().unwrap_or_default());
+    if dest.exists() {
+        std::fs::remove_dir(dest)?;
+    }
+    if std::fs::rename(&made, dest).is_err() {
+        fsutil::copy_tree(&made, dest)?;
+        fsutil::sync_tree(dest)?;
+        std::fs::remove_dir_all(&made)?;
+    }
+    let mut out = body;
+    out["path"] = serde_json::Value::String(dest.display().to_string());
+    print_json(&out)
+}
+
+/// An HTTP client for the configured server, trusting its own certificate
+/// chain when it serves TLS.
+fn server_client(config: &Config) -> Result<(ureq::Agent, String), CliError> {
+    use rustls::pki_types::pem::PemObject;
+    let host = match config.server.bind.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.ip().is_unspecified() => match a {
+            std::net::SocketAddr::V4(_) => format!("127.0.0.1:{}", a.port()),
+            std::net::SocketAddr::V6(_) => format!("[::1]:{}", a.port()),
+        },
+        _ => config.server.bind.clone(),
+    };
+    let builder = ureq::AgentBuilder::new().timeout(std::time::Duration::from_secs(300));
+    match config.tls() {
+        None => Ok((builder.build(), format!("http://{host}"))),
+        Some((cert, _)) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in rustls::pki_types::CertificateDer::pem_file_iter(&cert)? {
+                roots.add(c?)?;
+            }
+            let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            Ok((
+                builder.tls_config(std::sync::Arc::new(tls)).build(),
+                format!("https://{host}"),
+            ))
+        }
+    }
+}
+
+fn key_status_json(s: &KeyStatus) -> serde_json::Value {
+    serde_json::json!({
+        "active_term": s.active_term,
+        "terms": s.terms.iter().map(|t| serde_json::json!({
+            "term": t.term, "active": t.active, "configs": t.configs,
+            "created_at": format_micros(t.created_at),
+        })).collect::<Vec<_>>(),
+        "total_configs": s.total_configs,
+        "progress": s.progress,
+    })
+}
+
+async fn key(
+    vault: &Vault,
+    config: &Config,
+    env: &[(String, String)],
+    cmd: KeyCommand,
+) -> Result<(), CliError> {
+    match cmd {
+        KeyCommand::Rotate => {
+            vault.rotate(None, "requested").await?;
+            let n = vault.finish_reencryption().await?;
+            eprintln!("rotated: {n} secrets re-encrypted to the new term");
+            print_json(&key_status_json(&vault.key_status()?))
+        }
+        KeyCommand::Status => print_json(&key_status_json(&vault.key_status()?)),
+        KeyCommand::ChangePassphrase => {
+            let new = new_passphrase(env)?;
+            vault.change_passphrase(&new, config.kdf_params())?;
+            eprintln!(
+                "master passphrase changed; from now on start with {ENV_PASSPHRASE} set to the new \
+                 passphrase (the old passphrase or key file no longer opens the keyring)"
+            );
+            Ok(())
+        }
+    }
+}
+
+fn new_passphrase(env: &[(String, String)]) -> Result<MasterSecret, CliError> {
+    let value = match env.iter().find(|(k, _)| k == ENV_NEW_PASSPHRASE) {
+        Some((_, v)) => zeroize::Zeroizing::new(v.clone()),
+        None => {
+            let first = zeroize::Zeroizing::new(
+                rpassword::prompt_password("New master passphrase: ").map_err(|e| {
+                    CliError(format!(
+                        "cannot read the new passphrase ({e}); set {ENV_NEW_PASSPHRASE} instead"
+                    ))
+                })?,
+            );
+            let again = zeroize::Zeroizing::new(rpassword::prompt_password("Repeat it: ")?);
+            if *first != *again {
+                return Err(CliError(
+                    "the two passphrases differ; nothing was changed".into(),
+                ));
+            }
+            first
+        }
+    };
+    if value.chars().count() < MIN_PASSPHRASE_CHARS {
+        return Err(CliError(format!(
+            "the new passphrase is shorter than {MIN_PASSPHRASE_CHARS} characters; nothing was changed"
+        )));
+    }
+    Ok(MasterSecret::new(zeroize::Zeroizing::new(
+        value.as_bytes().to_vec(),
+    )))
+}
+
+fn verify(vault: &Vault) -> Result<(), CliError> {
+    let r = vault.verify()?;
+    print_json(&serde_json::json!({
+        "domains": r.domains,
+        "configs": r.configs,
+        "tokens": r.tokens,
+        "audit_events": r.audit_events,
+        "secrets_opened": r.secrets_opened,
+        "failures": r.failures.len(),
+    }))?;
+    for f in &r.failures {
+        eprintln!("verify: {f}");
+    }
+    if r.failures.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError(format!(
+            "{} record(s) failed verification",
+            r.failures.len()
+        )))
     }
 }

@@ -50,6 +50,10 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Seconds to let in-flight requests finish on shutdown.
     pub shutdown_timeout_secs: u64,
+    /// PEM certificate chain; with `tls_key`, the server speaks HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +62,8 @@ impl Default for ServerConfig {
             bind: "127.0.0.1:8080".into(),
             workers: 0,
             shutdown_timeout_secs: 30,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -69,6 +75,8 @@ pub struct StorageConfig {
     pub data_dir: PathBuf,
     /// sled's page cache, in MiB (sled's own default is 1 GiB).
     pub cache_capacity_mib: u64,
+    /// Where the server writes online backups (`POST /api/v1/admin/backup`).
+    pub backup_dir: PathBuf,
 }
 
 impl Default for StorageConfig {
@@ -76,6 +84,7 @@ impl Default for StorageConfig {
         Self {
             data_dir: PathBuf::from("data"),
             cache_capacity_mib: 64,
+            backup_dir: PathBuf::from("backups"),
         }
     }
 }
@@ -91,7 +100,13 @@ pub struct SecurityConfig {
     pub kdf_memory_kib: u32,
     pub kdf_iterations: u32,
     pub kdf_parallelism: u32,
+    /// Rotate the data key automatically after this many encryptions under one
+    /// term (NIST's 2^32 bound for random 96-bit nonces, with margin).
+    pub rotate_after_encryptions: u64,
 }
+
+/// Largest value of `security.rotate_after_encryptions`.
+pub const MAX_ENCRYPTIONS_PER_TERM: u64 = 1 << 31;
 
 impl Default for SecurityConfig {
     fn default() -> Self {
@@ -100,6 +115,7 @@ impl Default for SecurityConfig {
             kdf_memory_kib: KdfParams::RECOMMENDED.m_cost_kib,
             kdf_iterations: KdfParams::RECOMMENDED.t_cost,
             kdf_parallelism: KdfParams::RECOMMENDED.p_cost,
+            rotate_after_encryptions: MAX_ENCRYPTIONS_PER_TERM,
         }
     }
 }
@@ -122,12 +138,28 @@ impl Default for LogConfig {
     }
 }
 
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Audit events older than this are removed.
+    pub retention_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: 365,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
     pub storage: StorageConfig,
     pub security: SecurityConfig,
+    pub audit: AuditConfig,
     pub log: LogConfig,
     /// Folder that relative paths are resolved against (the config file's).
     #[serde(skip)]
@@ -218,6 +250,18 @@ impl Config {
         self.resolve(&self.storage.data_dir)
     }
 
+    pub fn backup_dir(&self) -> PathBuf {
+        self.resolve(&self.storage.backup_dir)
+    }
+
+    /// TLS certificate and key paths, when TLS is on.
+    pub fn tls(&self) -> Option<(PathBuf, PathBuf)> {
+        match (&self.server.tls_cert, &self.server.tls_key) {
+            (Some(c), Some(k)) => Some((self.resolve(c), self.resolve(k))),
+            _ => None,
+        }
+    }
+
     pub fn master_key_file(&self) -> PathBuf {
         self.resolve(&self.security.master_key_file)
     }
@@ -257,6 +301,23 @@ impl Config {
                 "server.bind = {:?} is not host:port",
                 self.server.bind
             )));
+        }
+        if !(1..=MAX_ENCRYPTIONS_PER_TERM).contains(&self.security.rotate_after_encryptions) {
+            return Err(ConfigError::Weak(format!(
+                "security.rotate_after_encryptions = {} is outside 1..={MAX_ENCRYPTIONS_PER_TERM} \
+                 (random 96-bit nonces allow at most 2^32 encryptions per key)",
+                self.security.rotate_after_encryptions
+            )));
+        }
+        if self.audit.retention_days == 0 {
+            return Err(ConfigError::Weak(
+                "audit.retention_days must be at least 1".into(),
+            ));
+        }
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            return Err(ConfigError::Weak(
+                "set both server.tls_cert and server.tls_key, or neither".into(),
+            ));
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::Weak(format!(

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod logging;
+pub mod metrics;
 pub mod server;
 pub mod store;
 pub mod time;

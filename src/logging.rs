@@ -58,6 +58,14 @@ pub async fn log_request(
                 latency_us,
                 "request"
             );
+            if let Some(vault) = r.request().app_data::<actix_web::web::Data<crate::Vault>>() {
+                vault.metrics().observe_request(
+                    method.as_str(),
+                    &route,
+                    r.status().as_u16(),
+                    started.elapsed().as_secs_f64(),
+                );
+            }
         }
         Err(e) => {
             tracing::warn!(

@@ -1,11 +1,39 @@
-//! `oidcvault serve`: bind, serve, and shut down cleanly.
+//! `oidcvault serve`: bind (plain HTTP or TLS), serve, run key maintenance in
+//! the background, and shut down cleanly.
 
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 
 use actix_web::{web, HttpServer};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::Config;
 use crate::vault::Vault;
+
+/// Load a rustls server configuration from PEM files (ring provider, TLS 1.2
+/// and 1.3, no client authentication).
+pub fn tls_config(cert: &Path, key: &Path) -> std::io::Result<rustls::ServerConfig> {
+    let err = |what: &str, path: &Path, e: &dyn std::fmt::Display| {
+        std::io::Error::other(format!("{what} {}: {e}", path.display()))
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| err("cannot read server.tls_cert", cert, &e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| err("cannot parse server.tls_cert", cert, &e))?;
+    if certs.is_empty() {
+        return Err(err("no certificate in server.tls_cert", cert, &"empty"));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| err("cannot read a private key from server.tls_key", key, &e))?;
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| std::io::Error::other(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| std::io::Error::other(format!("server.tls_cert / server.tls_key: {e}")))
+}
 
 /// Serve until SIGTERM or Ctrl-C, then stop accepting, let in-flight requests
 /// finish (up to `server.shutdown_timeout_secs`), make everything durable, return.
@@ -17,17 +45,31 @@ pub async fn serve(config: &Config, vault: Vault) -> std::io::Result<()> {
     if config.server.workers > 0 {
         server = server.workers(config.server.workers);
     }
-    let server = server.bind(&config.server.bind).map_err(|e| {
+    let bind_err = |e: std::io::Error| {
         std::io::Error::new(
             e.kind(),
             format!("cannot listen on {} (server.bind): {e}", config.server.bind),
         )
-    })?;
+    };
+    let (server, scheme) = match config.tls() {
+        Some((cert, key)) => {
+            let tls = tls_config(&cert, &key)?;
+            (
+                server
+                    .bind_rustls_0_23(&config.server.bind, tls)
+                    .map_err(bind_err)?,
+                "https",
+            )
+        }
+        None => (server.bind(&config.server.bind).map_err(bind_err)?, "http"),
+    };
     let addrs: Vec<SocketAddr> = server.addrs();
     for addr in &addrs {
-        tracing::info!(%addr, "listening on http://{addr}");
+        tracing::info!(%addr, "listening on {scheme}://{addr}");
     }
+    let maintenance = actix_web::rt::spawn(vault.clone().into_inner().run_maintenance());
     server.run().await?;
+    maintenance.abort();
     vault.shutdown();
     tracing::info!("stopped; all acknowledged writes are on disk");
     Ok(())

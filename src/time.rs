@@ -23,6 +23,12 @@ pub fn format_micros(micros: i64) -> String {
         .unwrap_or_else(|| "1970-01-01T00:00:00.000000Z".to_owned())
 }
 
+/// Parse an RFC 3339 timestamp into microseconds since the epoch.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    let t = OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -34,5 +40,10 @@ mod tests {
             format_micros(1_795_964_645_123_456),
             "2026-11-29T15:04:05.123456Z"
         );
+        assert_eq!(
+            parse_rfc3339("2026-11-29T15:04:05.123456Z"),
+            Some(1_795_964_645_123_456)
+        );
+        assert_eq!(parse_rfc3339("yesterday"), None);
     }
 }

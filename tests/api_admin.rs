@@ -49,7 +49,10 @@ async fn domains_add_list_remove() {
     let (_, dtoken) = {
         let (_, t) = env
             .vault
-            .create_token(&oidcvault::vault::TokenTarget::Domain("acme.com".into()))
+            .create_token(
+                &oidcvault::vault::TokenTarget::Domain("acme.com".into()),
+                None,
+            )
             .await
             .unwrap();
         ((), t.expose().to_owned())

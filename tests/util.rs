@@ -57,10 +57,10 @@ impl Env {
 
     /// A new domain and a token for it.
     pub async fn domain(&self, name: &str) -> (Domain, String) {
-        let domain = self.vault.add_domain(name).await.expect("add domain");
+        let domain = self.vault.add_domain(name, None).await.expect("add domain");
         let (_, token) = self
             .vault
-            .create_token(&TokenTarget::Domain(name.to_owned()))
+            .create_token(&TokenTarget::Domain(name.to_owned()), None)
             .await
             .expect("token");
         (domain, token.expose().to_owned())
@@ -69,7 +69,7 @@ impl Env {
     pub async fn operator(&self) -> String {
         let (_, token) = self
             .vault
-            .create_token(&TokenTarget::Operator)
+            .create_token(&TokenTarget::Operator, None)
             .await
             .expect("operator token");
         token.expose().to_owned()

@@ -73,7 +73,7 @@ impl From<TokenInfo> for TokenResponse {
     }
 }
 
-fn operator(req: &HttpRequest, vault: &Vault) -> Result<Caller, ApiError> {
+pub(super) fn operator(req: &HttpRequest, vault: &Vault) -> Result<Caller, ApiError> {
     let caller = authenticate(req, vault)?;
     require_operator(caller)?;
     Ok(caller)
@@ -110,13 +110,7 @@ async fn add_domain(
         Some(raw) => json::string(raw).map_err(|m| errors.add("domain", m)).ok(),
     };
     let name = errors.finish(name)?.unwrap_or_default();
-    let domain = vault.add_domain(&name).await?;
-    tracing::info!(
-        domain_id = domain.id,
-        token_id = caller.token_id(),
-        action = "domain.add",
-        "domain added"
-    );
+    let domain = vault.add_domain(&name, Some(caller.token_id())).await?;
     Ok(HttpResponse::Created().json(DomainResponse::from(domain)))
 }
 
@@ -127,13 +121,7 @@ async fn remove_domain(
 ) -> Result<HttpResponse, ApiError> {
     let caller = operator(&req, &vault)?;
     let id = path_id(&id)?;
-    if vault.remove_domain(id).await? {
-        tracing::info!(
-            domain_id = id,
-            token_id = caller.token_id(),
-            action = "domain.remove",
-            "domain removed"
-        );
+    if vault.remove_domain(id, Some(caller.token_id())).await? {
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::NotFound("Not found."))
@@ -195,13 +183,7 @@ async fn create_token(
     let caller = operator(&req, &vault)?;
     let body = read_json_body(&req, payload).await?;
     let target = parse_token_target(&body)?;
-    let (info, token) = vault.create_token(&target).await?;
-    tracing::info!(
-        new_token_id = info.id,
-        token_id = caller.token_id(),
-        action = "token.create",
-        "token created"
-    );
+    let (info, token) = vault.create_token(&target, Some(caller.token_id())).await?;
     let body = serde_json::json!({
         "id": info.id,
         "token": token.expose(),
@@ -218,13 +200,7 @@ async fn revoke_token(
 ) -> Result<HttpResponse, ApiError> {
     let caller = operator(&req, &vault)?;
     let id = path_id(&id)?;
-    if vault.revoke_token(id).await? {
-        tracing::info!(
-            revoked_token_id = id,
-            token_id = caller.token_id(),
-            action = "token.revoke",
-            "token revoked"
-        );
+    if vault.revoke_token(id, Some(caller.token_id())).await? {
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::NotFound("Not found."))

@@ -6,6 +6,7 @@ pub mod error;
 mod json;
 mod oidc_config;
 pub mod openapi;
+mod operations;
 mod ops;
 
 use actix_web::http::header;
@@ -26,6 +27,7 @@ pub const DOMAIN_HEADER: &str = "X-Enterprise-Domain";
 pub fn configure(cfg: &mut web::ServiceConfig) {
     oidc_config::configure(cfg);
     admin::configure(cfg);
+    operations::configure(cfg);
     ops::configure(cfg);
 }
 

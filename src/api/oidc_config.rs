@@ -84,17 +84,9 @@ async fn post_config(
     let domain = enterprise_domain(&req, &vault, caller)?;
     let patch = parse_patch(&body)?;
     drop(body); // wiped
-    let (config, created) = vault.upsert_config(&domain, patch).await?;
-    tracing::info!(
-        domain_id = domain.id,
-        token_id = caller.token_id(),
-        action = if created {
-            "config.create"
-        } else {
-            "config.update"
-        },
-        "oidc config saved"
-    );
+    let (config, _created) = vault
+        .upsert_config(&domain, patch, Some(caller.token_id()))
+        .await?;
     Ok(HttpResponse::Ok().json(ConfigResponse::from(config)))
 }
 
@@ -104,13 +96,10 @@ async fn delete_config(
 ) -> Result<HttpResponse, ApiError> {
     let caller = authenticate(&req, &vault)?;
     let domain = enterprise_domain(&req, &vault, caller)?;
-    if vault.delete_config(&domain).await? {
-        tracing::info!(
-            domain_id = domain.id,
-            token_id = caller.token_id(),
-            action = "config.delete",
-            "oidc config deleted"
-        );
+    if vault
+        .delete_config(&domain, Some(caller.token_id()))
+        .await?
+    {
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::NotFound("Not found."))

@@ -9,6 +9,7 @@ use crate::vault::Vault;
 pub const HEALTHZ: &str = "/healthz";
 pub const READYZ: &str = "/readyz";
 pub const OPENAPI: &str = "/api/v1/openapi.json";
+pub const METRICS: &str = "/metrics";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     let get_only = || web::to(method_not_allowed("GET"));
@@ -25,6 +26,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource(OPENAPI)
             .route(web::get().to(openapi_json))
+            .default_service(get_only()),
+    )
+    .service(
+        web::resource(METRICS)
+            .route(web::get().to(metrics))
             .default_service(get_only()),
     );
 }
@@ -49,4 +55,30 @@ async fn readyz(vault: web::Data<Vault>) -> Result<HttpResponse, ApiError> {
 
 async fn openapi_json() -> HttpResponse {
     HttpResponse::Ok().json(openapi::document())
+}
+
+/// Prometheus text format. Figures read from the store are refreshed here.
+async fn metrics(vault: web::Data<Vault>) -> Result<HttpResponse, ApiError> {
+    let m = vault.metrics();
+    m.store_bytes
+        .set(i64::try_from(vault.store().size_on_disk()?).unwrap_or(i64::MAX));
+    m.domains
+        .set(i64::try_from(vault.store().count_domains()).unwrap_or(i64::MAX));
+    m.configs
+        .set(i64::try_from(vault.store().count_configs()).unwrap_or(i64::MAX));
+    let status = vault.key_status()?;
+    m.active_term.set(i64::from(status.active_term));
+    m.term_uses
+        .with_label_values(&[status.active_term.to_string().as_str()])
+        .set(i64::try_from(status.active_term_encryptions).unwrap_or(i64::MAX));
+    m.configs_by_term.reset();
+    for t in &status.terms {
+        m.configs_by_term
+            .with_label_values(&[t.term.to_string().as_str()])
+            .set(i64::try_from(t.configs).unwrap_or(i64::MAX));
+    }
+    let body = m.render().map_err(|e| ApiError::internal(&e))?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(body))
 }

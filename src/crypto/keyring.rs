@@ -34,6 +34,7 @@ fn bincode_config() -> impl bincode::config::Config {
 }
 
 /// One data key in memory.
+#[derive(Clone)]
 struct TermKey {
     key: Zeroizing<[u8; 32]>,
     cipher: Aes256Gcm,
@@ -41,9 +42,12 @@ struct TermKey {
 }
 
 /// The unlocked data keys, by term. Only the active term seals; every term opens.
+/// Also holds the key of the audit trail's secret fingerprints.
+#[derive(Clone)]
 pub struct Keyring {
     active: u32,
     keys: BTreeMap<u32, TermKey>,
+    mac_key: Zeroizing<[u8; 32]>,
 }
 
 impl fmt::Debug for Keyring {
@@ -54,6 +58,12 @@ impl fmt::Debug for Keyring {
             .field("keys", &"<redacted>")
             .finish()
     }
+}
+
+fn random_key() -> Zeroizing<[u8; 32]> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    OsRng.fill_bytes(key.as_mut());
+    key
 }
 
 fn term_key(key: Zeroizing<[u8; 32]>, created_at_micros: i64) -> TermKey {
@@ -68,11 +78,58 @@ fn term_key(key: Zeroizing<[u8; 32]>, created_at_micros: i64) -> TermKey {
 impl Keyring {
     /// A new keyring with one random data key at term 1.
     pub fn generate() -> Self {
-        let mut key = Zeroizing::new([0u8; 32]);
-        OsRng.fill_bytes(key.as_mut());
+        let mut mac_key = Zeroizing::new([0u8; 32]);
+        OsRng.fill_bytes(mac_key.as_mut());
         let mut keys = BTreeMap::new();
-        keys.insert(1, term_key(key, crate::time::now_micros()));
-        Self { active: 1, keys }
+        keys.insert(1, term_key(random_key(), crate::time::now_micros()));
+        Self {
+            active: 1,
+            keys,
+            mac_key,
+        }
+    }
+
+    /// A copy with a new random data key at the next term, made active.
+    pub fn rotated(&self) -> Self {
+        let mut next = self.clone();
+        let term = self.keys.keys().next_back().copied().unwrap_or(0) + 1;
+        next.keys
+            .insert(term, term_key(random_key(), crate::time::now_micros()));
+        next.active = term;
+        next
+    }
+
+    /// A copy without `term`; `None` when `term` is the active one.
+    pub fn without_term(&self, term: u32) -> Option<Self> {
+        if term == self.active {
+            return None;
+        }
+        let mut next = self.clone();
+        next.keys.remove(&term);
+        Some(next)
+    }
+
+    /// When a term's key was created (microseconds since the epoch).
+    pub fn term_created_at(&self, term: u32) -> Option<i64> {
+        self.keys.get(&term).map(|k| k.created_at_micros)
+    }
+
+    /// A keyed fingerprint of a secret (HMAC-SHA-256 under a keyring key, bound to
+    /// the domain and field), so an audit trail can tell whether a secret changed
+    /// without holding anything that reveals it.
+    pub fn fingerprint(&self, domain_id: u64, field: &str, secret: &[u8]) -> String {
+        use hmac::{Hmac, Mac};
+        let mut mac = match <Hmac<sha2::Sha256> as Mac>::new_from_slice(self.mac_key.as_slice()) {
+            Ok(m) => m,
+            Err(_) => return String::new(),
+        };
+        mac.update(b"oidcvault/fingerprint/v1\0");
+        mac.update(&domain_id.to_be_bytes());
+        mac.update(field.as_bytes());
+        mac.update(b"\0");
+        mac.update(secret);
+        let tag = mac.finalize().into_bytes();
+        tag.iter().take(16).map(|b| format!("{b:02x}")).collect()
     }
 
     pub fn active_term(&self) -> u32 {
@@ -90,6 +147,7 @@ impl Keyring {
     fn to_plain(&self) -> PlainKeyring {
         PlainKeyring {
             active_term: self.active,
+            mac_key: *self.mac_key,
             keys: self
                 .keys
                 .iter()
@@ -115,6 +173,7 @@ impl Keyring {
         Ok(Self {
             active: plain.active_term,
             keys,
+            mac_key: Zeroizing::new(plain.mac_key),
         })
     }
 }
@@ -123,6 +182,7 @@ impl Keyring {
 #[derive(Encode, Decode, Zeroize, ZeroizeOnDrop)]
 struct PlainKeyring {
     active_term: u32,
+    mac_key: [u8; 32],
     keys: Vec<PlainKey>,
 }
 
@@ -139,6 +199,43 @@ struct KeyringFileBody {
     salt: Vec<u8>,
     nonce: [u8; 12],
     sealed: Vec<u8>,
+}
+
+/// The key-encryption key with the parameters and salt it was derived with:
+/// everything needed to wrap a keyring again. Never stored.
+pub struct Kek {
+    key: Zeroizing<[u8; 32]>,
+    kdf: KdfParams,
+    salt: Vec<u8>,
+}
+
+impl fmt::Debug for Kek {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Kek")
+            .field("kdf", &self.kdf)
+            .field("key", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+impl Kek {
+    /// Derive from `secret` with the given parameters and salt (slow: Argon2id).
+    pub fn derive(
+        secret: &MasterSecret,
+        kdf: KdfParams,
+        salt: Vec<u8>,
+    ) -> Result<Self, CryptoError> {
+        let key = kdf.derive(secret, &salt)?;
+        Ok(Self { key, kdf, salt })
+    }
+
+    /// Derive from `secret` under a fresh random salt (a new installation, or a
+    /// passphrase change).
+    pub fn derive_new_salt(secret: &MasterSecret, kdf: KdfParams) -> Result<Self, CryptoError> {
+        let mut salt = vec![0u8; KdfParams::SALT_LEN];
+        OsRng.fill_bytes(&mut salt);
+        Self::derive(secret, kdf, salt)
+    }
 }
 
 /// The keyring file as stored: parameters, salt, and the wrapped keyring.
@@ -166,23 +263,16 @@ fn file_aad(kdf: &KdfParams, salt: &[u8]) -> Result<Vec<u8>, CryptoError> {
 }
 
 impl KeyringFile {
-    /// Wrap `keyring` under a KEK derived from `secret` with a fresh random salt.
-    pub fn wrap(
-        keyring: &Keyring,
-        secret: &MasterSecret,
-        kdf: KdfParams,
-    ) -> Result<Self, CryptoError> {
-        let mut salt = vec![0u8; KdfParams::SALT_LEN];
-        OsRng.fill_bytes(&mut salt);
-        let kek = kdf.derive(secret, &salt)?;
-        let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(kek.as_slice()));
+    /// Wrap `keyring` under `kek`, with a fresh nonce.
+    pub fn wrap(keyring: &Keyring, kek: &Kek) -> Result<Self, CryptoError> {
+        let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(kek.key.as_slice()));
         let plain = keyring.to_plain();
         let encoded = Zeroizing::new(
             bincode::encode_to_vec(&plain, bincode_config())
                 .map_err(|e| CryptoError::MalformedKeyring(e.to_string()))?,
         );
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let aad = file_aad(&kdf, &salt)?;
+        let aad = file_aad(&kek.kdf, &kek.salt)?;
         let sealed = cipher
             .encrypt(
                 &nonce,
@@ -196,8 +286,8 @@ impl KeyringFile {
         nonce_arr.copy_from_slice(nonce.as_slice());
         Ok(Self {
             body: KeyringFileBody {
-                kdf,
-                salt,
+                kdf: kek.kdf,
+                salt: kek.salt.clone(),
                 nonce: nonce_arr,
                 sealed,
             },
@@ -205,10 +295,12 @@ impl KeyringFile {
     }
 
     /// Derive the KEK from `secret` and unwrap the keyring. A wrong secret fails
-    /// the authentication tag: [`CryptoError::WrongMasterKey`].
-    pub fn unlock(&self, secret: &MasterSecret) -> Result<Keyring, CryptoError> {
-        let kek = self.body.kdf.derive(secret, &self.body.salt)?;
-        let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(kek.as_slice()));
+    /// the authentication tag: [`CryptoError::WrongMasterKey`]. The KEK is
+    /// returned too, so the keyring can be re-wrapped (rotation) without the
+    /// passphrase.
+    pub fn unlock(&self, secret: &MasterSecret) -> Result<(Keyring, Kek), CryptoError> {
+        let kek = Kek::derive(secret, self.body.kdf, self.body.salt.clone())?;
+        let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(kek.key.as_slice()));
         let aad = file_aad(&self.body.kdf, &self.body.salt)?;
         let plain_bytes = Zeroizing::new(
             cipher
@@ -224,7 +316,7 @@ impl KeyringFile {
         let (plain, _): (PlainKeyring, usize) =
             bincode::decode_from_slice(&plain_bytes, bincode_config())
                 .map_err(|e| CryptoError::MalformedKeyring(e.to_string()))?;
-        Keyring::from_plain(&plain)
+        Ok((Keyring::from_plain(&plain)?, kek))
     }
 
     pub fn kdf(&self) -> KdfParams {
@@ -285,6 +377,59 @@ mod tests {
         MasterSecret::new(Zeroizing::new(s.as_bytes().to_vec()))
     }
 
+    fn wrap(kr: &Keyring, pass: &str) -> KeyringFile {
+        let kek = Kek::derive_new_salt(&secret(pass), FAST).unwrap();
+        KeyringFile::wrap(kr, &kek).unwrap()
+    }
+
+    #[test]
+    fn rotation_adds_a_term_and_old_terms_still_open_until_dropped() {
+        let kr = Keyring::generate();
+        let ctx = SealContext {
+            domain_id: 9,
+            field: Field::ClientSecret,
+        };
+        let old = kr.seal(b"old", ctx).unwrap();
+        let next = kr.rotated();
+        assert_eq!(next.active_term(), 2);
+        let new = next.seal(b"new", ctx).unwrap();
+        assert_eq!(super::super::envelope_term(&new), Some(2));
+        assert_eq!(&*next.open(&old, ctx).unwrap(), b"old");
+        assert!(
+            next.without_term(2).is_none(),
+            "the active term cannot be dropped"
+        );
+        let dropped = next.without_term(1).unwrap();
+        assert!(matches!(
+            dropped.open(&old, ctx),
+            Err(CryptoError::UnknownTerm(1))
+        ));
+        assert_eq!(&*dropped.open(&new, ctx).unwrap(), b"new");
+        // Re-wrapping with the same KEK keeps every term and the MAC key.
+        let (unlocked, kek) = wrap(&next, "a long passphrase")
+            .unlock(&secret("a long passphrase"))
+            .unwrap();
+        let again = KeyringFile::wrap(&unlocked, &kek).unwrap();
+        let (reopened, _) = again.unlock(&secret("a long passphrase")).unwrap();
+        assert_eq!(reopened.terms().collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(
+            reopened.fingerprint(1, "client_secret", b"x"),
+            next.fingerprint(1, "client_secret", b"x")
+        );
+    }
+
+    #[test]
+    fn fingerprints_are_keyed_and_bound() {
+        let a = Keyring::generate();
+        let b = Keyring::generate();
+        let f = a.fingerprint(1, "client_secret", b"s3cr3t");
+        assert_eq!(f.len(), 32);
+        assert_eq!(f, a.fingerprint(1, "client_secret", b"s3cr3t"));
+        assert_ne!(f, a.fingerprint(2, "client_secret", b"s3cr3t"));
+        assert_ne!(f, a.fingerprint(1, "client_secret", b"s3cr3T"));
+        assert_ne!(f, b.fingerprint(1, "client_secret", b"s3cr3t"));
+    }
+
     #[test]
     fn wrap_unlock_round_trip_keeps_keys() {
         let kr = Keyring::generate();
@@ -293,19 +438,18 @@ mod tests {
             field: Field::ClientSecret,
         };
         let sealed = kr.seal(b"value", ctx).unwrap();
-        let file = KeyringFile::wrap(&kr, &secret("a long passphrase"), FAST).unwrap();
+        let file = wrap(&kr, "a long passphrase");
         let bytes = file.to_bytes().unwrap();
         let reread = KeyringFile::from_bytes(&bytes).unwrap();
         assert_eq!(reread, file);
-        let unlocked = reread.unlock(&secret("a long passphrase")).unwrap();
+        let (unlocked, _) = reread.unlock(&secret("a long passphrase")).unwrap();
         assert_eq!(unlocked.active_term(), 1);
         assert_eq!(&*unlocked.open(&sealed, ctx).unwrap(), b"value");
     }
 
     #[test]
     fn wrong_passphrase_is_detected() {
-        let file =
-            KeyringFile::wrap(&Keyring::generate(), &secret("a long passphrase"), FAST).unwrap();
+        let file = wrap(&Keyring::generate(), "a long passphrase");
         assert!(matches!(
             file.unlock(&secret("another passphrase")),
             Err(CryptoError::WrongMasterKey)
@@ -314,8 +458,7 @@ mod tests {
 
     #[test]
     fn tampered_parameters_fail_the_tag() {
-        let file =
-            KeyringFile::wrap(&Keyring::generate(), &secret("a long passphrase"), FAST).unwrap();
+        let file = wrap(&Keyring::generate(), "a long passphrase");
         let mut other = file.clone();
         other.body.kdf.t_cost = 3;
         assert!(other.unlock(&secret("a long passphrase")).is_err());
@@ -329,8 +472,7 @@ mod tests {
         assert!(KeyringFile::from_bytes(b"").is_err());
         assert!(KeyringFile::from_bytes(b"OVKR").is_err());
         assert!(KeyringFile::from_bytes(b"OVKR\x02").is_err());
-        let file =
-            KeyringFile::wrap(&Keyring::generate(), &secret("a long passphrase"), FAST).unwrap();
+        let file = wrap(&Keyring::generate(), "a long passphrase");
         let bytes = file.to_bytes().unwrap();
         for cut in 0..bytes.len() {
             assert!(

@@ -31,7 +31,7 @@ pub mod token;
 
 pub use envelope::{envelope_term, Field, SealContext};
 pub use kdf::KdfParams;
-pub use keyring::{Keyring, KeyringFile, KEYRING_FILE_NAME};
+pub use keyring::{Kek, Keyring, KeyringFile, KEYRING_FILE_NAME};
 pub use secret::{mask_secret, MasterSecret, SecretString};
 pub use token::{GeneratedToken, TokenHash, TokenString};
 

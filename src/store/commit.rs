@@ -26,6 +26,14 @@ use super::StoreError;
 
 type Waiter = oneshot::Sender<Result<(), String>>;
 
+/// Where the flusher reports each batch: its size and the time its flush and
+/// fsync took.
+#[derive(Clone, Debug)]
+pub struct CommitMetrics {
+    pub batch_size: prometheus::Histogram,
+    pub sync_seconds: prometheus::Histogram,
+}
+
 /// Counters for benchmarks and monitoring.
 #[derive(Debug, Default)]
 pub struct CommitStats {
@@ -88,7 +96,11 @@ impl Flusher {
 }
 
 impl GroupCommit {
-    pub fn start(db: sled::Db, dir: PathBuf) -> Result<Self, StoreError> {
+    pub fn start(
+        db: sled::Db,
+        dir: PathBuf,
+        metrics: Option<CommitMetrics>,
+    ) -> Result<Self, StoreError> {
         let db_path = dir.join("db");
         let db_file = File::open(&db_path).map_err(|source| StoreError::Io {
             path: db_path.clone(),
@@ -110,7 +122,12 @@ impl GroupCommit {
                 while let Ok(first) = rx.recv() {
                     let mut batch = vec![first];
                     batch.extend(rx.try_iter());
+                    let started = std::time::Instant::now();
                     let result = flusher.sync();
+                    if let Some(m) = &metrics {
+                        m.batch_size.observe(batch.len() as f64);
+                        m.sync_seconds.observe(started.elapsed().as_secs_f64());
+                    }
                     if let Err(e) = &result {
                         tracing::error!(error = %e, "group commit failed");
                     }

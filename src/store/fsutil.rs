@@ -10,6 +10,18 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Create or truncate `path` (mode 0600), write `bytes`, fsync.
+pub fn write_file_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
 /// Write `bytes` to `path` atomically and durably: a temporary file in the same
 /// directory (mode 0600), fsync, rename over `path`, fsync the directory. At every
 /// instant `path` holds either the old or the new contents.
@@ -20,16 +32,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(".tmp");
     let tmp = dir.join(tmp_name);
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
+    write_file_synced(&tmp, bytes)?;
     fs::rename(&tmp, path)?;
     sync_dir(dir)
 }
@@ -40,6 +43,51 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
+}
+
+/// fsync every file and folder under `root` (a freshly written copy), deepest
+/// first, so the whole tree survives a power cut.
+pub fn sync_tree(root: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(root)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            sync_tree(&path)?;
+        } else {
+            File::open(&path)?.sync_all()?;
+        }
+    }
+    sync_dir(root)
+}
+
+/// Total size in bytes of the files under `root`.
+pub fn dir_size(root: &Path) -> io::Result<u64> {
+    let mut total = 0;
+    for entry in fs::read_dir(root)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            dir_size(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
+}
+
+/// Copy a directory tree (files and folders) to `to`, which must not exist.
+pub fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    create_private_dir(to)?;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
 }
 
 /// Files a fresh checkout keeps in the otherwise empty `data/` folder.

@@ -5,11 +5,16 @@
 //! - `meta`: id counters;
 //! - `domains`: id → [`DomainRecord`]; `domain_names`: name → id;
 //! - `configs`: domain id → [`ConfigRecord`];
-//! - `tokens`: id → [`TokenRecord`].
+//! - `tokens`: id → [`TokenRecord`];
+//! - `audit`: monotonic id → [`AuditRecord`].
 //!
-//! Every mutation runs in one sled transaction over the trees it touches, then
-//! waits for the group commit, so a method that returns `Ok` has made its change
-//! durable (flushed and fsynced).
+//! Every mutation runs in one sled transaction over the trees it touches, its
+//! audit event included, then waits for the group commit, so a method that
+//! returns `Ok` has made its change durable (flushed and fsynced).
+//!
+//! Mutations hold the *gate* shared while they apply; a backup or the final step
+//! of a key rotation holds it exclusively, so they see a state that no write is
+//! half-way through.
 
 mod commit;
 pub mod fsutil;
@@ -20,8 +25,8 @@ use std::path::{Path, PathBuf};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
-pub use commit::CommitStats;
-pub use records::{ConfigRecord, DomainRecord, TokenRecord, TokenScope};
+pub use commit::{CommitMetrics, CommitStats};
+pub use records::{AuditRecord, ConfigRecord, DomainRecord, TokenRecord, TokenScope};
 
 use commit::GroupCommit;
 use records::{decode, encode};
@@ -103,6 +108,7 @@ fn store_only<T>(r: Result<T, Abort<std::convert::Infallible>>) -> Result<T, Sto
 const META_NEXT_DOMAIN: &[u8] = b"next_id/domain";
 const META_NEXT_CONFIG: &[u8] = b"next_id/config";
 const META_NEXT_TOKEN: &[u8] = b"next_id/token";
+const META_TERM_USES: &[u8] = b"term_uses/";
 
 fn next_id<E>(meta: &TransactionalTree, key: &[u8]) -> TxResult<u64, E> {
     let current = match meta.get(key)? {
@@ -122,10 +128,19 @@ fn next_id<E>(meta: &TransactionalTree, key: &[u8]) -> TxResult<u64, E> {
     Ok(current)
 }
 
+/// What a snapshot wrote.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SnapshotStats {
+    pub records: u64,
+    pub bytes: u64,
+}
+
 /// Options for opening the store.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct StoreOptions {
     pub cache_capacity_bytes: u64,
+    /// Where the group commit reports batch sizes and fsync latency.
+    pub commit_metrics: Option<CommitMetrics>,
 }
 
 pub struct Store {
@@ -136,7 +151,9 @@ pub struct Store {
     domain_names: sled::Tree,
     configs: sled::Tree,
     tokens: sled::Tree,
+    audit: sled::Tree,
     commit: GroupCommit,
+    gate: std::sync::RwLock<()>,
 }
 
 impl std::fmt::Debug for Store {
@@ -175,17 +192,43 @@ impl Store {
             })?;
         // New files (db, conf) must be reachable after a power cut.
         fsutil::sync_dir(dir).map_err(io)?;
-        let commit = GroupCommit::start(db.clone(), dir.to_path_buf())?;
+        let commit = GroupCommit::start(
+            db.clone(),
+            dir.to_path_buf(),
+            options.commit_metrics.clone(),
+        )?;
         Ok(Self {
             meta: db.open_tree("meta")?,
             domains: db.open_tree("domains")?,
             domain_names: db.open_tree("domain_names")?,
             configs: db.open_tree("configs")?,
             tokens: db.open_tree("tokens")?,
+            audit: db.open_tree("audit")?,
             db,
             dir: dir.to_path_buf(),
             commit,
+            gate: std::sync::RwLock::new(()),
         })
+    }
+
+    /// Held shared by every mutation while it applies.
+    fn shared(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.gate
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Run `f` while no mutation is applying (for backups and key-term drops).
+    pub fn exclusive<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _guard = self
+            .gate
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f()
+    }
+
+    fn audit_id(&self) -> Result<[u8; 8], StoreError> {
+        Ok(self.db.generate_id()?.to_be_bytes())
     }
 
     pub fn dir(&self) -> &Path {
@@ -213,9 +256,16 @@ impl Store {
 
     // ---- domains -------------------------------------------------------------
 
-    pub async fn create_domain(&self, name: &str, now: i64) -> Result<DomainRecord, StoreError> {
-        let r = (&self.meta, &self.domains, &self.domain_names).transaction(
-            |(meta, domains, names)| -> TxResult<DomainRecord, std::convert::Infallible> {
+    pub async fn create_domain(
+        &self,
+        name: &str,
+        now: i64,
+        audit: impl Fn(&DomainRecord) -> AuditRecord,
+    ) -> Result<DomainRecord, StoreError> {
+        let audit_id = self.audit_id()?;
+        let guard = self.shared();
+        let r = (&self.meta, &self.domains, &self.domain_names, &self.audit).transaction(
+            |(meta, domains, names, log)| -> TxResult<DomainRecord, std::convert::Infallible> {
                 if names.get(name.as_bytes())?.is_some() {
                     return abort(StoreError::DomainExists);
                 }
@@ -228,9 +278,11 @@ impl Store {
                 };
                 domains.insert(&id.to_be_bytes(), encode(&record))?;
                 names.insert(name.as_bytes(), &id.to_be_bytes())?;
+                log.insert(&audit_id, encode(&audit(&record)))?;
                 Ok(record)
             },
         );
+        drop(guard);
         let record = store_only(flatten(r))?;
         self.durable().await?;
         Ok(record)
@@ -274,31 +326,40 @@ impl Store {
 
     /// Remove a domain with its config and its tokens, atomically.
     /// Returns false when there was no such domain.
-    pub async fn remove_domain(&self, id: u64) -> Result<bool, StoreError> {
-        let r = (
+    pub async fn remove_domain(
+        &self,
+        id: u64,
+        audit: impl Fn(&DomainRecord) -> AuditRecord,
+    ) -> Result<Option<DomainRecord>, StoreError> {
+        let audit_id = self.audit_id()?;
+        let guard = self.shared();
+        let trees = (
             &self.domains,
             &self.domain_names,
             &self.configs,
             &self.tokens,
-        )
-            .transaction(
-                |(domains, names, configs, tokens)| -> TxResult<bool, std::convert::Infallible> {
-                    let key = id.to_be_bytes();
-                    let Some(bytes) = domains.get(key)? else {
-                        return Ok(false);
-                    };
-                    let record: DomainRecord = tx_decode("domains", &key, &bytes)?;
-                    for token_id in &record.token_ids {
-                        tokens.remove(&token_id.to_be_bytes())?;
-                    }
-                    configs.remove(&key)?;
-                    names.remove(record.name.as_bytes())?;
-                    domains.remove(&key)?;
-                    Ok(true)
-                },
-            );
+            &self.audit,
+        );
+        let r = trees.transaction(
+            |(domains, names, configs, tokens, log)| -> TxResult<Option<DomainRecord>, std::convert::Infallible> {
+                let key = id.to_be_bytes();
+                let Some(bytes) = domains.get(key)? else {
+                    return Ok(None);
+                };
+                let record: DomainRecord = tx_decode("domains", &key, &bytes)?;
+                for token_id in &record.token_ids {
+                    tokens.remove(&token_id.to_be_bytes())?;
+                }
+                configs.remove(&key)?;
+                names.remove(record.name.as_bytes())?;
+                domains.remove(&key)?;
+                log.insert(&audit_id, encode(&audit(&record)))?;
+                Ok(Some(record))
+            },
+        );
+        drop(guard);
         let removed = store_only(flatten(r))?;
-        if removed {
+        if removed.is_some() {
             self.durable().await?;
         }
         Ok(removed)
@@ -319,16 +380,18 @@ impl Store {
     }
 
     /// Create or update the config of `domain_id` atomically. `build` gets the
-    /// current record (if any) and the id to use, and returns the new record or
-    /// its own error; it may run more than once when transactions conflict.
-    /// Returns the stored record and whether it was created.
+    /// current record (if any) and the id to use, and returns the new record with
+    /// its audit event, or its own error; it may run more than once when
+    /// transactions conflict. Returns the stored record and whether it was created.
     pub async fn upsert_config<E>(
         &self,
         domain_id: u64,
-        build: impl Fn(Option<&ConfigRecord>, u64) -> Result<ConfigRecord, E>,
+        build: impl Fn(Option<&ConfigRecord>, u64) -> Result<(ConfigRecord, AuditRecord), E>,
     ) -> Result<(ConfigRecord, bool), Abort<E>> {
-        let r = (&self.meta, &self.domains, &self.configs).transaction(
-            |(meta, domains, configs)| -> TxResult<(ConfigRecord, bool), E> {
+        let audit_id = self.audit_id()?;
+        let guard = self.shared();
+        let r = (&self.meta, &self.domains, &self.configs, &self.audit).transaction(
+            |(meta, domains, configs, log)| -> TxResult<(ConfigRecord, bool), E> {
                 let key = domain_id.to_be_bytes();
                 if domains.get(key)?.is_none() {
                     return abort(StoreError::DomainNotFound);
@@ -341,20 +404,38 @@ impl Store {
                     Some(c) => c.id,
                     None => next_id(meta, META_NEXT_CONFIG)?,
                 };
-                let record = build(current.as_ref(), id)
+                let (record, event) = build(current.as_ref(), id)
                     .map_err(|e| ConflictableTransactionError::Abort(Abort::Caller(e)))?;
                 configs.insert(&key, encode(&record))?;
+                log.insert(&audit_id, encode(&event))?;
                 Ok((record, current.is_none()))
             },
         );
+        drop(guard);
         let out = flatten(r)?;
         self.durable().await?;
         Ok(out)
     }
 
     /// Delete the config of `domain_id`; false when there was none.
-    pub async fn delete_config(&self, domain_id: u64) -> Result<bool, StoreError> {
-        let removed = self.configs.remove(domain_id.to_be_bytes())?.is_some();
+    pub async fn delete_config(
+        &self,
+        domain_id: u64,
+        audit: AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let audit_id = self.audit_id()?;
+        let guard = self.shared();
+        let r = (&self.configs, &self.audit).transaction(
+            |(configs, log)| -> TxResult<bool, std::convert::Infallible> {
+                let removed = configs.remove(&domain_id.to_be_bytes())?.is_some();
+                if removed {
+                    log.insert(&audit_id, encode(&audit))?;
+                }
+                Ok(removed)
+            },
+        );
+        drop(guard);
+        let removed = store_only(flatten(r))?;
         if removed {
             self.durable().await?;
         }
@@ -370,9 +451,12 @@ impl Store {
         scope: TokenScope,
         now: i64,
         make: impl Fn(u64) -> ([u8; 32], R),
+        audit: impl Fn(&TokenRecord) -> AuditRecord,
     ) -> Result<(TokenRecord, R), StoreError> {
-        let r = (&self.meta, &self.domains, &self.tokens).transaction(
-            |(meta, domains, tokens)| -> TxResult<(TokenRecord, R), std::convert::Infallible> {
+        let audit_id = self.audit_id()?;
+        let guard = self.shared();
+        let r = (&self.meta, &self.domains, &self.tokens, &self.audit).transaction(
+            |(meta, domains, tokens, log)| -> TxResult<(TokenRecord, R), std::convert::Infallible> {
                 let id = next_id(meta, META_NEXT_TOKEN)?;
                 if let TokenScope::Domain(domain_id) = scope {
                     let key = domain_id.to_be_bytes();
@@ -391,9 +475,11 @@ impl Store {
                     created_at: now,
                 };
                 tokens.insert(&id.to_be_bytes(), encode(&record))?;
+                log.insert(&audit_id, encode(&audit(&record)))?;
                 Ok((record, extra))
             },
         );
+        drop(guard);
         let out = store_only(flatten(r))?;
         self.durable().await?;
         Ok(out)
@@ -418,9 +504,15 @@ impl Store {
     }
 
     /// Revoke a token; false when there was none.
-    pub async fn revoke_token(&self, id: u64) -> Result<bool, StoreError> {
-        let r = (&self.domains, &self.tokens).transaction(
-            |(domains, tokens)| -> TxResult<bool, std::convert::Infallible> {
+    pub async fn revoke_token(
+        &self,
+        id: u64,
+        audit: impl Fn(&TokenRecord) -> AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let audit_id = self.audit_id()?;
+        let guard = self.shared();
+        let r = (&self.domains, &self.tokens, &self.audit).transaction(
+            |(domains, tokens, log)| -> TxResult<bool, std::convert::Infallible> {
                 let key = id.to_be_bytes();
                 let Some(bytes) = tokens.remove(&key)? else {
                     return Ok(false);
@@ -434,14 +526,187 @@ impl Store {
                         domains.insert(&dkey, encode(&domain))?;
                     }
                 }
+                log.insert(&audit_id, encode(&audit(&record)))?;
                 Ok(true)
             },
         );
+        drop(guard);
         let removed = store_only(flatten(r))?;
         if removed {
             self.durable().await?;
         }
         Ok(removed)
+    }
+
+    // ---- key terms ---------------------------------------------------------------
+
+    /// Re-seal one config if `reseal` says so (it returns the new envelope, or
+    /// `None` to leave the record as it is). Atomic per record. Does not wait for
+    /// durability: call [`Store::durable`] after a batch.
+    pub fn reseal_config<E>(
+        &self,
+        domain_id: u64,
+        reseal: impl Fn(&ConfigRecord) -> Result<Option<Vec<u8>>, E>,
+    ) -> Result<bool, Abort<E>> {
+        let guard = self.shared();
+        let r = self.configs.transaction(|configs| -> TxResult<bool, E> {
+            let key = domain_id.to_be_bytes();
+            let Some(bytes) = configs.get(key)? else {
+                return Ok(false);
+            };
+            let mut record: ConfigRecord = tx_decode("configs", &key, &bytes)?;
+            match reseal(&record)
+                .map_err(|e| ConflictableTransactionError::Abort(Abort::Caller(e)))?
+            {
+                Some(sealed) => {
+                    record.secret_sealed = sealed;
+                    configs.insert(&key, encode(&record))?;
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
+        });
+        drop(guard);
+        flatten(r)
+    }
+
+    /// Every config record, decoded (for verify, re-encryption and counts).
+    pub fn configs(&self) -> impl Iterator<Item = Result<ConfigRecord, StoreError>> + '_ {
+        self.configs.iter().map(|kv| {
+            let (k, v) = kv?;
+            decode("configs", &k, &v)
+        })
+    }
+
+    /// The persisted use count of a key term (a conservative upper bound).
+    pub fn term_uses(&self, term: u32) -> Result<u64, StoreError> {
+        let mut key = META_TERM_USES.to_vec();
+        key.extend_from_slice(&term.to_be_bytes());
+        Ok(match self.meta.get(key)? {
+            Some(v) => <[u8; 8]>::try_from(v.as_ref())
+                .map(u64::from_be_bytes)
+                .unwrap_or(u64::MAX),
+            None => 0,
+        })
+    }
+
+    /// Record that up to `uses` encryptions of `term` may have happened. Applied
+    /// before the encryptions it covers, so any flush that makes one of them
+    /// durable makes this durable too (sled recovers a prefix of its log).
+    pub fn reserve_term_uses(&self, term: u32, uses: u64) -> Result<(), StoreError> {
+        let mut key = META_TERM_USES.to_vec();
+        key.extend_from_slice(&term.to_be_bytes());
+        self.meta.insert(key, &uses.to_be_bytes())?;
+        Ok(())
+    }
+
+    // ---- audit -------------------------------------------------------------------
+
+    /// Append an event on its own (for actions that change no record: a key
+    /// rotation, a backup). Durable when this returns.
+    pub async fn append_audit(&self, event: &AuditRecord) -> Result<(), StoreError> {
+        let id = self.audit_id()?;
+        self.audit.insert(id, encode(event))?;
+        self.durable().await
+    }
+
+    /// Events with id greater than `after` (oldest first) passing `filter`, at
+    /// most `limit`; returns them with their ids.
+    pub fn audit_page(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+        filter: impl Fn(&AuditRecord) -> bool,
+    ) -> Result<Vec<(u64, AuditRecord)>, StoreError> {
+        let start = after.map_or(0, |a| a.saturating_add(1));
+        let mut out = Vec::new();
+        for kv in self.audit.range(start.to_be_bytes()..) {
+            let (k, v) = kv?;
+            let record: AuditRecord = decode("audit", &k, &v)?;
+            if filter(&record) {
+                let id = <[u8; 8]>::try_from(k.as_ref())
+                    .map(u64::from_be_bytes)
+                    .unwrap_or_default();
+                out.push((id, record));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Remove events older than `before` (microseconds). Returns how many.
+    pub async fn prune_audit(&self, before: i64) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for kv in self.audit.iter() {
+            let (k, v) = kv?;
+            let record: AuditRecord = decode("audit", &k, &v)?;
+            if record.at >= before {
+                break;
+            }
+            self.audit.remove(k)?;
+            removed += 1;
+        }
+        if removed > 0 {
+            self.durable().await?;
+        }
+        Ok(removed)
+    }
+
+    // ---- backup ------------------------------------------------------------------
+
+    /// Write a consistent, point-in-time copy of the store to `dest` (a new sled
+    /// directory), with `extra_files` of the data directory copied beside it (the
+    /// keyring). Writers are held off only while the state is read into memory.
+    pub fn snapshot_to(
+        &self,
+        dest: &Path,
+        extra_files: &[&str],
+    ) -> Result<SnapshotStats, StoreError> {
+        type Dump = Vec<(Vec<u8>, Vec<(sled::IVec, sled::IVec)>)>;
+        let (dump, extras): (Dump, Vec<(String, Vec<u8>)>) = self.exclusive(|| {
+            let mut dump = Vec::new();
+            for name in self.db.tree_names() {
+                let tree = self.db.open_tree(&name)?;
+                let kvs = tree.iter().collect::<Result<Vec<_>, _>>()?;
+                dump.push((name.to_vec(), kvs));
+            }
+            let mut extras = Vec::new();
+            for f in extra_files {
+                let path = self.dir.join(f);
+                let bytes =
+                    std::fs::read(&path).map_err(|source| StoreError::Io { path, source })?;
+                extras.push(((*f).to_owned(), bytes));
+            }
+            Ok::<_, StoreError>((dump, extras))
+        })?;
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Io { path, source }
+        };
+        fsutil::create_private_dir(dest).map_err(io(dest))?;
+        let mut stats = SnapshotStats::default();
+        {
+            let copy = sled::Config::new()
+                .path(dest)
+                .cache_capacity(8 << 20)
+                .open()?;
+            for (name, kvs) in &dump {
+                let tree = copy.open_tree(name)?;
+                for (k, v) in kvs {
+                    tree.insert(k, v.clone())?;
+                    stats.records += 1;
+                }
+            }
+            copy.flush()?;
+        }
+        for (name, bytes) in &extras {
+            fsutil::write_atomic(&dest.join(name), bytes).map_err(io(dest))?;
+        }
+        fsutil::sync_tree(dest).map_err(io(dest))?;
+        stats.bytes = fsutil::dir_size(dest).map_err(io(dest))?;
+        Ok(stats)
     }
 
     /// Bytes on disk (for monitoring and benchmarks).
@@ -459,12 +724,30 @@ mod tests {
             dir,
             &StoreOptions {
                 cache_capacity_bytes: 8 << 20,
+                commit_metrics: None,
             },
         )
         .unwrap()
     }
 
-    fn config(id: u64, domain_id: u64, client_id: &str) -> ConfigRecord {
+    fn ev() -> AuditRecord {
+        AuditRecord {
+            at: 1,
+            actor: None,
+            action: "test".into(),
+            domain_id: None,
+            domain: None,
+            fields: vec![],
+            secret_fingerprint: None,
+            detail: None,
+        }
+    }
+
+    fn config(id: u64, domain_id: u64, client_id: &str) -> (ConfigRecord, AuditRecord) {
+        (config_record(id, domain_id, client_id), ev())
+    }
+
+    fn config_record(id: u64, domain_id: u64, client_id: &str) -> ConfigRecord {
         ConfigRecord {
             id,
             domain_id,
@@ -484,10 +767,10 @@ mod tests {
     async fn removing_a_domain_takes_its_config_and_tokens() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
-        let a = store.create_domain("a.example", 1).await.unwrap();
-        let b = store.create_domain("b.example", 1).await.unwrap();
+        let a = store.create_domain("a.example", 1, |_| ev()).await.unwrap();
+        let b = store.create_domain("b.example", 1, |_| ev()).await.unwrap();
         assert!(matches!(
-            store.create_domain("a.example", 1).await,
+            store.create_domain("a.example", 1, |_| ev()).await,
             Err(StoreError::DomainExists)
         ));
         store
@@ -499,19 +782,19 @@ mod tests {
             .await
             .unwrap();
         let (ta, _) = store
-            .create_token(TokenScope::Domain(a.id), 1, |_| ([1; 32], ()))
+            .create_token(TokenScope::Domain(a.id), 1, |_| ([1; 32], ()), |_| ev())
             .await
             .unwrap();
         let (tb, _) = store
-            .create_token(TokenScope::Domain(b.id), 1, |_| ([2; 32], ()))
+            .create_token(TokenScope::Domain(b.id), 1, |_| ([2; 32], ()), |_| ev())
             .await
             .unwrap();
         let (op, _) = store
-            .create_token(TokenScope::Operator, 1, |_| ([3; 32], ()))
+            .create_token(TokenScope::Operator, 1, |_| ([3; 32], ()), |_| ev())
             .await
             .unwrap();
 
-        assert!(store.remove_domain(a.id).await.unwrap());
+        assert!(store.remove_domain(a.id, |_| ev()).await.unwrap().is_some());
         assert!(store.domain(a.id).unwrap().is_none());
         assert!(store.domain_by_name("a.example").unwrap().is_none());
         assert!(store.config(a.id).unwrap().is_none());
@@ -520,14 +803,16 @@ mod tests {
         assert!(store.config(b.id).unwrap().is_some());
         assert!(store.token(tb.id).unwrap().is_some());
         assert!(store.token(op.id).unwrap().is_some());
-        assert!(!store.remove_domain(a.id).await.unwrap());
+        assert!(store.remove_domain(a.id, |_| ev()).await.unwrap().is_none());
+        // One audit event per change, stored with it.
+        assert_eq!(store.audit_page(None, 100, |_| true).unwrap().len(), 8);
     }
 
     #[actix_web::test]
     async fn upsert_keeps_id_and_reports_creation() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
-        let d = store.create_domain("a.example", 1).await.unwrap();
+        let d = store.create_domain("a.example", 1, |_| ev()).await.unwrap();
         let (first, created) = store
             .upsert_config(d.id, |_, id| Ok::<_, ()>(config(id, d.id, "one")))
             .await
@@ -544,7 +829,7 @@ mod tests {
         assert_eq!(first.id, second.id);
         // A caller error stores nothing.
         let r = store
-            .upsert_config(d.id, |_, _| Err::<ConfigRecord, _>("no"))
+            .upsert_config(d.id, |_, _| Err::<(ConfigRecord, AuditRecord), _>("no"))
             .await;
         assert!(matches!(r, Err(Abort::Caller("no"))));
         assert_eq!(store.config(d.id).unwrap().unwrap().client_id, "two");
@@ -565,6 +850,7 @@ mod tests {
             dir.path(),
             &StoreOptions {
                 cache_capacity_bytes: 8 << 20,
+                commit_metrics: None,
             },
         );
         assert!(
@@ -578,7 +864,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = open(dir.path());
-            store.create_domain("a.example", 7).await.unwrap();
+            store.create_domain("a.example", 7, |_| ev()).await.unwrap();
             store.shutdown();
         }
         let store = open(dir.path());

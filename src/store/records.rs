@@ -76,6 +76,23 @@ impl std::fmt::Debug for TokenRecord {
     }
 }
 
+/// One entry of the audit trail. Never holds a secret or a token: the secret is
+/// represented by a keyed fingerprint only.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct AuditRecord {
+    pub at: i64,
+    /// Token id of the API caller; `None` for the command line or the server itself.
+    pub actor: Option<u64>,
+    pub action: String,
+    pub domain_id: Option<u64>,
+    pub domain: Option<String>,
+    /// Names of the fields changed.
+    pub fields: Vec<String>,
+    pub secret_fingerprint: Option<String>,
+    /// Non-secret context (a token id, a key term, a backup name).
+    pub detail: Option<String>,
+}
+
 pub(super) fn encode<T: Encode>(record: &T) -> Vec<u8> {
     let mut out = vec![RECORD_VERSION];
     // Encoding into a Vec cannot fail for these plain types.

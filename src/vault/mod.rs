@@ -1,18 +1,31 @@
 //! The service layer: opens the data directory under the master key and carries
 //! out every operation the HTTP API and the command line offer. It speaks in
 //! model types (`Domain`, `OidcConfig`, ...), never in storage records or DTOs.
+//!
+//! Submodules: `keys` (rotation, re-encryption, passphrase change, verify),
+//! `audit` (the audit trail), `backup` (online backups).
+
+mod audit;
+mod backup;
+mod keys;
+
+pub use audit::{AuditEvent, AuditQuery};
+pub use backup::BackupInfo;
+pub use keys::{KeyStatus, TermStatus, VerifyReport};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::config::{load_master_secret, Config, ConfigError, MasterSource};
 use crate::crypto::{
-    self, mask_secret, CryptoError, Field, Keyring, KeyringFile, SealContext, SecretString,
+    self, mask_secret, CryptoError, Field, Kek, Keyring, KeyringFile, SealContext, SecretString,
     TokenString, KEYRING_FILE_NAME,
 };
+use crate::metrics::Metrics;
 use crate::store::{
-    fsutil, Abort, ConfigRecord, DomainRecord, Store, StoreError, StoreOptions, TokenRecord,
-    TokenScope,
+    fsutil, Abort, AuditRecord, ConfigRecord, DomainRecord, Store, StoreError, StoreOptions,
+    TokenRecord, TokenScope,
 };
 use crate::time::now_micros;
 
@@ -46,6 +59,10 @@ pub enum VaultError {
     Invalid(FieldErrors),
     #[error("not found")]
     NotFound,
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("{0}")]
+    Operation(String),
 }
 
 impl<E: Into<VaultError>> From<Abort<E>> for VaultError {
@@ -220,17 +237,39 @@ pub struct OpenReport {
     pub kdf_millis: u128,
 }
 
+/// Encryptions counted against the active term: `used` in memory, `reserved`
+/// persisted ahead of use (a crash over-counts, never under-counts).
+#[derive(Debug)]
+struct TermUses {
+    term: u32,
+    used: u64,
+    reserved: u64,
+}
+
+/// How many encryptions are reserved in the store at a time.
+const USE_RESERVATION_BLOCK: u64 = 4096;
+
 pub struct Vault {
     store: Store,
-    keyring: Keyring,
+    keyring: RwLock<Arc<Keyring>>,
+    kek: Kek,
+    keyring_path: PathBuf,
+    backup_dir: PathBuf,
+    uses: Mutex<TermUses>,
+    rotate_after: u64,
+    audit_retention_days: u32,
+    rotation: tokio::sync::Mutex<()>,
+    wake: tokio::sync::Notify,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Vault")
             .field("store", &self.store)
-            .field("keyring", &self.keyring)
-            .finish()
+            .field("keyring", &self.keyring())
+            .field("kek", &self.kek)
+            .finish_non_exhaustive()
     }
 }
 
@@ -303,14 +342,15 @@ impl Vault {
             kdf_millis: 0,
         };
         let started = std::time::Instant::now();
-        let keyring = if fresh {
+        let (keyring, kek) = if fresh {
             fsutil::create_private_dir(&data_dir)
                 .map_err(|e| data_err(format!("cannot create it: {e}")))?;
             let keyring = Keyring::generate();
-            let file = KeyringFile::wrap(&keyring, &secret, config.kdf_params())?;
+            let kek = Kek::derive_new_salt(&secret, config.kdf_params())?;
+            let file = KeyringFile::wrap(&keyring, &kek)?;
             fsutil::write_atomic(&keyring_path, &file.to_bytes()?)
                 .map_err(|e| data_err(format!("cannot write the keyring: {e}")))?;
-            keyring
+            (keyring, kek)
         } else {
             let bytes = std::fs::read(&keyring_path)
                 .map_err(|e| data_err(format!("cannot read the keyring: {e}")))?;
@@ -325,13 +365,104 @@ impl Vault {
         };
         report.kdf_millis = started.elapsed().as_millis();
         drop(secret);
+        let metrics = Metrics::new()?;
         let store = Store::open(
             &data_dir,
             &StoreOptions {
                 cache_capacity_bytes: config.cache_capacity_bytes(),
+                commit_metrics: Some(metrics.commit.clone()),
             },
         )?;
-        Ok((Self { store, keyring }, report))
+        let term = keyring.active_term();
+        let reserved = store.term_uses(term)?;
+        Ok((
+            Self {
+                store,
+                keyring: RwLock::new(Arc::new(keyring)),
+                kek,
+                keyring_path,
+                backup_dir: config.backup_dir(),
+                uses: Mutex::new(TermUses {
+                    term,
+                    used: reserved,
+                    reserved,
+                }),
+                rotate_after: config.security.rotate_after_encryptions,
+                audit_retention_days: config.audit.retention_days,
+                rotation: tokio::sync::Mutex::new(()),
+                wake: tokio::sync::Notify::new(),
+                metrics,
+            },
+            report,
+        ))
+    }
+
+    /// The keyring as it is now (a snapshot: rotation swaps in a new one).
+    pub fn keyring(&self) -> Arc<Keyring> {
+        self.keyring
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Count one encryption under the active term, reserving ahead in the store;
+    /// wakes the maintenance task when the term is due for rotation.
+    fn count_encryption(&self, term: u32) -> Result<(), VaultError> {
+        let mut uses = self
+            .uses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if uses.term != term {
+            // Rotated since: a new term counts from what the store says.
+            let reserved = self.store.term_uses(term)?;
+            *uses = TermUses {
+                term,
+                used: reserved,
+                reserved,
+            };
+        }
+        uses.used += 1;
+        if uses.used > uses.reserved {
+            uses.reserved = uses.used + USE_RESERVATION_BLOCK;
+            self.store.reserve_term_uses(term, uses.reserved)?;
+        }
+        if uses.used >= self.rotate_after {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Encryptions under the active term so far (upper bound after a restart).
+    pub fn active_term_uses(&self) -> u64 {
+        self.uses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .used
+    }
+
+    /// Seal a client secret for `domain_id` under the active term: the envelope,
+    /// the masked form and the audit fingerprint. Runs inside a sled transaction,
+    /// so it must not touch the store: callers count the encryption beforehand
+    /// with [`Vault::count_encryption`].
+    fn seal_secret(
+        &self,
+        domain_id: u64,
+        secret: &SecretString,
+    ) -> Result<(Vec<u8>, String, String), VaultError> {
+        let keyring = self.keyring();
+        let ctx = SealContext {
+            domain_id,
+            field: Field::ClientSecret,
+        };
+        Ok((
+            keyring.seal(secret.expose().as_bytes(), ctx)?,
+            mask_secret(secret.expose()),
+            keyring.fingerprint(domain_id, "client_secret", secret.expose().as_bytes()),
+        ))
     }
 
     pub fn store(&self) -> &Store {
@@ -413,20 +544,23 @@ impl Vault {
         &self,
         domain: &Domain,
         patch: ConfigPatch,
+        actor: Option<u64>,
     ) -> Result<(OidcConfig, bool), VaultError> {
         let now = now_micros();
-        let ctx = SealContext {
-            domain_id: domain.id,
-            field: Field::ClientSecret,
-        };
-        let seal = |secret: &SecretString| -> Result<(Vec<u8>, String), VaultError> {
-            Ok((
-                self.keyring.seal(secret.expose().as_bytes(), ctx)?,
-                mask_secret(secret.expose()),
-            ))
-        };
-        let build = |current: Option<&ConfigRecord>, id: u64| -> Result<ConfigRecord, VaultError> {
-            match current {
+        if patch.client_secret.is_some() {
+            // Counted before the transaction (sled cannot write outside one from
+            // inside one); an unchanged secret over-counts, which is the safe side.
+            self.count_encryption(self.keyring().active_term())?;
+        }
+        // The event of the attempt that commits (the closure may run again on a
+        // transaction conflict), for the log line.
+        let stored_event: Mutex<Option<AuditRecord>> = Mutex::new(None);
+        let build = |current: Option<&ConfigRecord>,
+                     id: u64|
+         -> Result<(ConfigRecord, AuditRecord), VaultError> {
+            let mut fields: Vec<String> = Vec::new();
+            let mut fingerprint = None;
+            let record = match current {
                 None => {
                     let mut missing = FieldErrors::new();
                     if patch.client_id.is_none() {
@@ -439,8 +573,9 @@ impl Vault {
                     let Some(client_id) = &patch.client_id else {
                         return Err(VaultError::Invalid(missing));
                     };
-                    let (secret_sealed, secret_masked) = seal(secret)?;
-                    Ok(ConfigRecord {
+                    let (secret_sealed, secret_masked, fp) = self.seal_secret(domain.id, secret)?;
+                    fingerprint = Some(fp);
+                    let record = ConfigRecord {
                         id,
                         domain_id: domain.id,
                         client_id: client_id.clone(),
@@ -452,16 +587,25 @@ impl Vault {
                         userinfo_endpoint: patch.userinfo_endpoint.apply(None),
                         created_at: now,
                         updated_at: now,
-                    })
+                    };
+                    fields.extend(["client_id".into(), "client_secret".into()]);
+                    fields.extend(changed_urls(None, &record));
+                    record
                 }
                 Some(cur) => {
                     let mut next = cur.clone();
                     if let Some(client_id) = &patch.client_id {
                         next.client_id.clone_from(client_id);
                     }
+                    if next.client_id != cur.client_id {
+                        fields.push("client_id".into());
+                    }
                     if let Some(secret) = &patch.client_secret {
                         if secret.expose() != cur.secret_masked {
-                            (next.secret_sealed, next.secret_masked) = seal(secret)?;
+                            let (sealed, masked, fp) = self.seal_secret(domain.id, secret)?;
+                            (next.secret_sealed, next.secret_masked) = (sealed, masked);
+                            fingerprint = Some(fp);
+                            fields.push("client_secret".into());
                         }
                     }
                     next.discovery_url = patch.discovery_url.apply(next.discovery_url);
@@ -470,20 +614,49 @@ impl Vault {
                         .apply(next.authorization_endpoint);
                     next.token_endpoint = patch.token_endpoint.apply(next.token_endpoint);
                     next.userinfo_endpoint = patch.userinfo_endpoint.apply(next.userinfo_endpoint);
+                    fields.extend(changed_urls(Some(cur), &next));
                     // `updated_at` moves on every update, even within one microsecond.
                     next.updated_at = now.max(cur.updated_at + 1);
-                    Ok(next)
+                    next
                 }
-            }
+            };
+            let action = if current.is_none() {
+                "config.create"
+            } else {
+                "config.update"
+            };
+            let mut event = audit::event(now, actor, action, Some(domain));
+            event.fields = fields;
+            event.secret_fingerprint = fingerprint;
+            *stored_event
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(event.clone());
+            Ok((record, event))
         };
         let (record, created) = self.store.upsert_config(domain.id, build).await?;
         // `patch` (and the plaintext secret in it) is dropped, and wiped, here.
+        drop(patch);
+        if let Some(event) = stored_event
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            audit::log_line(&event);
+        }
         Ok((record.into(), created))
     }
 
     /// Delete a domain's config; false when there was none.
-    pub async fn delete_config(&self, domain: &Domain) -> Result<bool, VaultError> {
-        Ok(self.store.delete_config(domain.id).await?)
+    pub async fn delete_config(
+        &self,
+        domain: &Domain,
+        actor: Option<u64>,
+    ) -> Result<bool, VaultError> {
+        let event = audit::event(now_micros(), actor, "config.delete", Some(domain));
+        let deleted = self.store.delete_config(domain.id, event.clone()).await?;
+        if deleted {
+            audit::log_line(&event);
+        }
+        Ok(deleted)
     }
 
     /// Decrypt a domain's client secret (for `verify` and the connection test).
@@ -491,7 +664,7 @@ impl Vault {
         let Some(record) = self.store.config(domain.id)? else {
             return Ok(None);
         };
-        let plain = self.keyring.open(
+        let plain = self.keyring().open(
             &record.secret_sealed,
             SealContext {
                 domain_id: domain.id,
@@ -508,11 +681,22 @@ impl Vault {
 
     // ---- domains -----------------------------------------------------------------
 
-    pub async fn add_domain(&self, raw_name: &str) -> Result<Domain, VaultError> {
+    pub async fn add_domain(
+        &self,
+        raw_name: &str,
+        actor: Option<u64>,
+    ) -> Result<Domain, VaultError> {
         let name = normalize_domain_name(raw_name)
             .map_err(|m| VaultError::Invalid(field_error("domain", m)))?;
-        match self.store.create_domain(&name, now_micros()).await {
-            Ok(r) => Ok(r.into()),
+        let now = now_micros();
+        let audit =
+            |r: &DomainRecord| audit::event(now, actor, "domain.add", Some(&r.clone().into()));
+        match self.store.create_domain(&name, now, audit).await {
+            Ok(r) => {
+                let domain: Domain = r.into();
+                audit::log_line(&audit::event(now, actor, "domain.add", Some(&domain)));
+                Ok(domain)
+            }
             Err(StoreError::DomainExists) => Err(VaultError::Invalid(field_error(
                 "domain",
                 "An enterprise domain with this name already exists.",
@@ -536,8 +720,20 @@ impl Vault {
     }
 
     /// Remove a domain, its config and its tokens; false when there was none.
-    pub async fn remove_domain(&self, id: u64) -> Result<bool, VaultError> {
-        Ok(self.store.remove_domain(id).await?)
+    pub async fn remove_domain(&self, id: u64, actor: Option<u64>) -> Result<bool, VaultError> {
+        let now = now_micros();
+        let audit =
+            |r: &DomainRecord| audit::event(now, actor, "domain.remove", Some(&r.clone().into()));
+        let removed = self.store.remove_domain(id, audit).await?;
+        if let Some(r) = &removed {
+            audit::log_line(&audit::event(
+                now,
+                actor,
+                "domain.remove",
+                Some(&r.clone().into()),
+            ));
+        }
+        Ok(removed.is_some())
     }
 
     // ---- tokens ------------------------------------------------------------------
@@ -546,6 +742,7 @@ impl Vault {
     pub async fn create_token(
         &self,
         target: &TokenTarget,
+        actor: Option<u64>,
     ) -> Result<(TokenInfo, TokenString), VaultError> {
         let (scope, domain) = match target {
             TokenTarget::Operator => (TokenScope::Operator, None),
@@ -556,15 +753,30 @@ impl Vault {
                         "Enterprise domain not found.",
                     )));
                 };
-                (TokenScope::Domain(d.id), Some(d.name))
+                (TokenScope::Domain(d.id), Some(d))
             }
+        };
+        let now = now_micros();
+        let token_event = |r: &TokenRecord| {
+            let mut e = audit::event(now, actor, "token.create", domain.as_ref());
+            e.detail = Some(format!(
+                "token {}{}",
+                r.id,
+                if domain.is_none() { " (operator)" } else { "" }
+            ));
+            e
         };
         let result = self
             .store
-            .create_token(scope, now_micros(), |id| {
-                let generated = crypto::token::generate(id);
-                (generated.hash.0, generated.token)
-            })
+            .create_token(
+                scope,
+                now,
+                |id| {
+                    let generated = crypto::token::generate(id);
+                    (generated.hash.0, generated.token)
+                },
+                token_event,
+            )
             .await;
         let (record, token) = match result {
             Ok(v) => v,
@@ -576,10 +788,11 @@ impl Vault {
             }
             Err(e) => return Err(e.into()),
         };
+        audit::log_line(&token_event(&record));
         Ok((
             TokenInfo {
                 id: record.id,
-                domain,
+                domain: domain.map(|d| d.name),
                 created_at: record.created_at,
             },
             token,
@@ -609,9 +822,54 @@ impl Vault {
     }
 
     /// Revoke a token; false when there was none.
-    pub async fn revoke_token(&self, id: u64) -> Result<bool, VaultError> {
-        Ok(self.store.revoke_token(id).await?)
+    pub async fn revoke_token(&self, id: u64, actor: Option<u64>) -> Result<bool, VaultError> {
+        let now = now_micros();
+        let domains: BTreeMap<u64, Domain> = self
+            .list_domains()?
+            .into_iter()
+            .map(|d| (d.id, d))
+            .collect();
+        let token_event = |r: &TokenRecord| {
+            let domain = match r.scope {
+                TokenScope::Domain(d) => domains.get(&d),
+                TokenScope::Operator => None,
+            };
+            let mut e = audit::event(now, actor, "token.revoke", domain);
+            e.detail = Some(format!("token {}", r.id));
+            e
+        };
+        let revoked = self.store.revoke_token(id, token_event).await?;
+        if revoked {
+            let mut e = audit::event(now, actor, "token.revoke", None);
+            e.detail = Some(format!("token {id}"));
+            audit::log_line(&e);
+        }
+        Ok(revoked)
     }
+}
+
+/// Names of the URL fields that differ between `before` and `after`.
+fn changed_urls(before: Option<&ConfigRecord>, after: &ConfigRecord) -> Vec<String> {
+    let urls = |r: &ConfigRecord| {
+        [
+            ("discovery_url", r.discovery_url.clone()),
+            ("authorization_endpoint", r.authorization_endpoint.clone()),
+            ("token_endpoint", r.token_endpoint.clone()),
+            ("userinfo_endpoint", r.userinfo_endpoint.clone()),
+        ]
+    };
+    let old = before.map(urls);
+    urls(after)
+        .into_iter()
+        .enumerate()
+        .filter(|(i, (_, v))| {
+            old.as_ref()
+                .and_then(|o| o.get(*i))
+                .and_then(|(_, ov)| ov.clone())
+                != *v
+        })
+        .map(|(_, (name, _))| name.to_owned())
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,0 +1,121 @@
+//! The audit trail: one event per change, stored atomically with the change it
+//! records, and one structured log line each (target `oidcvault::audit`).
+//! Events carry ids, names and field names, and for a client secret a keyed
+//! fingerprint: never a secret or a token.
+
+use super::{Domain, Vault, VaultError};
+use crate::store::AuditRecord;
+use crate::time::{format_micros, now_micros};
+
+/// An audit event as the API and the CLI show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub id: u64,
+    pub at: i64,
+    pub actor: Option<u64>,
+    pub action: String,
+    pub domain_id: Option<u64>,
+    pub domain: Option<String>,
+    pub fields: Vec<String>,
+    pub secret_fingerprint: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// Filters and paging of [`Vault::audit`].
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Only events of this domain (by name).
+    pub domain: Option<String>,
+    /// Only events at or after this time (microseconds since the epoch).
+    pub since: Option<i64>,
+    /// Only events before this time.
+    pub until: Option<i64>,
+    /// Cursor: only events after this id.
+    pub after: Option<u64>,
+    pub limit: usize,
+}
+
+pub(super) fn event(
+    at: i64,
+    actor: Option<u64>,
+    action: &str,
+    domain: Option<&Domain>,
+) -> AuditRecord {
+    AuditRecord {
+        at,
+        actor,
+        action: action.to_owned(),
+        domain_id: domain.map(|d| d.id),
+        domain: domain.map(|d| d.name.clone()),
+        fields: Vec::new(),
+        secret_fingerprint: None,
+        detail: None,
+    }
+}
+
+/// The structured log line of an event.
+pub(super) fn log_line(e: &AuditRecord) {
+    tracing::info!(
+        target: "oidcvault::audit",
+        at = %format_micros(e.at),
+        actor = ?e.actor,
+        action = %e.action,
+        domain_id = ?e.domain_id,
+        domain = ?e.domain,
+        fields = ?e.fields,
+        secret_fingerprint = ?e.secret_fingerprint,
+        detail = ?e.detail,
+        "audit"
+    );
+}
+
+impl Vault {
+    /// Append an event that changes no record (rotation, backup).
+    pub(super) async fn record(&self, e: AuditRecord) -> Result<(), VaultError> {
+        self.store.append_audit(&e).await?;
+        log_line(&e);
+        Ok(())
+    }
+
+    /// A page of events, oldest first, and the cursor of the next page.
+    pub fn audit(&self, q: &AuditQuery) -> Result<(Vec<AuditEvent>, Option<u64>), VaultError> {
+        let limit = q.limit.clamp(1, 1000);
+        let domain = q
+            .domain
+            .as_ref()
+            .map(|d| d.trim().trim_end_matches('.').to_ascii_lowercase());
+        let page = self.store.audit_page(q.after, limit + 1, |r| {
+            domain.as_ref().is_none_or(|d| r.domain.as_ref() == Some(d))
+                && q.since.is_none_or(|s| r.at >= s)
+                && q.until.is_none_or(|u| r.at < u)
+        })?;
+        let more = page.len() > limit;
+        let events: Vec<AuditEvent> = page
+            .into_iter()
+            .take(limit)
+            .map(|(id, r)| AuditEvent {
+                id,
+                at: r.at,
+                actor: r.actor,
+                action: r.action,
+                domain_id: r.domain_id,
+                domain: r.domain,
+                fields: r.fields,
+                secret_fingerprint: r.secret_fingerprint,
+                detail: r.detail,
+            })
+            .collect();
+        let next = if more {
+            events.last().map(|e| e.id)
+        } else {
+            None
+        };
+        Ok((events, next))
+    }
+
+    /// Remove events older than the retention setting.
+    pub async fn prune_audit(&self) -> Result<usize, VaultError> {
+        let keep_micros = i64::from(self.audit_retention_days) * 86_400 * 1_000_000;
+        Ok(self.store.prune_audit(now_micros() - keep_micros).await?)
+    }
+}

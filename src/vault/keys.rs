@@ -1,0 +1,350 @@
+//! Key lifecycle: rotation of the data key without downtime, background
+//! re-encryption to the newest term, dropping terms nothing uses, passphrase
+//! change, and `verify`.
+//!
+//! Rotation is crash-safe by construction: the new term is written to the
+//! keyring file (atomically) before anything is sealed under it; each record is
+//! re-sealed in its own transaction; a term is dropped only after a scan, taken
+//! while no write can apply, finds no record that uses it. A crash at any point
+//! leaves a keyring that opens every record, and the maintenance task resumes
+//! the re-encryption at the next start.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{audit, Domain, Vault, VaultError};
+use crate::crypto::{
+    envelope_term, Field, KdfParams, Kek, Keyring, KeyringFile, MasterSecret, SealContext,
+};
+use crate::store::{fsutil, Abort};
+use crate::time::now_micros;
+
+/// Re-sealed records between two group commits during re-encryption.
+const REENCRYPT_BATCH: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TermStatus {
+    pub term: u32,
+    pub active: bool,
+    pub created_at: i64,
+    /// Stored secrets sealed under this term.
+    pub configs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyStatus {
+    pub active_term: u32,
+    /// Encryptions under the active term (upper bound after a restart).
+    pub active_term_encryptions: u64,
+    pub rotate_after_encryptions: u64,
+    pub terms: Vec<TermStatus>,
+    pub total_configs: u64,
+    /// Share of stored secrets already under the active term (1.0 when done).
+    pub progress: f64,
+    pub reencryption_pending: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub domains: u64,
+    pub configs: u64,
+    pub tokens: u64,
+    pub audit_events: u64,
+    pub secrets_opened: u64,
+    /// One line per record that failed, naming it.
+    pub failures: Vec<String>,
+}
+
+/// Test hook: `OIDCVAULT_FAILPOINT=<name>` makes the process exit abruptly at
+/// that point, to prove crash safety from outside. Unset in production.
+pub(crate) fn failpoint(name: &str) {
+    if std::env::var("OIDCVAULT_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("oidcvault: failpoint {name} hit, exiting");
+        std::process::exit(86);
+    }
+}
+
+/// Write the keyring file atomically: temporary file (fsynced), rename, fsync of
+/// the folder. At every instant the path holds the old or the new keyring whole.
+pub(super) fn write_keyring(path: &Path, file: &KeyringFile) -> Result<(), VaultError> {
+    let err = |e: std::io::Error| VaultError::Operation(format!("writing {}: {e}", path.display()));
+    let bytes = file.to_bytes()?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp");
+    failpoint("keyring-before-write");
+    fsutil::write_file_synced(&tmp, &bytes).map_err(err)?;
+    failpoint("keyring-after-tmp");
+    std::fs::rename(&tmp, path).map_err(err)?;
+    failpoint("keyring-after-rename");
+    fsutil::sync_dir(dir).map_err(err)?;
+    failpoint("keyring-after-sync");
+    Ok(())
+}
+
+impl Vault {
+    fn swap_keyring(&self, next: Keyring) {
+        *self
+            .keyring
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(next);
+    }
+
+    /// Secrets per term, by scanning the records' envelope headers.
+    fn configs_by_term(&self) -> Result<(BTreeMap<u32, u64>, u64), VaultError> {
+        let mut by_term = BTreeMap::new();
+        let mut total = 0;
+        for record in self.store.configs() {
+            let record = record?;
+            if let Some(term) = envelope_term(&record.secret_sealed) {
+                *by_term.entry(term).or_insert(0) += 1;
+            }
+            total += 1;
+        }
+        Ok((by_term, total))
+    }
+
+    pub fn key_status(&self) -> Result<KeyStatus, VaultError> {
+        let keyring = self.keyring();
+        let (by_term, total) = self.configs_by_term()?;
+        let active = keyring.active_term();
+        let on_active = by_term.get(&active).copied().unwrap_or(0);
+        let terms: Vec<TermStatus> = keyring
+            .terms()
+            .map(|term| TermStatus {
+                term,
+                active: term == active,
+                created_at: keyring.term_created_at(term).unwrap_or_default(),
+                configs: by_term.get(&term).copied().unwrap_or(0),
+            })
+            .collect();
+        Ok(KeyStatus {
+            active_term: active,
+            active_term_encryptions: self.active_term_uses(),
+            rotate_after_encryptions: self.rotate_after,
+            reencryption_pending: terms.len() > 1,
+            terms,
+            total_configs: total,
+            progress: if total == 0 {
+                1.0
+            } else {
+                on_active as f64 / total as f64
+            },
+        })
+    }
+
+    /// Add a new data-key term and make it active. New writes use it at once;
+    /// the maintenance task (or [`Vault::finish_reencryption`]) re-seals the rest.
+    pub async fn rotate(&self, actor: Option<u64>, reason: &str) -> Result<u32, VaultError> {
+        let _one_at_a_time = self.rotation.lock().await;
+        let next = self.keyring().rotated();
+        let term = next.active_term();
+        let file = KeyringFile::wrap(&next, &self.kek)?;
+        // Under the gate: a backup sees the keyring and the records consistently.
+        self.store.exclusive(|| {
+            write_keyring(&self.keyring_path, &file)?;
+            self.swap_keyring(next);
+            Ok::<_, VaultError>(())
+        })?;
+        let mut e = audit::event(now_micros(), actor, "key.rotate", None);
+        e.detail = Some(format!("term {term} active ({reason})"));
+        self.record(e).await?;
+        self.wake.notify_one();
+        Ok(term)
+    }
+
+    /// Re-seal every secret not under the active term, then drop the terms that
+    /// no record uses any more. Returns how many records were re-sealed.
+    pub async fn finish_reencryption(&self) -> Result<u64, VaultError> {
+        let _one_at_a_time = self.rotation.lock().await;
+        let mut resealed = 0u64;
+        let mut in_batch = 0usize;
+        let ids: Vec<u64> = self
+            .store
+            .configs()
+            .filter_map(|r| r.ok())
+            .filter(|r| envelope_term(&r.secret_sealed) != Some(self.keyring().active_term()))
+            .map(|r| r.domain_id)
+            .collect();
+        for domain_id in ids {
+            // Counted outside the record's transaction (see `seal_secret`).
+            self.count_encryption(self.keyring().active_term())?;
+            let changed = self
+                .store
+                .reseal_config(domain_id, |record| {
+                    let keyring = self.keyring();
+                    if envelope_term(&record.secret_sealed) == Some(keyring.active_term()) {
+                        return Ok(None);
+                    }
+                    let ctx = SealContext {
+                        domain_id,
+                        field: Field::ClientSecret,
+                    };
+                    let plain = keyring.open(&record.secret_sealed, ctx)?;
+                    Ok::<_, VaultError>(Some(keyring.seal(&plain, ctx)?))
+                })
+                .map_err(|a| match a {
+                    Abort::Store(e) => VaultError::Store(e),
+                    Abort::Caller(e) => e,
+                })?;
+            if changed {
+                resealed += 1;
+                in_batch += 1;
+                if resealed == 1 {
+                    self.store.durable().await?;
+                    failpoint("reencrypt-after-first");
+                }
+                if in_batch >= REENCRYPT_BATCH {
+                    self.store.durable().await?;
+                    in_batch = 0;
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+        self.store.durable().await?;
+        self.drop_unused_terms().await?;
+        Ok(resealed)
+    }
+
+    /// Drop every non-active term that no stored record uses. The scan and the
+    /// keyring write happen while no write can apply, so no record sealed under a
+    /// dropped term can slip in.
+    async fn drop_unused_terms(&self) -> Result<Vec<u32>, VaultError> {
+        let dropped = self.store.exclusive(|| {
+            let keyring = self.keyring();
+            let (by_term, _) = self.configs_by_term()?;
+            let unused: Vec<u32> = keyring
+                .terms()
+                .filter(|t| *t != keyring.active_term() && !by_term.contains_key(t))
+                .collect();
+            if unused.is_empty() {
+                return Ok::<_, VaultError>(unused);
+            }
+            let mut next = (*keyring).clone();
+            for t in &unused {
+                if let Some(k) = next.without_term(*t) {
+                    next = k;
+                }
+            }
+            write_keyring(&self.keyring_path, &KeyringFile::wrap(&next, &self.kek)?)?;
+            self.swap_keyring(next);
+            Ok(unused)
+        })?;
+        if !dropped.is_empty() {
+            let mut e = audit::event(now_micros(), None, "key.drop", None);
+            e.detail = Some(format!("terms {dropped:?} dropped: no record uses them"));
+            self.record(e).await?;
+        }
+        Ok(dropped)
+    }
+
+    /// One round of background work: rotate when the active term is due,
+    /// re-encrypt after a rotation (also one interrupted by a crash).
+    pub async fn maintenance_step(&self) -> Result<(), VaultError> {
+        if self.active_term_uses() >= self.rotate_after {
+            let used = self.active_term_uses();
+            self.rotate(
+                None,
+                &format!("automatic: {used} encryptions under the previous term"),
+            )
+            .await?;
+        }
+        if self.keyring().terms().count() > 1 {
+            let n = self.finish_reencryption().await?;
+            tracing::info!(
+                resealed = n,
+                term = self.keyring().active_term(),
+                "re-encryption finished"
+            );
+        }
+        Ok(())
+    }
+
+    /// The server's background task: key maintenance when woken (or every
+    /// minute), audit retention every hour.
+    pub async fn run_maintenance(self: Arc<Self>) {
+        let mut last_prune: Option<std::time::Instant> = None;
+        loop {
+            if let Err(e) = self.maintenance_step().await {
+                tracing::error!(error = %e, "key maintenance failed; will retry");
+            }
+            if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
+                match self.prune_audit().await {
+                    Ok(n) if n > 0 => tracing::info!(removed = n, "old audit events removed"),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "audit retention failed"),
+                }
+                last_prune = Some(std::time::Instant::now());
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(60), self.wake.notified()).await;
+        }
+    }
+
+    /// Re-wrap the keyring under `new_secret` with a fresh salt (offline). No
+    /// record is rewritten; the switch is one atomic rename.
+    pub fn change_passphrase(
+        &self,
+        new_secret: &MasterSecret,
+        kdf: KdfParams,
+    ) -> Result<(), VaultError> {
+        let kek = Kek::derive_new_salt(new_secret, kdf)?;
+        let file = KeyringFile::wrap(&self.keyring(), &kek)?;
+        self.store
+            .exclusive(|| write_keyring(&self.keyring_path, &file))
+    }
+
+    /// Decode every record and open every secret (wiped at once).
+    pub fn verify(&self) -> Result<VerifyReport, VaultError> {
+        let mut report = VerifyReport::default();
+        let keyring = self.keyring();
+        match self.store.list_domains() {
+            Ok(d) => report.domains = d.len() as u64,
+            Err(e) => report.failures.push(e.to_string()),
+        }
+        for record in self.store.configs() {
+            let record = match record {
+                Ok(r) => r,
+                Err(e) => {
+                    report.failures.push(e.to_string());
+                    continue;
+                }
+            };
+            report.configs += 1;
+            let ctx = SealContext {
+                domain_id: record.domain_id,
+                field: Field::ClientSecret,
+            };
+            match keyring.open(&record.secret_sealed, ctx) {
+                Ok(plain) => {
+                    drop(plain);
+                    report.secrets_opened += 1;
+                }
+                Err(e) => report.failures.push(format!(
+                    "config of domain {} (record {}): {e}",
+                    record.domain_id, record.id
+                )),
+            }
+            if self.store.domain(record.domain_id).ok().flatten().is_none() {
+                report.failures.push(format!(
+                    "config record {} belongs to missing domain {}",
+                    record.id, record.domain_id
+                ));
+            }
+        }
+        match self.store.list_tokens() {
+            Ok(t) => report.tokens = t.len() as u64,
+            Err(e) => report.failures.push(e.to_string()),
+        }
+        match self.store.audit_page(None, usize::MAX, |_| true) {
+            Ok(a) => report.audit_events = a.len() as u64,
+            Err(e) => report.failures.push(e.to_string()),
+        }
+        Ok(report)
+    }
+
+    /// Domain of a config (for messages).
+    pub fn domain_name(&self, id: u64) -> Option<Domain> {
+        self.store.domain(id).ok().flatten().map(Domain::from)
+    }
+}
