@@ -7,6 +7,7 @@ mod json;
 mod oidc_config;
 pub mod openapi;
 mod ops;
+mod ui;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -27,6 +28,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     oidc_config::configure(cfg);
     admin::configure(cfg);
     ops::configure(cfg);
+    ui::configure(cfg);
 }
 
 /// Fallback for paths no resource serves.
