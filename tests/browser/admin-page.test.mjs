@@ -141,7 +141,7 @@ before(async () => {
     timezoneId: 'UTC',
   });
   await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: base });
-  context.setDefaultTimeout(15_000);
+  context.setDefaultTimeout(30_000); // generous: the machine may be busy
   context.on('request', (r) => requests.push(r.url()));
   page = context.pages()[0] || await context.newPage();
   page.on('console', (m) => {
