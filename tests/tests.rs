@@ -3,10 +3,15 @@
 //! - `api_*`: through the real `App` (`oidcvault::app`, the factory `main` uses),
 //!   with `actix_web::test::init_service`;
 //! - `binary`: through the real binary over real TCP, for the guarantees
-//!   (durability across `kill -9`, wrong master key, backups, nothing at rest).
+//!   (durability across `kill -9`, wrong master key, backups, nothing at rest);
+//! - `ui`: the admin page's files and headers, in process; `browser`: the page in
+//!   headless Chromium against the real binary (ignored by a plain `cargo test`,
+//!   run by `scripts/test.sh`).
 
 mod util;
 
 mod api_admin;
 mod api_oidc;
 mod binary;
+mod browser;
+mod ui;

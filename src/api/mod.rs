@@ -8,6 +8,7 @@ mod oidc_config;
 pub mod openapi;
 mod operations;
 mod ops;
+mod ui;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -29,6 +30,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     admin::configure(cfg);
     operations::configure(cfg);
     ops::configure(cfg);
+    ui::configure(cfg);
 }
 
 /// Fallback for paths no resource serves.

@@ -1,0 +1,470 @@
+// The admin page in headless Debian Chromium, driven by playwright-core, against the
+// real oidcvault binary serving on loopback (a fresh home in a temporary folder).
+//
+// Run by scripts/test.sh (through `cargo test --test integration browser -- --ignored`,
+// which builds the binary first), or alone, after a `cargo build`:
+//
+//   cd tests/browser && npm ci && npm test
+//
+// Environment: OIDCVAULT_BIN (default target/debug/oidcvault), CHROMIUM (default
+// /usr/bin/chromium), OIDCVAULT_SCREENSHOTS (default target/browser-screenshots).
+// Screenshots of each main screen are written there.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { chromium } from 'playwright-core';
+
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const BIN = process.env.OIDCVAULT_BIN || path.join(REPO, 'target', 'debug', 'oidcvault');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const SHOTS = process.env.OIDCVAULT_SCREENSHOTS || path.join(REPO, 'target', 'browser-screenshots');
+const PASSPHRASE = 'browser-test passphrase 1';
+
+// The seed's example values.
+const CLIENT_ID = 'enterprise-app-123';
+const CLIENT_SECRET = 's3cr3tP@ssw0rd!';
+const MASKED = '********0rd!';
+
+const CSP_DIRECTIVES = [
+  "default-src 'none'", "script-src 'self'", "style-src 'self'", "connect-src 'self'",
+  "img-src 'self'", "form-action 'none'", "base-uri 'none'", "frame-ancestors 'none'",
+];
+
+// ---- the real binary in a temporary home ------------------------------------------
+
+const home = fs.mkdtempSync(path.join(os.tmpdir(), 'oidcvault-browser-'));
+let server = null;
+let serverLog = '';
+let base = null; // http://127.0.0.1:PORT
+let domainToken = null;
+let operatorToken = null;
+
+function childEnv() {
+  const env = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (!k.startsWith('OIDCVAULT_')) env[k] = v;
+  }
+  env.OIDCVAULT_MASTER_PASSPHRASE = PASSPHRASE;
+  return env;
+}
+
+function oidcvault(...args) {
+  const r = spawnSync(BIN, ['--config', path.join(home, 'config.toml'), ...args], {
+    cwd: home, env: childEnv(), encoding: 'utf8', timeout: 60_000,
+  });
+  assert.equal(r.status, 0, `oidcvault ${args.join(' ')} failed (${r.status}):\n${r.stdout}\n${r.stderr}`);
+  return r.stdout.trim();
+}
+
+function startServer() {
+  return new Promise((resolve, reject) => {
+    server = spawn(BIN, ['--config', path.join(home, 'config.toml'), 'serve'], {
+      cwd: home, env: childEnv(), stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    const timer = setTimeout(() => reject(new Error(`no "listening on" within 30 s:\n${serverLog}`)), 30_000);
+    server.stderr.setEncoding('utf8');
+    server.stderr.on('data', (chunk) => {
+      serverLog += chunk;
+      const m = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(serverLog);
+      if (m && !base) {
+        base = m[1];
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    server.on('exit', (code, signal) => {
+      if (!base) {
+        clearTimeout(timer);
+        reject(new Error(`the server exited (${code ?? signal}) before listening:\n${serverLog}`));
+      }
+    });
+  });
+}
+
+/** The JSON API, from outside the browser, to check what the page did. */
+async function apiCall(method, apiPath, token, { domain, body } = {}) {
+  const headers = { Authorization: `Bearer ${token}` };
+  if (domain) headers['X-Enterprise-Domain'] = domain;
+  if (body) headers['Content-Type'] = 'application/json';
+  const res = await fetch(base + apiPath, { method, headers, body: body && JSON.stringify(body) });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null };
+}
+
+// ---- the browser --------------------------------------------------------------------
+
+let context = null;
+let page = null;
+const requests = []; // every URL the page asked for
+const problems = []; // CSP violations, Trusted Types errors, uncaught exceptions
+let shotCount = 0;
+
+async function shot(name) {
+  shotCount += 1;
+  const file = path.join(SHOTS, `${String(shotCount).padStart(2, '0')}-${name}.png`);
+  await page.screenshot({ path: file, fullPage: true });
+  return file;
+}
+
+before(async () => {
+  assert.ok(fs.existsSync(BIN), `no binary at ${BIN}: run cargo build first (or set OIDCVAULT_BIN)`);
+  assert.ok(fs.existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: apt-get install chromium chromium-driver`);
+  fs.mkdirSync(SHOTS, { recursive: true });
+  for (const f of fs.readdirSync(SHOTS)) if (f.endsWith('.png')) fs.rmSync(path.join(SHOTS, f));
+
+  fs.writeFileSync(path.join(home, 'config.toml'), [
+    '[server]', 'bind = "127.0.0.1:0"', 'shutdown_timeout_secs = 5', '',
+    '[storage]', 'data_dir = "data"', 'cache_capacity_mib = 8', '',
+    '[security]', 'kdf_memory_kib = 19456', 'kdf_iterations = 2', 'kdf_parallelism = 1', '',
+  ].join('\n'));
+  oidcvault('domain', 'add', 'acme.com');
+  domainToken = oidcvault('token', 'create', '--domain', 'acme.com');
+  operatorToken = oidcvault('token', 'create', '--operator');
+  await startServer();
+
+  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'oidcvault-chromium-'));
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    ],
+    viewport: { width: 1100, height: 900 },
+    locale: 'en-US',
+    timezoneId: 'UTC',
+  });
+  await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: base });
+  context.setDefaultTimeout(30_000); // generous: the machine may be busy
+  context.on('request', (r) => requests.push(r.url()));
+  page = context.pages()[0] || await context.newPage();
+  page.on('console', (m) => {
+    const text = m.text();
+    if (/Content Security Policy|Refused to|Trusted Type|TrustedHTML/i.test(text)) {
+      problems.push(`console ${m.type()}: ${text}`);
+    }
+  });
+  page.on('pageerror', (e) => problems.push(`uncaught: ${e.message}`));
+});
+
+after(async () => {
+  if (context) await context.close().catch(() => {});
+  if (server && server.exitCode === null) {
+    server.kill('SIGTERM');
+    await new Promise((r) => { server.once('exit', r); setTimeout(r, 10_000); });
+  }
+  fs.rmSync(home, { recursive: true, force: true });
+});
+
+// ---- helpers on the page --------------------------------------------------------------
+
+const visible = (selector) => page.locator(selector).filter({ visible: true });
+
+async function expectText(selector, pattern) {
+  await page.waitForFunction(
+    ([sel, source, flags]) => {
+      const node = document.querySelector(sel);
+      return node && new RegExp(source, flags).test(node.textContent);
+    },
+    [selector, pattern.source, pattern.flags],
+  ).catch(async (e) => {
+    const actual = await page.locator(selector).textContent().catch(() => '(missing)');
+    throw new Error(`${selector} never matched ${pattern}; it reads ${JSON.stringify(actual)}\n${e.message}`);
+  });
+}
+
+async function signIn(token) {
+  await page.locator('#token').fill(token);
+  await page.locator('#token').press('Enter'); // by keyboard
+}
+
+async function pageHasNoPlaintext(secret) {
+  const html = await page.content();
+  assert.ok(!html.includes(secret), 'the plaintext secret appears in the page');
+  const values = await page.evaluate(() => [...document.querySelectorAll('input')].map((i) => i.value));
+  assert.ok(!values.includes(secret), 'the plaintext secret is left in an input');
+}
+
+// ---- the scenario (steps in order, one browser) -----------------------------------------
+
+// Each step builds on the one before: after a failure the rest are skipped, so the
+// first failure is the one reported.
+let broken = null;
+function step(name, fn) {
+  test(name, async (t) => {
+    if (broken) {
+      t.skip(`after the failure of "${broken}"`);
+      return;
+    }
+    try {
+      await fn();
+    } catch (e) {
+      broken = name;
+      await shot(`FAILED-${name.replace(/[^a-z0-9]+/gi, '-').slice(0, 50)}`).catch(() => {});
+      throw e;
+    }
+  });
+}
+
+step('GET / is served with the strict policy and every control is labelled', async () => {
+  const res = await page.goto(`${base}/`);
+  assert.equal(res.status(), 200);
+  const headers = res.headers();
+  const csp = headers['content-security-policy'] || '';
+  for (const d of CSP_DIRECTIVES) assert.ok(csp.split(';').map((x) => x.trim()).includes(d), `CSP lacks ${d}: ${csp}`);
+  assert.equal(headers['x-frame-options'], 'DENY');
+  assert.equal(headers['referrer-policy'], 'no-referrer');
+  await visible('#sign-in-view').waitFor();
+  const focused = await page.evaluate(() => document.activeElement && document.activeElement.id);
+  assert.equal(focused, 'token', 'the token field has the focus at start');
+  const unlabelled = await page.evaluate(() => [...document.querySelectorAll('input, select, textarea')]
+    .filter((c) => c.labels.length === 0).map((c) => c.id || c.outerHTML));
+  assert.deepEqual(unlabelled, [], 'controls without a label');
+  await shot('sign-in');
+});
+
+step('a wrong token is refused beside the token field', async () => {
+  await signIn('ovt_999_not-a-real-token');
+  await expectText('#token-error', /not accepted/);
+  assert.equal(await page.locator('#token').getAttribute('aria-invalid'), 'true');
+  assert.equal(await page.evaluate(() => sessionStorage.length), 0, 'nothing stored for a refused token');
+  assert.ok(await page.locator('#sign-in-view').isVisible());
+});
+
+step('domain admin: sign in, save the seed values, see the masked secret', async () => {
+  await signIn(domainToken);
+  await visible('#config-form').waitFor();
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('oidcvault.token')), domainToken);
+  assert.equal(await page.evaluate(() => localStorage.length), 0, 'nothing in localStorage');
+  assert.deepEqual(await context.cookies(), [], 'no cookies');
+  await expectText('#session-role', /domain token/);
+  assert.equal(await page.locator('#cfg-client_secret').getAttribute('placeholder'), 'required');
+  assert.ok(!(await page.locator('#config-delete').isVisible()), 'nothing to delete yet');
+
+  await page.locator('#cfg-client_id').fill(CLIENT_ID);
+  await page.locator('#cfg-client_secret').fill(CLIENT_SECRET);
+  await page.locator('#config-save').click();
+  await expectText('#notice', /Created\. The client secret is stored as \*{8}0rd!/);
+  await expectText('#secret-masked', /^\*{8}0rd!$/);
+  assert.equal(await page.locator('#cfg-client_secret').inputValue(), '', 'the secret field is emptied after a save');
+  assert.equal(await page.locator('#cfg-client_secret').getAttribute('placeholder'), 'unchanged');
+  await pageHasNoPlaintext(CLIENT_SECRET);
+  const stored = await apiCall('GET', '/api/v1/enterprises/oidc/config/', domainToken);
+  assert.equal(stored.status, 200);
+  assert.equal(stored.body.client_id, CLIENT_ID);
+  assert.equal(stored.body.client_secret_masked, MASKED);
+  await shot('domain-config-saved');
+});
+
+step('domain admin: a bad URL is shown beside its field, then fixed', async () => {
+  await page.locator('#cfg-discovery_url').fill('http://idp.example.com/.well-known/openid-configuration');
+  await page.locator('#config-save').click();
+  await expectText('#cfg-discovery_url-error', /\S/);
+  await expectText('#alert', /^Not saved: check Discovery URL\.$/);
+  assert.equal(await page.locator('#cfg-discovery_url').getAttribute('aria-invalid'), 'true');
+  const focused = await page.evaluate(() => document.activeElement.id);
+  assert.equal(focused, 'cfg-discovery_url', 'the field at fault gets the focus');
+  for (const other of ['client_id', 'client_secret', 'token_endpoint']) {
+    assert.equal(await page.locator(`#cfg-${other}-error`).textContent(), '', `no error beside ${other}`);
+  }
+  // The error is announced beside the field, inside the same .field as its input.
+  const beside = await page.evaluate(() => {
+    const input = document.getElementById('cfg-discovery_url');
+    const error = document.getElementById('cfg-discovery_url-error');
+    return input.parentElement === error.parentElement
+      && input.getAttribute('aria-describedby').split(' ').includes(error.id);
+  });
+  assert.ok(beside, 'the error sits beside its field and describes it');
+  await shot('domain-config-field-error');
+
+  await page.locator('#cfg-discovery_url').fill('https://idp.example.com/.well-known/openid-configuration');
+  await page.locator('#cfg-token_endpoint').fill('https://idp.example.com/oauth2/token');
+  await page.locator('#config-save').click();
+  await expectText('#notice', /^Saved\./);
+  assert.equal(await page.locator('#cfg-discovery_url-error').textContent(), '');
+  assert.equal(await page.locator('#cfg-discovery_url').getAttribute('aria-invalid'), null);
+  assert.equal(await page.locator('#alert').textContent(), '');
+});
+
+step('domain admin: a reload keeps the session and the stored values', async () => {
+  await page.reload();
+  await visible('#config-form').waitFor();
+  await expectText('#secret-masked', /^\*{8}0rd!$/);
+  assert.equal(await page.locator('#cfg-client_id').inputValue(), CLIENT_ID);
+  assert.equal(await page.locator('#cfg-discovery_url').inputValue(),
+    'https://idp.example.com/.well-known/openid-configuration');
+  assert.equal(await page.locator('#cfg-token_endpoint').inputValue(), 'https://idp.example.com/oauth2/token');
+  assert.equal(await page.locator('#cfg-authorization_endpoint').inputValue(), '');
+  assert.equal(await page.locator('#cfg-client_secret').inputValue(), '');
+  // Saves without typing a secret kept it.
+  const stored = await apiCall('GET', '/api/v1/enterprises/oidc/config/', domainToken);
+  assert.equal(stored.body.client_secret_masked, MASKED);
+  await shot('domain-config-after-reload');
+});
+
+step('domain admin: the secret is replaced only through its write-only field', async () => {
+  const replacement = 'n3w-s3cr3t-v4lue!';
+  await page.locator('#cfg-client_secret').fill(replacement);
+  await page.locator('#config-save').click();
+  await expectText('#secret-masked', /^\*{8}lue!$/);
+  assert.equal(await page.locator('#cfg-client_secret').inputValue(), '');
+  await pageHasNoPlaintext(replacement);
+  const stored = await apiCall('GET', '/api/v1/enterprises/oidc/config/', domainToken);
+  assert.equal(stored.body.client_secret_masked, '********lue!');
+});
+
+step('domain admin: delete asks for confirmation (cancel and Escape keep it)', async () => {
+  await page.locator('#config-delete').click();
+  await visible('#confirm').waitFor();
+  await expectText('#confirm-title', /Delete the configuration\?/);
+  await page.locator('#confirm-cancel').click();
+  assert.ok(!(await page.locator('#confirm').isVisible()));
+  await page.locator('#config-delete').click();
+  await visible('#confirm').waitFor();
+  await page.keyboard.press('Escape');
+  await page.locator('#confirm').waitFor({ state: 'hidden' });
+  const stored = await apiCall('GET', '/api/v1/enterprises/oidc/config/', domainToken);
+  assert.equal(stored.status, 200, 'still configured after cancelling');
+});
+
+step('sign out removes the token from the tab', async () => {
+  await page.locator('#sign-out').click();
+  await visible('#sign-in-view').waitFor();
+  await expectText('#notice', /Signed out/);
+  assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+  await page.reload();
+  await visible('#sign-in-view').waitFor();
+});
+
+step('operator: sign in, list domains, add one (errors beside the field)', async () => {
+  await signIn(operatorToken);
+  await visible('#operator-view').waitFor();
+  await expectText('#session-role', /operator token/);
+  await expectText('#domain-list', /acme\.com/);
+  await expectText('#token-list', /this session/);
+
+  await page.locator('#new-domain').fill('not a domain!');
+  await page.locator('#add-domain-form button[type=submit]').click();
+  await expectText('#new-domain-error', /\S/);
+  await expectText('#alert', /Domain not added/);
+  await page.locator('#new-domain').fill('acme.com');
+  await page.locator('#add-domain-form button[type=submit]').click();
+  await expectText('#new-domain-error', /\S/); // a duplicate
+
+  await page.locator('#new-domain').fill('globex.example');
+  await page.locator('#add-domain-form button[type=submit]').click();
+  await expectText('#notice', /Domain globex\.example added/);
+  await expectText('#domain-list', /globex\.example/);
+  assert.equal(await page.locator('#new-domain-error').textContent(), '');
+  const list = await apiCall('GET', '/api/v1/admin/domains/', operatorToken);
+  assert.deepEqual(list.body.map((d) => d.domain).sort(), ['acme.com', 'globex.example']);
+  await shot('operator-domains-and-tokens');
+});
+
+step('operator: edit a domain\'s configuration (sent with X-Enterprise-Domain), then delete it', async () => {
+  const sentHeaders = [];
+  const onRequest = (r) => {
+    if (r.url().includes('/enterprises/oidc/config/')) sentHeaders.push(r.headers()['x-enterprise-domain']);
+  };
+  page.on('request', onRequest);
+  await page.getByRole('link', { name: 'Configure single sign-on for globex.example' }).click();
+  await visible('#config-form').waitFor();
+  await expectText('#config-title', /Single sign-on for globex\.example/);
+  await page.locator('#cfg-client_id').fill('globex-app');
+  await page.locator('#cfg-client_secret').fill('globex-secret-123456');
+  await page.locator('#config-save').click();
+  await expectText('#secret-masked', /^\*{8}3456$/);
+  await shot('operator-domain-config');
+  page.off('request', onRequest);
+  assert.ok(sentHeaders.length >= 2 && sentHeaders.every((h) => h === 'globex.example'), `X-Enterprise-Domain: ${sentHeaders}`);
+  const globex = await apiCall('GET', '/api/v1/enterprises/oidc/config/', operatorToken, { domain: 'globex.example' });
+  assert.equal(globex.body.client_id, 'globex-app');
+  const acme = await apiCall('GET', '/api/v1/enterprises/oidc/config/', domainToken);
+  assert.equal(acme.body.client_id, CLIENT_ID, 'acme.com untouched');
+
+  await page.locator('#config-delete').click();
+  await visible('#confirm').waitFor();
+  await page.locator('#confirm-ok').click();
+  await expectText('#notice', /Configuration deleted/);
+  const gone = await apiCall('GET', '/api/v1/enterprises/oidc/config/', operatorToken, { domain: 'globex.example' });
+  assert.equal(gone.status, 404);
+  assert.equal(await page.locator('#cfg-client_secret').getAttribute('placeholder'), 'required');
+
+  await page.locator('#back-to-domains').click();
+  await visible('#operator-view').waitFor();
+});
+
+step('operator: create a token (shown once, copyable), then revoke it', async () => {
+  await page.locator('#token-target').selectOption('domain:globex.example');
+  await page.locator('#create-token-form button[type=submit]').click();
+  await visible('#new-token').waitFor();
+  const token = await page.locator('#new-token-value').inputValue();
+  assert.match(token, /^ovt_\d+_\S+$/);
+  await expectText('#new-token-warning', /only time it is shown/);
+  await expectText('#notice', /created for domain globex\.example/);
+  await shot('operator-new-token');
+  // The token works, for its domain.
+  const works = await apiCall('GET', '/api/v1/enterprises/oidc/config/', token);
+  assert.equal(works.status, 404, 'a valid token for a domain without a config');
+  // Copy button.
+  await page.locator('#copy-token').click();
+  await expectText('#notice', /copied/);
+  assert.equal(await page.evaluate(() => navigator.clipboard.readText()), token);
+  // Done hides it for good.
+  await page.locator('#new-token-done').click();
+  assert.ok(!(await page.locator('#new-token').isVisible()));
+  assert.equal(await page.locator('#new-token-value').inputValue(), '');
+  assert.ok(!(await page.content()).includes(token), 'the token is gone from the page');
+
+  const id = Number(/^ovt_(\d+)_/.exec(token)[1]);
+  await page.getByRole('button', { name: `Revoke token #${id} (Domain globex.example)` }).click();
+  await visible('#confirm').waitFor();
+  await expectText('#confirm-title', new RegExp(`Revoke token #${id}\\?`));
+  await page.locator('#confirm-ok').click();
+  await expectText('#notice', new RegExp(`Token #${id} revoked`));
+  assert.ok(!(await page.locator('#token-list').textContent()).includes(`Token #${id} `));
+  const revoked = await apiCall('GET', '/api/v1/enterprises/oidc/config/', token);
+  assert.equal(revoked.status, 401, 'the revoked token no longer works');
+});
+
+step('operator: remove a domain with confirmation', async () => {
+  await page.getByRole('button', { name: 'Remove globex.example' }).click();
+  await visible('#confirm').waitFor();
+  await page.locator('#confirm-ok').click();
+  await expectText('#notice', /Domain globex\.example removed/);
+  const list = await apiCall('GET', '/api/v1/admin/domains/', operatorToken);
+  assert.deepEqual(list.body.map((d) => d.domain), ['acme.com']);
+});
+
+step('readable at phone width', async () => {
+  await page.setViewportSize({ width: 375, height: 812 });
+  const overflow = async () => page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  assert.equal(await overflow(), 0, 'operator view scrolls sideways at 375 px');
+  await shot('phone-operator');
+  await page.getByRole('link', { name: 'Configure single sign-on for acme.com' }).click();
+  await visible('#config-form').waitFor();
+  await expectText('#secret-masked', /^\*{8}lue!$/);
+  assert.equal(await overflow(), 0, 'config view scrolls sideways at 375 px');
+  await shot('phone-config');
+  await page.setViewportSize({ width: 1100, height: 900 });
+});
+
+step('no request to another origin, no policy violation, no script error', async () => {
+  assert.ok(requests.length > 10, `too few requests recorded: ${requests.length}`);
+  const foreign = requests.filter((u) => new URL(u).origin !== base);
+  assert.deepEqual(foreign, [], 'requests to another origin');
+  const paths = new Set(requests.map((u) => new URL(u).pathname));
+  for (const p of ['/', '/ui/app.js', '/ui/app.css', '/ui/icon.svg']) assert.ok(paths.has(p), `${p} not loaded`);
+  assert.deepEqual(problems, []);
+  // The server never logged a secret or a token.
+  for (const secret of [CLIENT_SECRET, 'n3w-s3cr3t-v4lue!', 'globex-secret-123456', domainToken, operatorToken]) {
+    assert.ok(!serverLog.includes(secret), 'a secret in the server log');
+  }
+  process.stdout.write(`# ${requests.length} requests, all to ${base}; screenshots in ${SHOTS}\n`);
+});
