@@ -12,6 +12,7 @@ mod util;
 
 mod api_admin;
 mod api_oidc;
+mod api_ops;
 mod binary;
 mod browser;
 mod ui;

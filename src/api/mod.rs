@@ -6,9 +6,9 @@ pub mod error;
 mod json;
 mod oidc_config;
 pub mod openapi;
-mod operations;
+pub mod operations;
 mod ops;
-mod ui;
+pub mod ui;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};

@@ -8,7 +8,9 @@ use serde_json::{json, Value};
 
 use super::admin::{DOMAIN, DOMAINS, TOKEN, TOKENS};
 use super::oidc_config::PATH as OIDC_CONFIG;
-use super::ops::{HEALTHZ, OPENAPI, READYZ};
+use super::operations::{AUDIT, BACKUP, KEYS, KEYS_ROTATE};
+use super::ops::{HEALTHZ, METRICS, OPENAPI, READYZ};
+use super::ui::{APP_CSS, APP_JS, ICON, INDEX};
 use super::DOMAIN_HEADER;
 
 fn error_response(description: &str) -> Value {
@@ -151,6 +153,45 @@ pub fn document() -> Value {
                     json!({"204": {"description": "Revoked."}, "404": error_response("No such token.")}),
                     false, json!({})),
             },
+            KEYS: {
+                "get": op("admin-keys-status", "Data-key terms and re-encryption progress",
+                    json!({"200": ok_json("Key status.", json!({"$ref": "#/components/schemas/KeyStatus"}))}),
+                    false, json!({})),
+            },
+            KEYS_ROTATE: {
+                "post": op("admin-keys-rotate", "Add a data-key term; re-encryption runs in the background",
+                    json!({"200": ok_json("The new key status.", json!({"$ref": "#/components/schemas/KeyStatus"}))}),
+                    false, json!({})),
+            },
+            AUDIT: {
+                "parameters": [
+                    {"name": "domain", "in": "query", "required": false, "schema": {"type": "string"}, "description": "Only events of this domain."},
+                    {"name": "since", "in": "query", "required": false, "schema": {"type": "string", "format": "date-time"}, "description": "Only events at or after this time (RFC 3339)."},
+                    {"name": "until", "in": "query", "required": false, "schema": {"type": "string", "format": "date-time"}, "description": "Only events before this time (RFC 3339)."},
+                    {"name": "cursor", "in": "query", "required": false, "schema": {"type": "string", "pattern": "^[0-9]+$"}, "description": "`next` of the previous page."},
+                    {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}
+                ],
+                "get": op("admin-audit-list", "The audit trail, oldest first, with cursor paging",
+                    json!({"200": ok_json("A page of events.", json!({"$ref": "#/components/schemas/AuditPage"})),
+                           "400": validation_response()}),
+                    false, json!({})),
+            },
+            BACKUP: {
+                "post": op("admin-backup-create", "Write a consistent backup under storage.backup_dir",
+                    json!({"201": ok_json("The backup written.", json!({"$ref": "#/components/schemas/Backup"}))}),
+                    false, json!({})),
+            },
+            METRICS: {"get": {"operationId": "metrics", "summary": "Prometheus metrics (text format)", "security": [],
+                "responses": {"200": {"description": "Prometheus text exposition format 0.0.4.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            INDEX: {"get": {"operationId": "ui-index", "summary": "The admin page", "security": [],
+                "responses": {"200": {"description": "HTML page.", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+            APP_JS: {"get": {"operationId": "ui-script", "summary": "The admin page's script", "security": [],
+                "responses": {"200": {"description": "JavaScript.", "content": {"text/javascript": {"schema": {"type": "string"}}}}}}},
+            APP_CSS: {"get": {"operationId": "ui-style", "summary": "The admin page's style sheet", "security": [],
+                "responses": {"200": {"description": "CSS.", "content": {"text/css": {"schema": {"type": "string"}}}}}}},
+            ICON: {"get": {"operationId": "ui-icon", "summary": "The admin page's icon", "security": [],
+                "responses": {"200": {"description": "SVG image.", "content": {"image/svg+xml": {"schema": {"type": "string"}}}}}}},
             HEALTHZ: {"get": {"operationId": "healthz", "summary": "Liveness", "security": [],
                 "responses": {"200": ok_json("Serving.", json!({"type": "object", "properties": {"status": {"type": "string"}}}))}}},
             READYZ: {"get": {"operationId": "readyz", "summary": "Readiness: store open, keys unlocked, writes durable", "security": [],
@@ -201,6 +242,39 @@ pub fn document() -> Value {
                     "required": ["id", "domain", "created_at"]},
                 "TokenCreate": {"type": "object", "properties": {
                     "domain": {"type": "string"}, "operator": {"type": "boolean"}}},
+                "KeyStatus": {"type": "object", "properties": {
+                    "active_term": {"type": "integer"},
+                    "active_term_encryptions": {"type": "integer"},
+                    "rotate_after_encryptions": {"type": "integer"},
+                    "terms": {"type": "array", "items": {"type": "object", "properties": {
+                        "term": {"type": "integer"}, "active": {"type": "boolean"},
+                        "created_at": {"type": "string", "format": "date-time"},
+                        "configs": {"type": "integer"}},
+                        "required": ["term", "active", "created_at", "configs"]}},
+                    "total_configs": {"type": "integer"},
+                    "progress": {"type": "number", "minimum": 0, "maximum": 1},
+                    "reencryption_pending": {"type": "boolean"}},
+                    "required": ["active_term", "terms", "total_configs", "progress", "reencryption_pending"]},
+                "AuditEvent": {"type": "object", "properties": {
+                    "id": {"type": "integer"},
+                    "at": {"type": "string", "format": "date-time"},
+                    "actor": {"type": ["integer", "null"], "description": "Token id of the caller; null for the command line or the server itself."},
+                    "action": {"type": "string", "examples": ["config.update"]},
+                    "domain_id": {"type": ["integer", "null"]},
+                    "domain": {"type": ["string", "null"]},
+                    "fields": {"type": "array", "items": {"type": "string"}},
+                    "secret_fingerprint": {"type": ["string", "null"], "description": "Keyed HMAC fingerprint of a new client secret: tells whether it changed, reveals nothing."},
+                    "detail": {"type": ["string", "null"]}},
+                    "required": ["id", "at", "actor", "action", "domain_id", "domain", "fields", "secret_fingerprint", "detail"]},
+                "AuditPage": {"type": "object", "properties": {
+                    "results": {"type": "array", "items": {"$ref": "#/components/schemas/AuditEvent"}},
+                    "next": {"type": ["string", "null"]}},
+                    "required": ["results", "next"]},
+                "Backup": {"type": "object", "properties": {
+                    "name": {"type": "string"}, "path": {"type": "string"},
+                    "records": {"type": "integer"}, "bytes": {"type": "integer"},
+                    "created_at": {"type": "string", "format": "date-time"}},
+                    "required": ["name", "path", "records", "bytes", "created_at"]},
                 "TokenCreated": {"type": "object", "properties": {
                     "id": {"type": "integer"}, "token": {"type": "string"},
                     "domain": {"type": ["string", "null"]},
