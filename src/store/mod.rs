@@ -152,6 +152,9 @@ pub struct Store {
     configs: sled::Tree,
     tokens: sled::Tree,
     audit: sled::Tree,
+    /// Next audit event id: one past the last stored, so ids stay unique in a
+    /// restored copy too (sled's own `generate_id` state is not in a copy).
+    next_audit: std::sync::atomic::AtomicU64,
     commit: GroupCommit,
     gate: std::sync::RwLock<()>,
 }
@@ -197,13 +200,22 @@ impl Store {
             dir.to_path_buf(),
             options.commit_metrics.clone(),
         )?;
+        let audit = db.open_tree("audit")?;
+        let next_audit = match audit.last()? {
+            Some((k, _)) => <[u8; 8]>::try_from(k.as_ref())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0)
+                .saturating_add(1),
+            None => 1,
+        };
         Ok(Self {
             meta: db.open_tree("meta")?,
             domains: db.open_tree("domains")?,
             domain_names: db.open_tree("domain_names")?,
             configs: db.open_tree("configs")?,
             tokens: db.open_tree("tokens")?,
-            audit: db.open_tree("audit")?,
+            audit: audit.clone(),
+            next_audit: std::sync::atomic::AtomicU64::new(next_audit),
             db,
             dir: dir.to_path_buf(),
             commit,
@@ -228,7 +240,10 @@ impl Store {
     }
 
     fn audit_id(&self) -> Result<[u8; 8], StoreError> {
-        Ok(self.db.generate_id()?.to_be_bytes())
+        Ok(self
+            .next_audit
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_be_bytes())
     }
 
     pub fn dir(&self) -> &Path {

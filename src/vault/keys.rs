@@ -147,6 +147,7 @@ impl Vault {
             self.swap_keyring(next);
             Ok::<_, VaultError>(())
         })?;
+        self.reset_uses(term)?;
         let mut e = audit::event(now_micros(), actor, "key.rotate", None);
         e.detail = Some(format!("term {term} active ({reason})"));
         self.record(e).await?;

@@ -436,6 +436,20 @@ impl Vault {
         Ok(())
     }
 
+    /// Start counting encryptions of a newly active term.
+    fn reset_uses(&self, term: u32) -> Result<(), VaultError> {
+        let reserved = self.store.term_uses(term)?;
+        *self
+            .uses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = TermUses {
+            term,
+            used: reserved,
+            reserved,
+        };
+        Ok(())
+    }
+
     /// Encryptions under the active term so far (upper bound after a restart).
     pub fn active_term_uses(&self) -> u64 {
         self.uses
