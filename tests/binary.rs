@@ -21,18 +21,18 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_oidcvault");
-const PASSPHRASE: &str = "correct-horse-battery-staple-1";
-const OTHER_PASSPHRASE: &str = "incorrect-donkey-battery-staple-2";
-const CONFIG_PATH: &str = "/api/v1/enterprises/oidc/config/";
+pub(crate) const PASSPHRASE: &str = "correct-horse-battery-staple-1";
+pub(crate) const OTHER_PASSPHRASE: &str = "incorrect-donkey-battery-staple-2";
+pub(crate) const CONFIG_PATH: &str = "/api/v1/enterprises/oidc/config/";
 /// How long a server gets to print its address, or any process to exit.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A command that must be refused quickly (a wrong key is seen before anything else).
-const REFUSE_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const REFUSE_TIMEOUT: Duration = Duration::from_secs(15);
 
 // ---- small helpers -------------------------------------------------------------------
 
-fn random_hex(n_bytes: usize) -> String {
+pub(crate) fn random_hex(n_bytes: usize) -> String {
     let mut buf = vec![0u8; n_bytes];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut buf))
@@ -109,7 +109,7 @@ fn strip_ansi(s: &str) -> String {
 }
 
 /// The last `n` characters of a (long) log, for assertion messages.
-fn tail(s: &str, n: usize) -> String {
+pub(crate) fn tail(s: &str, n: usize) -> String {
     let count = s.chars().count();
     if count <= n {
         s.to_owned()
@@ -182,7 +182,7 @@ fn find_needles<'a>(haystack: &[u8], needles: &'a [(String, Vec<u8>)]) -> Vec<&'
 
 /// Every entry under `root` (relative path → `None` for a directory, the bytes for
 /// a file), recursively.
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
+pub(crate) fn snapshot(root: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Option<Vec<u8>>>) {
         let entries =
             std::fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
@@ -207,7 +207,7 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
 }
 
 /// What differs between two snapshots, one line per entry; empty when identical.
-fn snapshot_diff(
+pub(crate) fn snapshot_diff(
     before: &BTreeMap<PathBuf, Option<Vec<u8>>>,
     after: &BTreeMap<PathBuf, Option<Vec<u8>>>,
 ) -> Vec<String> {
@@ -230,7 +230,7 @@ fn snapshot_diff(
     diff
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     std::fs::set_permissions(to, std::fs::metadata(from).unwrap().permissions()).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -250,7 +250,7 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn config_toml() -> String {
+pub(crate) fn config_toml() -> String {
     "[server]\n\
      bind = \"127.0.0.1:0\"\n\
      shutdown_timeout_secs = 5\n\
@@ -268,23 +268,23 @@ fn config_toml() -> String {
 // ---- processes -------------------------------------------------------------------------
 
 /// A finished command.
-struct Output {
-    status: Option<ExitStatus>,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Output {
+    pub(crate) status: Option<ExitStatus>,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
     elapsed: Duration,
 }
 
 impl Output {
-    fn success(&self) -> bool {
+    pub(crate) fn success(&self) -> bool {
         self.status.is_some_and(|s| s.success())
     }
 
-    fn failed(&self) -> bool {
+    pub(crate) fn failed(&self) -> bool {
         self.status.is_some_and(|s| !s.success())
     }
 
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let status = match self.status {
             Some(s) => format!("{s}"),
             None => "still running at the deadline (killed)".to_owned(),
@@ -321,14 +321,14 @@ fn read_all_in_thread(mut r: impl Read + Send + 'static) -> JoinHandle<String> {
 }
 
 /// An appliance home: a temporary folder with `config.toml`, `data/` beside it.
-struct Home {
+pub(crate) struct Home {
     dir: TempDir,
     passphrase: Option<String>,
 }
 
 impl Home {
     /// A home with the test config; `passphrase` `None` uses the key-file default.
-    fn new(passphrase: Option<&str>) -> Self {
+    pub(crate) fn new(passphrase: Option<&str>) -> Self {
         let home = Self::empty(passphrase);
         home.write_config(&config_toml());
         home
@@ -345,7 +345,7 @@ impl Home {
         }
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
@@ -353,7 +353,7 @@ impl Home {
         self.path().join("config.toml")
     }
 
-    fn data_dir(&self) -> PathBuf {
+    pub(crate) fn data_dir(&self) -> PathBuf {
         self.path().join("data")
     }
 
@@ -361,7 +361,7 @@ impl Home {
         self.path().join("master.key")
     }
 
-    fn write_config(&self, text: &str) {
+    pub(crate) fn write_config(&self, text: &str) {
         std::fs::write(self.config_path(), text).unwrap();
     }
 
@@ -392,7 +392,7 @@ impl Home {
     }
 
     /// Run a command to its end (killed after `timeout`), capturing its output.
-    fn run_with(
+    pub(crate) fn run_with(
         &self,
         passphrase: Option<Option<&str>>,
         env: &[(&str, &str)],
@@ -422,12 +422,12 @@ impl Home {
         }
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         self.run_with(None, &[], args, EXIT_TIMEOUT)
     }
 
     /// Run a command that must succeed; its stdout, trimmed.
-    fn run_ok(&self, args: &[&str]) -> String {
+    pub(crate) fn run_ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
         assert!(
             out.success(),
@@ -438,12 +438,16 @@ impl Home {
         out.stdout.trim().to_owned()
     }
 
-    fn start(&self) -> Server {
+    pub(crate) fn start(&self) -> Server {
         self.start_with(None, &[])
     }
 
     /// Start `serve` and wait until it prints its address.
-    fn start_with(&self, passphrase: Option<Option<&str>>, env: &[(&str, &str)]) -> Server {
+    pub(crate) fn start_with(
+        &self,
+        passphrase: Option<Option<&str>>,
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut child = self
             .command(passphrase, env, &["serve"])
             .stdin(Stdio::null())
@@ -484,8 +488,8 @@ impl Home {
             exit: None,
         };
         match rx.recv_timeout(START_TIMEOUT) {
-            Ok(addr) => {
-                server.client = Client::new(format!("http://{addr}"));
+            Ok(base) => {
+                server.client = Client::new(base);
                 server
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -507,23 +511,27 @@ impl Home {
     }
 }
 
+/// The base URL (`http://addr` or `https://addr`) a server's log line announces.
 fn parse_listening(line: &str) -> Option<String> {
-    let at = line.find("listening on http://")? + "listening on http://".len();
-    let addr: String = line[at..]
-        .chars()
-        .take_while(|c| !c.is_whitespace() && *c != '"' && *c != ',')
-        .collect();
-    (!addr.is_empty()).then_some(addr)
+    ["http://", "https://"].into_iter().find_map(|scheme| {
+        let marker = format!("listening on {scheme}");
+        let at = line.find(&marker)? + marker.len();
+        let addr: String = line[at..]
+            .chars()
+            .take_while(|c| !c.is_whitespace() && *c != '"' && *c != ',')
+            .collect();
+        (!addr.is_empty()).then(|| format!("{scheme}{addr}"))
+    })
 }
 
 /// An HTTP answer.
-struct Resp {
-    status: u16,
-    body: String,
+pub(crate) struct Resp {
+    pub(crate) status: u16,
+    pub(crate) body: String,
 }
 
 impl Resp {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body)
             .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
     }
@@ -538,13 +546,13 @@ impl std::fmt::Display for Resp {
 /// HTTP to one server: no connection reuse, so a killed server cannot leave a
 /// stale pooled connection behind and no request is ever retried.
 #[derive(Clone)]
-struct Client {
-    base: String,
-    agent: ureq::Agent,
+pub(crate) struct Client {
+    pub(crate) base: String,
+    pub(crate) agent: ureq::Agent,
 }
 
 impl Client {
-    fn new(base: String) -> Self {
+    pub(crate) fn new(base: String) -> Self {
         let agent = ureq::AgentBuilder::new()
             .max_idle_connections(0)
             .timeout_connect(Duration::from_secs(5))
@@ -554,7 +562,7 @@ impl Client {
     }
 
     /// A request; `Err` only for transport failures (status codes are `Ok`).
-    fn call(
+    pub(crate) fn call(
         &self,
         method: &str,
         path: &str,
@@ -587,9 +595,9 @@ impl Client {
 }
 
 /// A running `oidcvault serve`; killed (SIGKILL) when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    client: Client,
+    pub(crate) client: Client,
     log: Arc<Mutex<String>>,
     reader: Option<JoinHandle<()>>,
     exit: Option<ExitStatus>,
@@ -597,16 +605,16 @@ struct Server {
 
 impl Server {
     /// Everything the server wrote to stderr so far (ANSI stripped).
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
-    fn client(&self) -> Client {
+    pub(crate) fn client(&self) -> Client {
         self.client.clone()
     }
 
     /// A request that must get an answer (any status).
-    fn call(
+    pub(crate) fn call(
         &self,
         method: &str,
         path: &str,
@@ -620,7 +628,7 @@ impl Server {
     }
 
     /// A request that must answer `status`; its JSON body (`Null` when empty).
-    fn expect(
+    pub(crate) fn expect(
         &self,
         status: u16,
         method: &str,
@@ -644,7 +652,7 @@ impl Server {
         }
     }
 
-    fn add_domain(&self, operator: &str, name: &str) -> Value {
+    pub(crate) fn add_domain(&self, operator: &str, name: &str) -> Value {
         self.expect(
             201,
             "POST",
@@ -656,7 +664,7 @@ impl Server {
     }
 
     /// A domain token created over the admin API.
-    fn create_token(&self, operator: &str, domain: &str) -> String {
+    pub(crate) fn create_token(&self, operator: &str, domain: &str) -> String {
         let v = self.expect(
             201,
             "POST",
@@ -671,7 +679,7 @@ impl Server {
             .to_owned()
     }
 
-    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         if self.exit.is_none() {
             self.exit = wait_bounded(&mut self.child, timeout);
             if self.exit.is_some() {
@@ -684,7 +692,7 @@ impl Server {
     }
 
     /// SIGKILL (`kill -9`) and reap.
-    fn kill9(&mut self) -> ExitStatus {
+    pub(crate) fn kill9(&mut self) -> ExitStatus {
         if let Some(status) = self.exit {
             return status;
         }
@@ -715,7 +723,7 @@ impl Server {
     }
 
     /// SIGTERM, and the exit must be clean (code 0).
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let status = self.terminate();
         assert_eq!(
             status.code(),
@@ -743,13 +751,13 @@ fn token_random_part(token: &str) -> &str {
         .map_or("", |(_, random)| random)
 }
 
-fn lower(s: &str) -> String {
+pub(crate) fn lower(s: &str) -> String {
     s.to_lowercase()
 }
 
 /// A refusal: non-zero exit within the bound, one line on stderr naming the master
 /// key, no secret echoed, nothing on stdout.
-fn assert_refused_for_master_key(what: &str, out: &Output, secrets: &[&str]) {
+pub(crate) fn assert_refused_for_master_key(what: &str, out: &Output, secrets: &[&str]) {
     assert!(
         out.failed(),
         "{what}: expected a non-zero exit within {REFUSE_TIMEOUT:?}\n{}",
@@ -776,7 +784,7 @@ fn assert_refused_for_master_key(what: &str, out: &Output, secrets: &[&str]) {
 
 /// A failing CLI command: non-zero, exactly one non-empty line on stderr, nothing
 /// on stdout. Returns the line.
-fn assert_one_line_failure(what: &str, out: &Output) -> String {
+pub(crate) fn assert_one_line_failure(what: &str, out: &Output) -> String {
     assert!(
         out.failed(),
         "{what}: expected a non-zero exit\n{}",

@@ -15,4 +15,5 @@ mod api_oidc;
 mod api_ops;
 mod binary;
 mod browser;
+mod ops;
 mod ui;
