@@ -129,6 +129,8 @@ pub struct Config {
     pub storage: StorageConfig,
     pub security: SecurityConfig,
     pub log: LogConfig,
+    /// Abuse limits (see `crate::limits`).
+    pub limits: crate::limits::LimitsConfig,
     /// Folder that relative paths are resolved against (the config file's).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -258,6 +260,7 @@ impl Config {
                 self.server.bind
             )));
         }
+        self.limits.validate().map_err(ConfigError::Weak)?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::Weak(format!(
                 "log.format = {:?}: use \"text\" or \"json\"",

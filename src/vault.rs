@@ -331,6 +331,7 @@ impl Vault {
                 cache_capacity_bytes: config.cache_capacity_bytes(),
             },
         )?;
+        store.set_disk_reserve(config.limits.disk_reserve_bytes());
         Ok((Self { store, keyring }, report))
     }
 

@@ -14,8 +14,10 @@
 mod commit;
 pub mod fsutil;
 mod records;
+mod space;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
@@ -51,6 +53,16 @@ pub enum StoreError {
     Durability(String),
     #[error("the store is shut down")]
     Closed,
+    #[error(
+        "the disk holding the data directory is full: {free} bytes free, below the reserve of \
+         {reserve} bytes (limits.disk_reserve_mib); the change was not made"
+    )]
+    DiskFull { free: u64, reserve: u64 },
+    #[error(
+        "an earlier write to disk failed, so the store refuses all work until the server is \
+         restarted (memory may hold changes that are not on disk)"
+    )]
+    Failed,
     #[error("an enterprise domain with this name already exists")]
     DomainExists,
     #[error("enterprise domain not found")]
@@ -137,6 +149,8 @@ pub struct Store {
     configs: sled::Tree,
     tokens: sled::Tree,
     commit: GroupCommit,
+    /// Free bytes a write needs on the data directory's file system (`space`).
+    disk_reserve: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -185,6 +199,7 @@ impl Store {
             db,
             dir: dir.to_path_buf(),
             commit,
+            disk_reserve: AtomicU64::new(0),
         })
     }
 
@@ -195,6 +210,27 @@ impl Store {
     /// False once a group commit has failed (the store may have lost durability).
     pub fn healthy(&self) -> bool {
         self.commit.healthy()
+    }
+
+    /// Refuse writes (`DiskFull`) while the file system has less than `bytes` free.
+    pub fn set_disk_reserve(&self, bytes: u64) {
+        self.disk_reserve.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Every read and write first: after a failed group commit, memory may hold
+    /// changes that are not on disk, so nothing is served from it any more.
+    fn usable(&self) -> Result<(), StoreError> {
+        if self.commit.healthy() {
+            Ok(())
+        } else {
+            Err(StoreError::Failed)
+        }
+    }
+
+    /// Every write first: usable, and room on disk (checked before sled is touched).
+    fn writable(&self) -> Result<(), StoreError> {
+        self.usable()?;
+        space::check(&self.dir, self.disk_reserve.load(Ordering::Relaxed))
     }
 
     pub fn commit_stats(&self) -> &CommitStats {
@@ -214,6 +250,7 @@ impl Store {
     // ---- domains -------------------------------------------------------------
 
     pub async fn create_domain(&self, name: &str, now: i64) -> Result<DomainRecord, StoreError> {
+        self.writable()?;
         let r = (&self.meta, &self.domains, &self.domain_names).transaction(
             |(meta, domains, names)| -> TxResult<DomainRecord, std::convert::Infallible> {
                 if names.get(name.as_bytes())?.is_some() {
@@ -237,6 +274,7 @@ impl Store {
     }
 
     pub fn domain(&self, id: u64) -> Result<Option<DomainRecord>, StoreError> {
+        self.usable()?;
         let key = id.to_be_bytes();
         self.domains
             .get(key)?
@@ -245,6 +283,7 @@ impl Store {
     }
 
     pub fn domain_by_name(&self, name: &str) -> Result<Option<DomainRecord>, StoreError> {
+        self.usable()?;
         match self.domain_names.get(name.as_bytes())? {
             Some(id) => match <[u8; 8]>::try_from(id.as_ref()) {
                 Ok(b) => self.domain(u64::from_be_bytes(b)),
@@ -259,6 +298,7 @@ impl Store {
     }
 
     pub fn list_domains(&self) -> Result<Vec<DomainRecord>, StoreError> {
+        self.usable()?;
         self.domains
             .iter()
             .map(|kv| {
@@ -275,6 +315,7 @@ impl Store {
     /// Remove a domain with its config and its tokens, atomically.
     /// Returns false when there was no such domain.
     pub async fn remove_domain(&self, id: u64) -> Result<bool, StoreError> {
+        self.writable()?;
         let r = (
             &self.domains,
             &self.domain_names,
@@ -307,6 +348,7 @@ impl Store {
     // ---- OIDC configs --------------------------------------------------------
 
     pub fn config(&self, domain_id: u64) -> Result<Option<ConfigRecord>, StoreError> {
+        self.usable()?;
         let key = domain_id.to_be_bytes();
         self.configs
             .get(key)?
@@ -327,6 +369,7 @@ impl Store {
         domain_id: u64,
         build: impl Fn(Option<&ConfigRecord>, u64) -> Result<ConfigRecord, E>,
     ) -> Result<(ConfigRecord, bool), Abort<E>> {
+        self.writable()?;
         let r = (&self.meta, &self.domains, &self.configs).transaction(
             |(meta, domains, configs)| -> TxResult<(ConfigRecord, bool), E> {
                 let key = domain_id.to_be_bytes();
@@ -354,6 +397,7 @@ impl Store {
 
     /// Delete the config of `domain_id`; false when there was none.
     pub async fn delete_config(&self, domain_id: u64) -> Result<bool, StoreError> {
+        self.writable()?;
         let removed = self.configs.remove(domain_id.to_be_bytes())?.is_some();
         if removed {
             self.durable().await?;
@@ -371,6 +415,7 @@ impl Store {
         now: i64,
         make: impl Fn(u64) -> ([u8; 32], R),
     ) -> Result<(TokenRecord, R), StoreError> {
+        self.writable()?;
         let r = (&self.meta, &self.domains, &self.tokens).transaction(
             |(meta, domains, tokens)| -> TxResult<(TokenRecord, R), std::convert::Infallible> {
                 let id = next_id(meta, META_NEXT_TOKEN)?;
@@ -400,6 +445,7 @@ impl Store {
     }
 
     pub fn token(&self, id: u64) -> Result<Option<TokenRecord>, StoreError> {
+        self.usable()?;
         let key = id.to_be_bytes();
         self.tokens
             .get(key)?
@@ -408,6 +454,7 @@ impl Store {
     }
 
     pub fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.usable()?;
         self.tokens
             .iter()
             .map(|kv| {
@@ -419,6 +466,7 @@ impl Store {
 
     /// Revoke a token; false when there was none.
     pub async fn revoke_token(&self, id: u64) -> Result<bool, StoreError> {
+        self.writable()?;
         let r = (&self.domains, &self.tokens).transaction(
             |(domains, tokens)| -> TxResult<bool, std::convert::Infallible> {
                 let key = id.to_be_bytes();
