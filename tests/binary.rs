@@ -20,19 +20,19 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-const BIN: &str = env!("CARGO_BIN_EXE_oidcvault");
-const PASSPHRASE: &str = "correct-horse-battery-staple-1";
-const OTHER_PASSPHRASE: &str = "incorrect-donkey-battery-staple-2";
-const CONFIG_PATH: &str = "/api/v1/enterprises/oidc/config/";
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_oidcvault");
+pub(crate) const PASSPHRASE: &str = "correct-horse-battery-staple-1";
+pub(crate) const OTHER_PASSPHRASE: &str = "incorrect-donkey-battery-staple-2";
+pub(crate) const CONFIG_PATH: &str = "/api/v1/enterprises/oidc/config/";
 /// How long a server gets to print its address, or any process to exit.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
-const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A command that must be refused quickly (a wrong key is seen before anything else).
-const REFUSE_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const REFUSE_TIMEOUT: Duration = Duration::from_secs(15);
 
 // ---- small helpers -------------------------------------------------------------------
 
-fn random_hex(n_bytes: usize) -> String {
+pub(crate) fn random_hex(n_bytes: usize) -> String {
     let mut buf = vec![0u8; n_bytes];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut buf))
@@ -40,7 +40,7 @@ fn random_hex(n_bytes: usize) -> String {
     hex(&buf, false)
 }
 
-fn hex(bytes: &[u8], upper: bool) -> String {
+pub(crate) fn hex(bytes: &[u8], upper: bool) -> String {
     bytes
         .iter()
         .map(|b| {
@@ -54,7 +54,7 @@ fn hex(bytes: &[u8], upper: bool) -> String {
 }
 
 /// Base64 without padding, standard or URL-safe alphabet.
-fn b64(bytes: &[u8], url_safe: bool) -> String {
+pub(crate) fn b64(bytes: &[u8], url_safe: bool) -> String {
     use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
     use base64::Engine;
     if url_safe {
@@ -66,7 +66,7 @@ fn b64(bytes: &[u8], url_safe: bool) -> String {
 
 /// Decode base64 leniently (either alphabet; padding, whitespace and non-zero
 /// trailing bits ignored), as an attacker reading a file would.
-fn b64_decode(text: &str) -> Vec<u8> {
+pub(crate) fn b64_decode(text: &str) -> Vec<u8> {
     use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
     use base64::{alphabet, Engine};
     let lenient = GeneralPurpose::new(
@@ -88,7 +88,7 @@ fn b64_decode(text: &str) -> Vec<u8> {
 }
 
 /// Remove ANSI escape sequences (the log formatter may colour its output).
-fn strip_ansi(s: &str) -> String {
+pub(crate) fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {
@@ -109,7 +109,7 @@ fn strip_ansi(s: &str) -> String {
 }
 
 /// The last `n` characters of a (long) log, for assertion messages.
-fn tail(s: &str, n: usize) -> String {
+pub(crate) fn tail(s: &str, n: usize) -> String {
     let count = s.chars().count();
     if count <= n {
         s.to_owned()
@@ -123,7 +123,7 @@ fn tail(s: &str, n: usize) -> String {
 /// hex (both cases), base64 (both alphabets) of the substrings at byte offsets
 /// 0, 1 and 2 cut to whole 3-byte groups, so one of them is aligned with whatever
 /// base64 encoding might hold it.
-fn encodings(label: &str, secret: &[u8]) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn encodings(label: &str, secret: &[u8]) -> Vec<(String, Vec<u8>)> {
     let mut out = vec![
         (format!("{label} (raw)"), secret.to_vec()),
         (format!("{label} (hex)"), hex(secret, false).into_bytes()),
@@ -149,7 +149,7 @@ fn encodings(label: &str, secret: &[u8]) -> Vec<(String, Vec<u8>)> {
 
 /// Which of `needles` (all at least 8 bytes) occur in `haystack`. One pass with an
 /// index on the first 8 bytes, so megabytes stay fast in an unoptimised build.
-fn find_needles<'a>(haystack: &[u8], needles: &'a [(String, Vec<u8>)]) -> Vec<&'a str> {
+pub(crate) fn find_needles<'a>(haystack: &[u8], needles: &'a [(String, Vec<u8>)]) -> Vec<&'a str> {
     let mut index: HashMap<[u8; 8], Vec<usize>> = HashMap::new();
     for (i, (_, n)) in needles.iter().enumerate() {
         assert!(
@@ -182,7 +182,7 @@ fn find_needles<'a>(haystack: &[u8], needles: &'a [(String, Vec<u8>)]) -> Vec<&'
 
 /// Every entry under `root` (relative path → `None` for a directory, the bytes for
 /// a file), recursively.
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
+pub(crate) fn snapshot(root: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Option<Vec<u8>>>) {
         let entries =
             std::fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
@@ -207,7 +207,7 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
 }
 
 /// What differs between two snapshots, one line per entry; empty when identical.
-fn snapshot_diff(
+pub(crate) fn snapshot_diff(
     before: &BTreeMap<PathBuf, Option<Vec<u8>>>,
     after: &BTreeMap<PathBuf, Option<Vec<u8>>>,
 ) -> Vec<String> {
@@ -230,7 +230,7 @@ fn snapshot_diff(
     diff
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     std::fs::set_permissions(to, std::fs::metadata(from).unwrap().permissions()).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -250,7 +250,7 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn config_toml() -> String {
+pub(crate) fn config_toml() -> String {
     "[server]\n\
      bind = \"127.0.0.1:0\"\n\
      shutdown_timeout_secs = 5\n\
@@ -268,7 +268,7 @@ fn config_toml() -> String {
 // ---- processes -------------------------------------------------------------------------
 
 /// A finished command.
-struct Output {
+pub(crate) struct Output {
     status: Option<ExitStatus>,
     stdout: String,
     stderr: String,
@@ -276,15 +276,15 @@ struct Output {
 }
 
 impl Output {
-    fn success(&self) -> bool {
+    pub(crate) fn success(&self) -> bool {
         self.status.is_some_and(|s| s.success())
     }
 
-    fn failed(&self) -> bool {
+    pub(crate) fn failed(&self) -> bool {
         self.status.is_some_and(|s| !s.success())
     }
 
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let status = match self.status {
             Some(s) => format!("{s}"),
             None => "still running at the deadline (killed)".to_owned(),
@@ -299,7 +299,7 @@ impl Output {
 }
 
 /// Wait for `child` to exit, polling, at most `timeout`.
-fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+pub(crate) fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
@@ -312,7 +312,7 @@ fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     }
 }
 
-fn read_all_in_thread(mut r: impl Read + Send + 'static) -> JoinHandle<String> {
+pub(crate) fn read_all_in_thread(mut r: impl Read + Send + 'static) -> JoinHandle<String> {
     std::thread::spawn(move || {
         let mut buf = Vec::new();
         let _ = r.read_to_end(&mut buf);
@@ -321,21 +321,21 @@ fn read_all_in_thread(mut r: impl Read + Send + 'static) -> JoinHandle<String> {
 }
 
 /// An appliance home: a temporary folder with `config.toml`, `data/` beside it.
-struct Home {
+pub(crate) struct Home {
     dir: TempDir,
     passphrase: Option<String>,
 }
 
 impl Home {
     /// A home with the test config; `passphrase` `None` uses the key-file default.
-    fn new(passphrase: Option<&str>) -> Self {
+    pub(crate) fn new(passphrase: Option<&str>) -> Self {
         let home = Self::empty(passphrase);
         home.write_config(&config_toml());
         home
     }
 
     /// A home without a config file yet.
-    fn empty(passphrase: Option<&str>) -> Self {
+    pub(crate) fn empty(passphrase: Option<&str>) -> Self {
         Self {
             dir: tempfile::Builder::new()
                 .prefix("oidcvault-binary-")
@@ -345,29 +345,29 @@ impl Home {
         }
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
-    fn config_path(&self) -> PathBuf {
+    pub(crate) fn config_path(&self) -> PathBuf {
         self.path().join("config.toml")
     }
 
-    fn data_dir(&self) -> PathBuf {
+    pub(crate) fn data_dir(&self) -> PathBuf {
         self.path().join("data")
     }
 
-    fn key_file(&self) -> PathBuf {
+    pub(crate) fn key_file(&self) -> PathBuf {
         self.path().join("master.key")
     }
 
-    fn write_config(&self, text: &str) {
+    pub(crate) fn write_config(&self, text: &str) {
         std::fs::write(self.config_path(), text).unwrap();
     }
 
     /// The binary with `--config`, a clean `OIDCVAULT_*` environment, the home's
     /// passphrase (or `passphrase` when given: `Some(None)` means none at all).
-    fn command(
+    pub(crate) fn command(
         &self,
         passphrase: Option<Option<&str>>,
         env: &[(&str, &str)],
@@ -392,7 +392,7 @@ impl Home {
     }
 
     /// Run a command to its end (killed after `timeout`), capturing its output.
-    fn run_with(
+    pub(crate) fn run_with(
         &self,
         passphrase: Option<Option<&str>>,
         env: &[(&str, &str)],
@@ -422,12 +422,12 @@ impl Home {
         }
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         self.run_with(None, &[], args, EXIT_TIMEOUT)
     }
 
     /// Run a command that must succeed; its stdout, trimmed.
-    fn run_ok(&self, args: &[&str]) -> String {
+    pub(crate) fn run_ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
         assert!(
             out.success(),
@@ -438,12 +438,12 @@ impl Home {
         out.stdout.trim().to_owned()
     }
 
-    fn start(&self) -> Server {
+    pub(crate) fn start(&self) -> Server {
         self.start_with(None, &[])
     }
 
     /// Start `serve` and wait until it prints its address.
-    fn start_with(&self, passphrase: Option<Option<&str>>, env: &[(&str, &str)]) -> Server {
+    pub(crate) fn start_with(&self, passphrase: Option<Option<&str>>, env: &[(&str, &str)]) -> Server {
         let mut child = self
             .command(passphrase, env, &["serve"])
             .stdin(Stdio::null())
@@ -507,7 +507,7 @@ impl Home {
     }
 }
 
-fn parse_listening(line: &str) -> Option<String> {
+pub(crate) fn parse_listening(line: &str) -> Option<String> {
     let at = line.find("listening on http://")? + "listening on http://".len();
     let addr: String = line[at..]
         .chars()
@@ -517,13 +517,13 @@ fn parse_listening(line: &str) -> Option<String> {
 }
 
 /// An HTTP answer.
-struct Resp {
-    status: u16,
-    body: String,
+pub(crate) struct Resp {
+    pub(crate) status: u16,
+    pub(crate) body: String,
 }
 
 impl Resp {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body)
             .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
     }
@@ -538,13 +538,13 @@ impl std::fmt::Display for Resp {
 /// HTTP to one server: no connection reuse, so a killed server cannot leave a
 /// stale pooled connection behind and no request is ever retried.
 #[derive(Clone)]
-struct Client {
+pub(crate) struct Client {
     base: String,
     agent: ureq::Agent,
 }
 
 impl Client {
-    fn new(base: String) -> Self {
+    pub(crate) fn new(base: String) -> Self {
         let agent = ureq::AgentBuilder::new()
             .max_idle_connections(0)
             .timeout_connect(Duration::from_secs(5))
@@ -554,7 +554,7 @@ impl Client {
     }
 
     /// A request; `Err` only for transport failures (status codes are `Ok`).
-    fn call(
+    pub(crate) fn call(
         &self,
         method: &str,
         path: &str,
@@ -587,7 +587,7 @@ impl Client {
 }
 
 /// A running `oidcvault serve`; killed (SIGKILL) when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     client: Client,
     log: Arc<Mutex<String>>,
@@ -597,16 +597,16 @@ struct Server {
 
 impl Server {
     /// Everything the server wrote to stderr so far (ANSI stripped).
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
-    fn client(&self) -> Client {
+    pub(crate) fn client(&self) -> Client {
         self.client.clone()
     }
 
     /// A request that must get an answer (any status).
-    fn call(
+    pub(crate) fn call(
         &self,
         method: &str,
         path: &str,
@@ -620,7 +620,7 @@ impl Server {
     }
 
     /// A request that must answer `status`; its JSON body (`Null` when empty).
-    fn expect(
+    pub(crate) fn expect(
         &self,
         status: u16,
         method: &str,
@@ -644,7 +644,7 @@ impl Server {
         }
     }
 
-    fn add_domain(&self, operator: &str, name: &str) -> Value {
+    pub(crate) fn add_domain(&self, operator: &str, name: &str) -> Value {
         self.expect(
             201,
             "POST",
@@ -656,7 +656,7 @@ impl Server {
     }
 
     /// A domain token created over the admin API.
-    fn create_token(&self, operator: &str, domain: &str) -> String {
+    pub(crate) fn create_token(&self, operator: &str, domain: &str) -> String {
         let v = self.expect(
             201,
             "POST",
@@ -671,7 +671,7 @@ impl Server {
             .to_owned()
     }
 
-    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         if self.exit.is_none() {
             self.exit = wait_bounded(&mut self.child, timeout);
             if self.exit.is_some() {
@@ -684,7 +684,7 @@ impl Server {
     }
 
     /// SIGKILL (`kill -9`) and reap.
-    fn kill9(&mut self) -> ExitStatus {
+    pub(crate) fn kill9(&mut self) -> ExitStatus {
         if let Some(status) = self.exit {
             return status;
         }
@@ -694,7 +694,7 @@ impl Server {
     }
 
     /// SIGTERM, then wait for the exit status (SIGKILL and panic on timeout).
-    fn terminate(&mut self) -> ExitStatus {
+    pub(crate) fn terminate(&mut self) -> ExitStatus {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill")
             .args(["-TERM", &pid])
@@ -715,7 +715,7 @@ impl Server {
     }
 
     /// SIGTERM, and the exit must be clean (code 0).
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let status = self.terminate();
         assert_eq!(
             status.code(),
@@ -736,20 +736,20 @@ impl Drop for Server {
 }
 
 /// The base64url random part of `ovt_<id>_<random>` (which may itself contain `_`).
-fn token_random_part(token: &str) -> &str {
+pub(crate) fn token_random_part(token: &str) -> &str {
     token
         .strip_prefix("ovt_")
         .and_then(|rest| rest.split_once('_'))
         .map_or("", |(_, random)| random)
 }
 
-fn lower(s: &str) -> String {
+pub(crate) fn lower(s: &str) -> String {
     s.to_lowercase()
 }
 
 /// A refusal: non-zero exit within the bound, one line on stderr naming the master
 /// key, no secret echoed, nothing on stdout.
-fn assert_refused_for_master_key(what: &str, out: &Output, secrets: &[&str]) {
+pub(crate) fn assert_refused_for_master_key(what: &str, out: &Output, secrets: &[&str]) {
     assert!(
         out.failed(),
         "{what}: expected a non-zero exit within {REFUSE_TIMEOUT:?}\n{}",
@@ -776,7 +776,7 @@ fn assert_refused_for_master_key(what: &str, out: &Output, secrets: &[&str]) {
 
 /// A failing CLI command: non-zero, exactly one non-empty line on stderr, nothing
 /// on stdout. Returns the line.
-fn assert_one_line_failure(what: &str, out: &Output) -> String {
+pub(crate) fn assert_one_line_failure(what: &str, out: &Output) -> String {
     assert!(
         out.failed(),
         "{what}: expected a non-zero exit\n{}",

@@ -16,7 +16,9 @@
    - `POST /enterprises/oidc/config/` is create-or-update: on update a field left
      out keeps its stored value, so a body missing `client_id` or `client_secret`
      (required on create) is accepted (200) when a configuration exists; and on
-     create their absence is a 400 `"This field is required."`.
+     create their absence is a 400 `"This field is required."`;
+   - `client_secret` is limited to 4096 bytes of UTF-8, which `maxLength` (in
+     characters) cannot state: a 400 saying so, for a secret over 4096 bytes.
    Every other failure fails the run.
 """
 
@@ -68,6 +70,7 @@ def _body(response):
 
 
 REQUIRED = "This field is required."
+SECRET_TOO_LONG = "Ensure this field has no more than 4096 bytes."
 
 
 @schemathesis.hook
@@ -88,6 +91,15 @@ def filter_failure(context, failure, case, response):
             return False
         if label == "POST /api/v1/enterprises/oidc/config/" and body and all(
             k in ("client_id", "client_secret") and v == [REQUIRED] for k, v in body.items()
+        ):
+            return False
+        # The limit is 4096 bytes of UTF-8; a JSON Schema counts characters.
+        secret = case.body.get("client_secret") if isinstance(case.body, dict) else None
+        if (
+            label == "POST /api/v1/enterprises/oidc/config/"
+            and body == {"client_secret": [SECRET_TOO_LONG]}
+            and isinstance(secret, str)
+            and len(secret.encode("utf-8", "surrogatepass")) > 4096
         ):
             return False
     if (

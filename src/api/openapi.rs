@@ -123,6 +123,11 @@ fn id_param() -> Value {
             "schema": {"type": "integer", "minimum": 1, "maximum": u64::MAX, "example": 1}}])
 }
 
+/// "Not blank": at least one character that is not white space as Rust's
+/// `char::is_whitespace` (Unicode White_Space) has it, which `trim` removes.
+pub const NOT_BLANK_PATTERN: &str =
+    r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]";
+
 /// An enterprise domain name as the server accepts it: DNS labels of letters,
 /// digits and inner hyphens, at least two, the last one starting with a letter,
 /// optionally one trailing dot; case-insensitive (stored lower-case).
@@ -234,9 +239,12 @@ pub fn document() -> Value {
                     "properties": {
                         "id": {"type": "integer", "readOnly": true},
                         "enterprise_domain": {"type": "integer", "readOnly": true},
-                        "client_id": {"type": "string", "minLength": 1, "maxLength": 255},
-                        "client_secret": {"type": "string", "minLength": 1,
-                            "description": "Write-accepted: the plaintext is accepted on write (at most 4096 bytes) and stored encrypted. Returned masked, never in plaintext. Posting the masked form back leaves the stored secret unchanged."},
+                        "client_id": {"type": "string", "minLength": 1, "maxLength": 255,
+                            "pattern": NOT_BLANK_PATTERN, "example": "enterprise-app-123",
+                            "description": "Not blank; surrounding whitespace is trimmed."},
+                        "client_secret": {"type": "string", "minLength": 1, "maxLength": 4096,
+                            "pattern": NOT_BLANK_PATTERN, "example": "s3cr3tP@ssw0rd!",
+                            "description": "Write-accepted: the plaintext is accepted on write (not blank, at most 4096 bytes of UTF-8) and stored encrypted. Returned masked, never in plaintext. Posting the masked form back leaves the stored secret unchanged."},
                         "client_secret_masked": {"type": "string", "readOnly": true,
                             "description": "Eight `*` followed by the last four characters for secrets of 12 characters or more; eight `*` alone otherwise."},
                         "discovery_url": {"type": ["string", "null"], "format": "uri", "maxLength": 2048,
