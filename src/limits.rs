@@ -267,10 +267,7 @@ impl Default for Limits {
 /// Bytes of a request head as sent: request line and `name: value\r\n` lines.
 fn head_bytes(req: &ServiceRequest) -> usize {
     let line = req.method().as_str().len()
-        + req
-            .uri()
-            .path_and_query()
-            .map_or(1, |pq| pq.as_str().len())
+        + req.uri().path_and_query().map_or(1, |pq| pq.as_str().len())
         + 12;
     req.headers()
         .iter()

@@ -271,7 +271,7 @@ pub(crate) fn config_toml() -> String {
 pub(crate) struct Output {
     status: Option<ExitStatus>,
     stdout: String,
-    stderr: String,
+    pub(crate) stderr: String,
     elapsed: Duration,
 }
 
@@ -443,7 +443,11 @@ impl Home {
     }
 
     /// Start `serve` and wait until it prints its address.
-    pub(crate) fn start_with(&self, passphrase: Option<Option<&str>>, env: &[(&str, &str)]) -> Server {
+    pub(crate) fn start_with(
+        &self,
+        passphrase: Option<Option<&str>>,
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut child = self
             .command(passphrase, env, &["serve"])
             .stdin(Stdio::null())

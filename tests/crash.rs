@@ -93,7 +93,8 @@ fn expect_state(v: &Resp, state: &Option<Write>) -> bool {
     }
 }
 
-const CRASH_CYCLES: u32 = 20;
+/// Cycles; each but the last ends in kill -9 (so 20 kills).
+const CRASH_CYCLES: u32 = 21;
 const CRASH_DOMAINS: usize = 48;
 const CRASH_CLIENTS: usize = 12;
 
@@ -176,10 +177,17 @@ fn acknowledged_writes_survive_a_crash_loop() {
         let client = server.client();
         std::thread::scope(|scope| {
             for c in 0..CRASH_CLIENTS {
-                let (client, stop, errors, ledgers, next_write, operator) =
-                    (client.clone(), &stop, &errors, &ledgers, &next_write, &operator);
+                let (client, stop, errors, ledgers, next_write, operator) = (
+                    client.clone(),
+                    &stop,
+                    &errors,
+                    &ledgers,
+                    &next_write,
+                    &operator,
+                );
                 let new_domains = &new_domains;
-                let mut crng = rand::rngs::StdRng::seed_from_u64(seed ^ (u64::from(cycle) << 8) ^ c as u64);
+                let mut crng =
+                    rand::rngs::StdRng::seed_from_u64(seed ^ (u64::from(cycle) << 8) ^ c as u64);
                 scope.spawn(move || {
                     // Each domain has one writer, so its changes are ordered.
                     let mine: Vec<usize> = (c..CRASH_DOMAINS).step_by(CRASH_CLIENTS).collect();
@@ -188,10 +196,19 @@ fn acknowledged_writes_survive_a_crash_loop() {
                         n += 1;
                         if c == 0 && n % 7 == 0 {
                             let name = format!("c{cycle}n{n}.created.test");
-                            match client.call("POST", "/api/v1/admin/domains/", Some(operator), None, Some(&json!({"domain": name}))) {
+                            match client.call(
+                                "POST",
+                                "/api/v1/admin/domains/",
+                                Some(operator),
+                                None,
+                                Some(&json!({"domain": name})),
+                            ) {
                                 Ok(r) if r.status == 201 => new_domains.lock().unwrap().push(name),
                                 Ok(r) => {
-                                    errors.lock().unwrap().push(format!("add domain {name}: {r}"));
+                                    errors
+                                        .lock()
+                                        .unwrap()
+                                        .push(format!("add domain {name}: {r}"));
                                     return;
                                 }
                                 Err(_) => return,
@@ -207,8 +224,20 @@ fn acknowledged_writes_survive_a_crash_loop() {
                         };
                         ledgers.lock().unwrap()[i].unanswered = Some(change.clone());
                         let sent = match &change {
-                            Some(w) => client.call("POST", CONFIG_PATH, Some(operator), Some(&name), Some(&w.body())),
-                            None => client.call("DELETE", CONFIG_PATH, Some(operator), Some(&name), None),
+                            Some(w) => client.call(
+                                "POST",
+                                CONFIG_PATH,
+                                Some(operator),
+                                Some(&name),
+                                Some(&w.body()),
+                            ),
+                            None => client.call(
+                                "DELETE",
+                                CONFIG_PATH,
+                                Some(operator),
+                                Some(&name),
+                                None,
+                            ),
                         };
                         let ok = match (&sent, &change) {
                             (Ok(r), Some(w)) => r.status == 200 && w.matches(&r.json()),
@@ -221,7 +250,10 @@ fn acknowledged_writes_survive_a_crash_loop() {
                         };
                         let r = sent.unwrap();
                         if !ok {
-                            errors.lock().unwrap().push(format!("{name}: {change:?} answered {r}"));
+                            errors
+                                .lock()
+                                .unwrap()
+                                .push(format!("{name}: {change:?} answered {r}"));
                             return;
                         }
                         let mut l = ledgers.lock().unwrap();
@@ -248,7 +280,12 @@ fn acknowledged_writes_survive_a_crash_loop() {
             tail(&server.log(), 6000)
         );
         let acks: u64 = ledgers.lock().unwrap().iter().map(|l| l.acks).sum();
-        let pending = ledgers.lock().unwrap().iter().filter(|l| l.unanswered.is_some()).count();
+        let pending = ledgers
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.unanswered.is_some())
+            .count();
         unanswered_total += pending as u64;
         checked_writes = acks;
         created.extend(new_domains.into_inner().unwrap());
@@ -354,27 +391,40 @@ fn sixty_four_clients_on_a_thousand_domains() {
                     let t0 = Instant::now();
                     let (op, r) = if roll < 5 {
                         let w = Write::new(&name, next_write.fetch_add(1, Ordering::SeqCst));
-                        let r = client.call("POST", CONFIG_PATH, Some(operator), Some(&name), Some(&w.body()));
+                        let r = client.call(
+                            "POST",
+                            CONFIG_PATH,
+                            Some(operator),
+                            Some(&name),
+                            Some(&w.body()),
+                        );
                         (Op::Post(w), r)
                     } else if roll < 8 {
                         let r = client.call("GET", CONFIG_PATH, Some(operator), Some(&name), None);
                         (Op::Get(None), r)
                     } else {
-                        let r = client.call("DELETE", CONFIG_PATH, Some(operator), Some(&name), None);
+                        let r =
+                            client.call("DELETE", CONFIG_PATH, Some(operator), Some(&name), None);
                         (Op::Delete, r)
                     };
                     let t1 = Instant::now();
                     let r = match r {
                         Ok(r) => r,
                         Err(e) => {
-                            problems.lock().unwrap().push(format!("{name}: transport: {e}"));
+                            problems
+                                .lock()
+                                .unwrap()
+                                .push(format!("{name}: transport: {e}"));
                             continue;
                         }
                     };
                     let op = match op {
                         Op::Post(w) => {
                             if r.status != 200 || !w.matches(&r.json()) {
-                                problems.lock().unwrap().push(format!("POST {name} {w:?}: {r}"));
+                                problems
+                                    .lock()
+                                    .unwrap()
+                                    .push(format!("POST {name} {w:?}: {r}"));
                                 continue;
                             }
                             Op::Post(w)
@@ -448,10 +498,7 @@ fn sixty_four_clients_on_a_thousand_domains() {
             404 => None,
             _ => panic!("final GET {name}: {r}"),
         };
-        let changes: Vec<&Done> = ops
-            .iter()
-            .filter(|d| !matches!(d.op, Op::Get(_)))
-            .collect();
+        let changes: Vec<&Done> = ops.iter().filter(|d| !matches!(d.op, Op::Get(_))).collect();
         let explains = |d: &Done| match (&d.op, &final_state) {
             (Op::Post(w), Some(v)) => w.matches(v),
             (Op::Delete, None) => true,
@@ -460,9 +507,9 @@ fn sixty_four_clients_on_a_thousand_domains() {
         let ok = if changes.is_empty() {
             final_state.is_none()
         } else {
-            changes.iter().any(|d| {
-                explains(d) && !changes.iter().any(|later| later.started > d.ended)
-            })
+            changes
+                .iter()
+                .any(|d| explains(d) && !changes.iter().any(|later| later.started > d.ended))
         };
         assert!(
             ok,

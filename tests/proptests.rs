@@ -102,7 +102,9 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
         field_value(),
         0..8,
     )
-    .prop_map(|m| serde_json::to_vec(&Value::Object(m.into_iter().collect::<Map<_, _>>())).unwrap());
+    .prop_map(|m| {
+        serde_json::to_vec(&Value::Object(m.into_iter().collect::<Map<_, _>>())).unwrap()
+    });
     // A valid create body with a few fields changed, added or left out.
     let near_valid = (
         prop::collection::btree_map(
@@ -188,8 +190,12 @@ fn any_body_to_the_oidc_routes_is_a_2xx_or_a_drf_4xx_and_a_4xx_changes_nothing()
     let other_before = sys.block_on(async {
         let r = call(
             &app,
-            post_json(CONFIG_PATH, &operator, r#"{"client_id": "o", "client_secret": "other-secret-1234"}"#)
-                .insert_header(("X-Enterprise-Domain", "other.com")),
+            post_json(
+                CONFIG_PATH,
+                &operator,
+                r#"{"client_id": "o", "client_secret": "other-secret-1234"}"#,
+            )
+            .insert_header(("X-Enterprise-Domain", "other.com")),
         )
         .await;
         assert_eq!(r.status, StatusCode::OK, "{r:?}");
@@ -248,10 +254,21 @@ fn any_body_to_the_oidc_routes_is_a_2xx_or_a_drf_4xx_and_a_4xx_changes_nothing()
                 r.status,
                 r.raw
             );
-            prop_assert_eq!(&after.0, &before.0, "a {} changed the stored config", r.status);
+            prop_assert_eq!(
+                &after.0,
+                &before.0,
+                "a {} changed the stored config",
+                r.status
+            );
         } else if method == "POST" {
-            let stored = after.0.clone().ok_or_else(|| TestCaseError::fail("200 but nothing stored"))?;
-            prop_assert_eq!(&r.body["client_secret"], &json!(stored.client_secret_masked));
+            let stored = after
+                .0
+                .clone()
+                .ok_or_else(|| TestCaseError::fail("200 but nothing stored"))?;
+            prop_assert_eq!(
+                &r.body["client_secret"],
+                &json!(stored.client_secret_masked)
+            );
             prop_assert_eq!(&r.body["client_id"], &json!(stored.client_id));
         }
         Ok(())
@@ -290,7 +307,11 @@ fn any_bytes_to_the_envelope_decoder_are_an_error_not_a_panic() {
     })
     .unwrap();
     // Changes to a real envelope: a flipped bit anywhere, a cut, an extension.
-    let mutation = (0..sealed.len(), any::<u8>().prop_filter("changes", |b| *b != 0), 0..3usize);
+    let mutation = (
+        0..sealed.len(),
+        any::<u8>().prop_filter("changes", |b| *b != 0),
+        0..3usize,
+    );
     r.run(&mutation, |(at, xor, kind)| {
         let mut m = sealed.clone();
         match kind {
@@ -298,12 +319,18 @@ fn any_bytes_to_the_envelope_decoder_are_an_error_not_a_panic() {
             1 => m.truncate(at),
             _ => m.insert(at, xor),
         }
-        prop_assert!(keyring.open(&m, ctx(7)).is_err(), "mutation {kind} at {at} opened");
+        prop_assert!(
+            keyring.open(&m, ctx(7)).is_err(),
+            "mutation {kind} at {at} opened"
+        );
         Ok(())
     })
     .unwrap();
     // The untouched envelope opens, for its own record only.
-    assert_eq!(keyring.open(&sealed, ctx(7)).unwrap().as_slice(), b"s3cr3tP@ssw0rd!");
+    assert_eq!(
+        keyring.open(&sealed, ctx(7)).unwrap().as_slice(),
+        b"s3cr3tP@ssw0rd!"
+    );
     assert!(keyring.open(&sealed, ctx(8)).is_err());
 }
 
@@ -340,7 +367,11 @@ fn any_bytes_to_the_keyring_file_decoder_are_an_error_not_a_panic() {
     let mut runner_small = runner(cases(200));
     runner_small
         .run(
-            &(0..bytes.len(), any::<u8>().prop_filter("changes", |b| *b != 0), 0..3usize),
+            &(
+                0..bytes.len(),
+                any::<u8>().prop_filter("changes", |b| *b != 0),
+                0..3usize,
+            ),
             |(at, xor, kind)| {
                 let mut m = bytes.clone();
                 match kind {
@@ -351,7 +382,10 @@ fn any_bytes_to_the_keyring_file_decoder_are_an_error_not_a_panic() {
                 if let Ok(f) = KeyringFile::from_bytes(&m) {
                     if f.kdf() == kdf && unlocked.get() < 12 {
                         unlocked.set(unlocked.get() + 1);
-                        prop_assert!(f.unlock(&secret()).is_err(), "a changed keyring file unlocked");
+                        prop_assert!(
+                            f.unlock(&secret()).is_err(),
+                            "a changed keyring file unlocked"
+                        );
                     }
                 }
                 Ok(())

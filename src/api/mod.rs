@@ -56,9 +56,12 @@ fn authenticate(req: &HttpRequest, vault: &Vault) -> Result<Caller, ApiError> {
     let limits = req.app_data::<web::Data<Limits>>();
     let ip = req.peer_addr().map(|a| a.ip());
     if let (Some(limits), Some(ip)) = (limits, ip) {
-        limits.auth.check(ip).map_err(|wait| ApiError::TooManyRequests {
-            retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
-        })?;
+        limits
+            .auth
+            .check(ip)
+            .map_err(|wait| ApiError::TooManyRequests {
+                retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            })?;
     }
     let result = check_credentials(req, vault);
     if let (Some(limits), Some(ip), Err(ApiError::InvalidToken)) = (limits, ip, &result) {
