@@ -152,10 +152,10 @@ impl ResponseError for ApiError {
                            Free some space on it, then try again.",
             }),
             ApiError::StoreFailed { correlation_id } => json!({
-                "detail": "An earlier write to disk failed (disk full or I/O error), so the server \
-                           stopped serving from memory what may not be on disk. Free space on the \
-                           data directory's disk, then restart the server: it recovers exactly \
-                           what is on disk.",
+                "detail": "A write to disk failed (disk full or I/O error): the change may not be \
+                           durable, and the server stopped serving from memory what may not be on \
+                           disk. Free space on the data directory's disk, then restart the server: \
+                           it recovers exactly what is on disk.",
                 "correlation_id": correlation_id,
             }),
             ApiError::Unavailable { correlation_id } => json!({
