@@ -93,6 +93,26 @@ python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(
     "$BASE/api/v1/openapi.json" >"$REPORT/openapi.json"
 python3 "$HERE/coverage.py" "$REPORT" "$REPORT/openapi.json" || ST_STATUS=1
 
+# The run's own tokens and domain survived it (else it tested only 401s late on).
+python3 - "$BASE" "$DOMAIN_TOKEN" "$OPERATOR_TOKEN" <<'PY' || ST_STATUS=1
+import sys, urllib.error, urllib.request
+base, domain_token, operator_token = sys.argv[1:]
+def status(path, token):
+    req = urllib.request.Request(base + path, headers={"Authorization": "Bearer " + token})
+    try:
+        return urllib.request.urlopen(req).status
+    except urllib.error.HTTPError as e:
+        return e.code
+checks = [("/api/v1/enterprises/oidc/config/", domain_token, (200, 404)),
+          ("/api/v1/admin/domains/", operator_token, (200,))]
+for path, token, ok in checks:
+    got = status(path, token)
+    print(f"after the run: GET {path} -> {got}")
+    if got not in ok:
+        print(f"schemathesis: the run's own token no longer works on {path} ({got})", file=sys.stderr)
+        sys.exit(1)
+PY
+
 kill -TERM "$SERVER_PID"
 SERVER_STATUS=0
 wait "$SERVER_PID" || SERVER_STATUS=$?
