@@ -2,6 +2,9 @@
 //! across `kill -9`, wrong master key, backup by copy, nothing secret at rest or in
 //! the logs) and the command line's behaviour.
 //!
+//! The harness (`Home`, `Server`, `Client`) is shared with `crash`, `limits` and
+//! `disk_full` (the items they use are `pub(crate)`).
+//!
 //! Every test gets its own temporary "home": a folder with a `config.toml` (free
 //! port, minimum Argon2 cost) and `data/` beside it. Children never inherit the
 //! developer's `OIDCVAULT_*` variables.
@@ -20,19 +23,19 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_oidcvault");
+const BIN: &str = env!("CARGO_BIN_EXE_oidcvault");
 pub(crate) const PASSPHRASE: &str = "correct-horse-battery-staple-1";
-pub(crate) const OTHER_PASSPHRASE: &str = "incorrect-donkey-battery-staple-2";
+const OTHER_PASSPHRASE: &str = "incorrect-donkey-battery-staple-2";
 pub(crate) const CONFIG_PATH: &str = "/api/v1/enterprises/oidc/config/";
 /// How long a server gets to print its address, or any process to exit.
-pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(30);
-pub(crate) const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A command that must be refused quickly (a wrong key is seen before anything else).
-pub(crate) const REFUSE_TIMEOUT: Duration = Duration::from_secs(15);
+const REFUSE_TIMEOUT: Duration = Duration::from_secs(15);
 
 // ---- small helpers -------------------------------------------------------------------
 
-pub(crate) fn random_hex(n_bytes: usize) -> String {
+fn random_hex(n_bytes: usize) -> String {
     let mut buf = vec![0u8; n_bytes];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut buf))
@@ -40,7 +43,7 @@ pub(crate) fn random_hex(n_bytes: usize) -> String {
     hex(&buf, false)
 }
 
-pub(crate) fn hex(bytes: &[u8], upper: bool) -> String {
+fn hex(bytes: &[u8], upper: bool) -> String {
     bytes
         .iter()
         .map(|b| {
@@ -54,7 +57,7 @@ pub(crate) fn hex(bytes: &[u8], upper: bool) -> String {
 }
 
 /// Base64 without padding, standard or URL-safe alphabet.
-pub(crate) fn b64(bytes: &[u8], url_safe: bool) -> String {
+fn b64(bytes: &[u8], url_safe: bool) -> String {
     use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
     use base64::Engine;
     if url_safe {
@@ -66,7 +69,7 @@ pub(crate) fn b64(bytes: &[u8], url_safe: bool) -> String {
 
 /// Decode base64 leniently (either alphabet; padding, whitespace and non-zero
 /// trailing bits ignored), as an attacker reading a file would.
-pub(crate) fn b64_decode(text: &str) -> Vec<u8> {
+fn b64_decode(text: &str) -> Vec<u8> {
     use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
     use base64::{alphabet, Engine};
     let lenient = GeneralPurpose::new(
@@ -88,7 +91,7 @@ pub(crate) fn b64_decode(text: &str) -> Vec<u8> {
 }
 
 /// Remove ANSI escape sequences (the log formatter may colour its output).
-pub(crate) fn strip_ansi(s: &str) -> String {
+fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {
@@ -123,7 +126,7 @@ pub(crate) fn tail(s: &str, n: usize) -> String {
 /// hex (both cases), base64 (both alphabets) of the substrings at byte offsets
 /// 0, 1 and 2 cut to whole 3-byte groups, so one of them is aligned with whatever
 /// base64 encoding might hold it.
-pub(crate) fn encodings(label: &str, secret: &[u8]) -> Vec<(String, Vec<u8>)> {
+fn encodings(label: &str, secret: &[u8]) -> Vec<(String, Vec<u8>)> {
     let mut out = vec![
         (format!("{label} (raw)"), secret.to_vec()),
         (format!("{label} (hex)"), hex(secret, false).into_bytes()),
@@ -149,7 +152,7 @@ pub(crate) fn encodings(label: &str, secret: &[u8]) -> Vec<(String, Vec<u8>)> {
 
 /// Which of `needles` (all at least 8 bytes) occur in `haystack`. One pass with an
 /// index on the first 8 bytes, so megabytes stay fast in an unoptimised build.
-pub(crate) fn find_needles<'a>(haystack: &[u8], needles: &'a [(String, Vec<u8>)]) -> Vec<&'a str> {
+fn find_needles<'a>(haystack: &[u8], needles: &'a [(String, Vec<u8>)]) -> Vec<&'a str> {
     let mut index: HashMap<[u8; 8], Vec<usize>> = HashMap::new();
     for (i, (_, n)) in needles.iter().enumerate() {
         assert!(
@@ -182,7 +185,7 @@ pub(crate) fn find_needles<'a>(haystack: &[u8], needles: &'a [(String, Vec<u8>)]
 
 /// Every entry under `root` (relative path → `None` for a directory, the bytes for
 /// a file), recursively.
-pub(crate) fn snapshot(root: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Option<Vec<u8>>>) {
         let entries =
             std::fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
@@ -207,7 +210,7 @@ pub(crate) fn snapshot(root: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
 }
 
 /// What differs between two snapshots, one line per entry; empty when identical.
-pub(crate) fn snapshot_diff(
+fn snapshot_diff(
     before: &BTreeMap<PathBuf, Option<Vec<u8>>>,
     after: &BTreeMap<PathBuf, Option<Vec<u8>>>,
 ) -> Vec<String> {
@@ -230,7 +233,7 @@ pub(crate) fn snapshot_diff(
     diff
 }
 
-pub(crate) fn copy_dir(from: &Path, to: &Path) {
+fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     std::fs::set_permissions(to, std::fs::metadata(from).unwrap().permissions()).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -276,7 +279,7 @@ pub(crate) struct Output {
 }
 
 impl Output {
-    pub(crate) fn success(&self) -> bool {
+    fn success(&self) -> bool {
         self.status.is_some_and(|s| s.success())
     }
 
@@ -299,7 +302,7 @@ impl Output {
 }
 
 /// Wait for `child` to exit, polling, at most `timeout`.
-pub(crate) fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
@@ -312,7 +315,7 @@ pub(crate) fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitS
     }
 }
 
-pub(crate) fn read_all_in_thread(mut r: impl Read + Send + 'static) -> JoinHandle<String> {
+fn read_all_in_thread(mut r: impl Read + Send + 'static) -> JoinHandle<String> {
     std::thread::spawn(move || {
         let mut buf = Vec::new();
         let _ = r.read_to_end(&mut buf);
@@ -335,7 +338,7 @@ impl Home {
     }
 
     /// A home without a config file yet.
-    pub(crate) fn empty(passphrase: Option<&str>) -> Self {
+    fn empty(passphrase: Option<&str>) -> Self {
         Self {
             dir: tempfile::Builder::new()
                 .prefix("oidcvault-binary-")
@@ -345,19 +348,19 @@ impl Home {
         }
     }
 
-    pub(crate) fn path(&self) -> &Path {
+    fn path(&self) -> &Path {
         self.dir.path()
     }
 
-    pub(crate) fn config_path(&self) -> PathBuf {
+    fn config_path(&self) -> PathBuf {
         self.path().join("config.toml")
     }
 
-    pub(crate) fn data_dir(&self) -> PathBuf {
+    fn data_dir(&self) -> PathBuf {
         self.path().join("data")
     }
 
-    pub(crate) fn key_file(&self) -> PathBuf {
+    fn key_file(&self) -> PathBuf {
         self.path().join("master.key")
     }
 
@@ -367,7 +370,7 @@ impl Home {
 
     /// The binary with `--config`, a clean `OIDCVAULT_*` environment, the home's
     /// passphrase (or `passphrase` when given: `Some(None)` means none at all).
-    pub(crate) fn command(
+    fn command(
         &self,
         passphrase: Option<Option<&str>>,
         env: &[(&str, &str)],
@@ -392,7 +395,7 @@ impl Home {
     }
 
     /// Run a command to its end (killed after `timeout`), capturing its output.
-    pub(crate) fn run_with(
+    fn run_with(
         &self,
         passphrase: Option<Option<&str>>,
         env: &[(&str, &str)],
@@ -443,11 +446,7 @@ impl Home {
     }
 
     /// Start `serve` and wait until it prints its address.
-    pub(crate) fn start_with(
-        &self,
-        passphrase: Option<Option<&str>>,
-        env: &[(&str, &str)],
-    ) -> Server {
+    fn start_with(&self, passphrase: Option<Option<&str>>, env: &[(&str, &str)]) -> Server {
         let mut child = self
             .command(passphrase, env, &["serve"])
             .stdin(Stdio::null())
@@ -548,7 +547,7 @@ pub(crate) struct Client {
 }
 
 impl Client {
-    pub(crate) fn new(base: String) -> Self {
+    fn new(base: String) -> Self {
         let agent = ureq::AgentBuilder::new()
             .max_idle_connections(0)
             .timeout_connect(Duration::from_secs(5))
@@ -624,7 +623,7 @@ impl Server {
     }
 
     /// A request that must answer `status`; its JSON body (`Null` when empty).
-    pub(crate) fn expect(
+    fn expect(
         &self,
         status: u16,
         method: &str,
@@ -648,7 +647,7 @@ impl Server {
         }
     }
 
-    pub(crate) fn add_domain(&self, operator: &str, name: &str) -> Value {
+    fn add_domain(&self, operator: &str, name: &str) -> Value {
         self.expect(
             201,
             "POST",
@@ -660,7 +659,7 @@ impl Server {
     }
 
     /// A domain token created over the admin API.
-    pub(crate) fn create_token(&self, operator: &str, domain: &str) -> String {
+    fn create_token(&self, operator: &str, domain: &str) -> String {
         let v = self.expect(
             201,
             "POST",
@@ -675,7 +674,7 @@ impl Server {
             .to_owned()
     }
 
-    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         if self.exit.is_none() {
             self.exit = wait_bounded(&mut self.child, timeout);
             if self.exit.is_some() {
@@ -698,7 +697,7 @@ impl Server {
     }
 
     /// SIGTERM, then wait for the exit status (SIGKILL and panic on timeout).
-    pub(crate) fn terminate(&mut self) -> ExitStatus {
+    fn terminate(&mut self) -> ExitStatus {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill")
             .args(["-TERM", &pid])
@@ -740,20 +739,20 @@ impl Drop for Server {
 }
 
 /// The base64url random part of `ovt_<id>_<random>` (which may itself contain `_`).
-pub(crate) fn token_random_part(token: &str) -> &str {
+fn token_random_part(token: &str) -> &str {
     token
         .strip_prefix("ovt_")
         .and_then(|rest| rest.split_once('_'))
         .map_or("", |(_, random)| random)
 }
 
-pub(crate) fn lower(s: &str) -> String {
+fn lower(s: &str) -> String {
     s.to_lowercase()
 }
 
 /// A refusal: non-zero exit within the bound, one line on stderr naming the master
 /// key, no secret echoed, nothing on stdout.
-pub(crate) fn assert_refused_for_master_key(what: &str, out: &Output, secrets: &[&str]) {
+fn assert_refused_for_master_key(what: &str, out: &Output, secrets: &[&str]) {
     assert!(
         out.failed(),
         "{what}: expected a non-zero exit within {REFUSE_TIMEOUT:?}\n{}",
@@ -780,7 +779,7 @@ pub(crate) fn assert_refused_for_master_key(what: &str, out: &Output, secrets: &
 
 /// A failing CLI command: non-zero, exactly one non-empty line on stderr, nothing
 /// on stdout. Returns the line.
-pub(crate) fn assert_one_line_failure(what: &str, out: &Output) -> String {
+fn assert_one_line_failure(what: &str, out: &Output) -> String {
     assert!(
         out.failed(),
         "{what}: expected a non-zero exit\n{}",

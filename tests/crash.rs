@@ -299,10 +299,11 @@ fn acknowledged_writes_survive_a_crash_loop() {
         "too few acknowledged writes to mean anything: {checked_writes}"
     );
     eprintln!(
-        "crash loop: {} kill -9, {checked_writes} acknowledged config writes and {} acknowledged \
-         domain creations checked; {checked_states} per-domain states verified after restarts; \
-         {unanswered_applied} of {unanswered_total} unanswered writes were found applied \
-         (allowed either way); {:?}",
+        "crash loop: {} kill -9; a ledger of {checked_writes} acknowledged config writes and \
+         deletes and {} acknowledged domain creations; after each restart every domain's newest \
+         acknowledged change was checked ({checked_states} checks) and every acknowledged \
+         creation found; {unanswered_applied} of {unanswered_total} unanswered writes were found \
+         applied (allowed either way); {:?}",
         CRASH_CYCLES - 1,
         created.len(),
         started.elapsed()
