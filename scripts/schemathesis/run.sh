@@ -79,7 +79,7 @@ echo "== schemathesis $ST_VERSION against $BASE/api/v1/openapi.json (max $MAX_EX
 export OV_DOMAIN_TOKEN="$DOMAIN_TOKEN" OV_OPERATOR_TOKEN="$OPERATOR_TOKEN"
 export OV_PROTECTED_TOKEN_IDS="$TOKEN_IDS" OV_PROTECTED_DOMAIN_IDS="$DOMAIN_ID"
 set +e
-(cd "$HERE" && "$VENV/bin/st" --config-file "$HERE/schemathesis.toml" run \
+(cd "$WORK" && SCHEMATHESIS_HOOKS="$HERE/hooks.py" "$VENV/bin/st" --config-file "$HERE/schemathesis.toml" run \
     "$BASE/api/v1/openapi.json" \
     --max-examples "$MAX_EXAMPLES" --seed "$SEED" \
     --report junit,ndjson --report-dir "$REPORT" \
