@@ -2,6 +2,9 @@
 //! across `kill -9`, wrong master key, backup by copy, nothing secret at rest or in
 //! the logs) and the command line's behaviour.
 //!
+//! The harness (`Home`, `Server`, `Client`) is shared with `crash`, `limits` and
+//! `disk_full` (the items they use are `pub(crate)`).
+//!
 //! Every test gets its own temporary "home": a folder with a `config.toml` (free
 //! port, minimum Argon2 cost) and `data/` beside it. Children never inherit the
 //! developer's `OIDCVAULT_*` variables.
@@ -21,9 +24,9 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_oidcvault");
-const PASSPHRASE: &str = "correct-horse-battery-staple-1";
+pub(crate) const PASSPHRASE: &str = "correct-horse-battery-staple-1";
 const OTHER_PASSPHRASE: &str = "incorrect-donkey-battery-staple-2";
-const CONFIG_PATH: &str = "/api/v1/enterprises/oidc/config/";
+pub(crate) const CONFIG_PATH: &str = "/api/v1/enterprises/oidc/config/";
 /// How long a server gets to print its address, or any process to exit.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -109,7 +112,7 @@ fn strip_ansi(s: &str) -> String {
 }
 
 /// The last `n` characters of a (long) log, for assertion messages.
-fn tail(s: &str, n: usize) -> String {
+pub(crate) fn tail(s: &str, n: usize) -> String {
     let count = s.chars().count();
     if count <= n {
         s.to_owned()
@@ -250,7 +253,7 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn config_toml() -> String {
+pub(crate) fn config_toml() -> String {
     "[server]\n\
      bind = \"127.0.0.1:0\"\n\
      shutdown_timeout_secs = 5\n\
@@ -268,10 +271,10 @@ fn config_toml() -> String {
 // ---- processes -------------------------------------------------------------------------
 
 /// A finished command.
-struct Output {
+pub(crate) struct Output {
     status: Option<ExitStatus>,
     stdout: String,
-    stderr: String,
+    pub(crate) stderr: String,
     elapsed: Duration,
 }
 
@@ -280,11 +283,11 @@ impl Output {
         self.status.is_some_and(|s| s.success())
     }
 
-    fn failed(&self) -> bool {
+    pub(crate) fn failed(&self) -> bool {
         self.status.is_some_and(|s| !s.success())
     }
 
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let status = match self.status {
             Some(s) => format!("{s}"),
             None => "still running at the deadline (killed)".to_owned(),
@@ -321,14 +324,14 @@ fn read_all_in_thread(mut r: impl Read + Send + 'static) -> JoinHandle<String> {
 }
 
 /// An appliance home: a temporary folder with `config.toml`, `data/` beside it.
-struct Home {
+pub(crate) struct Home {
     dir: TempDir,
     passphrase: Option<String>,
 }
 
 impl Home {
     /// A home with the test config; `passphrase` `None` uses the key-file default.
-    fn new(passphrase: Option<&str>) -> Self {
+    pub(crate) fn new(passphrase: Option<&str>) -> Self {
         let home = Self::empty(passphrase);
         home.write_config(&config_toml());
         home
@@ -361,7 +364,7 @@ impl Home {
         self.path().join("master.key")
     }
 
-    fn write_config(&self, text: &str) {
+    pub(crate) fn write_config(&self, text: &str) {
         std::fs::write(self.config_path(), text).unwrap();
     }
 
@@ -422,12 +425,12 @@ impl Home {
         }
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         self.run_with(None, &[], args, EXIT_TIMEOUT)
     }
 
     /// Run a command that must succeed; its stdout, trimmed.
-    fn run_ok(&self, args: &[&str]) -> String {
+    pub(crate) fn run_ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
         assert!(
             out.success(),
@@ -438,7 +441,7 @@ impl Home {
         out.stdout.trim().to_owned()
     }
 
-    fn start(&self) -> Server {
+    pub(crate) fn start(&self) -> Server {
         self.start_with(None, &[])
     }
 
@@ -507,7 +510,7 @@ impl Home {
     }
 }
 
-fn parse_listening(line: &str) -> Option<String> {
+pub(crate) fn parse_listening(line: &str) -> Option<String> {
     let at = line.find("listening on http://")? + "listening on http://".len();
     let addr: String = line[at..]
         .chars()
@@ -517,13 +520,13 @@ fn parse_listening(line: &str) -> Option<String> {
 }
 
 /// An HTTP answer.
-struct Resp {
-    status: u16,
-    body: String,
+pub(crate) struct Resp {
+    pub(crate) status: u16,
+    pub(crate) body: String,
 }
 
 impl Resp {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body)
             .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
     }
@@ -538,7 +541,7 @@ impl std::fmt::Display for Resp {
 /// HTTP to one server: no connection reuse, so a killed server cannot leave a
 /// stale pooled connection behind and no request is ever retried.
 #[derive(Clone)]
-struct Client {
+pub(crate) struct Client {
     base: String,
     agent: ureq::Agent,
 }
@@ -554,7 +557,7 @@ impl Client {
     }
 
     /// A request; `Err` only for transport failures (status codes are `Ok`).
-    fn call(
+    pub(crate) fn call(
         &self,
         method: &str,
         path: &str,
@@ -587,7 +590,7 @@ impl Client {
 }
 
 /// A running `oidcvault serve`; killed (SIGKILL) when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     client: Client,
     log: Arc<Mutex<String>>,
@@ -597,16 +600,16 @@ struct Server {
 
 impl Server {
     /// Everything the server wrote to stderr so far (ANSI stripped).
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
-    fn client(&self) -> Client {
+    pub(crate) fn client(&self) -> Client {
         self.client.clone()
     }
 
     /// A request that must get an answer (any status).
-    fn call(
+    pub(crate) fn call(
         &self,
         method: &str,
         path: &str,
@@ -684,7 +687,7 @@ impl Server {
     }
 
     /// SIGKILL (`kill -9`) and reap.
-    fn kill9(&mut self) -> ExitStatus {
+    pub(crate) fn kill9(&mut self) -> ExitStatus {
         if let Some(status) = self.exit {
             return status;
         }
@@ -715,7 +718,7 @@ impl Server {
     }
 
     /// SIGTERM, and the exit must be clean (code 0).
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let status = self.terminate();
         assert_eq!(
             status.code(),
