@@ -5,7 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # ---- extra tools (each step installs only what is missing) ----------------------
-# (sections are added here by the features that need them)
 
 # The admin page's browser test: Debian's headless Chromium (+ chromedriver) and
 # playwright-core from npm, pinned by tests/browser/package-lock.json.
@@ -18,8 +17,23 @@ if [ ! -f tests/browser/node_modules/playwright-core/package.json ]; then
   (cd tests/browser && npm ci --no-audit --no-fund)
 fi
 
+# Schemathesis (spec-driven fuzzing): a Python venv under target/, pinned version.
+# python3 with venv comes with the machine; install Debian's if it is missing.
+if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    apt-get update && apt-get install -y python3 python3-venv
+fi
+bash scripts/schemathesis/install.sh
+
+# The disk-full tests mount a small tmpfs; say so when this machine cannot.
+if ! { [ "$(id -u)" = 0 ] && command -v mount >/dev/null; }; then
+    echo "NOTE: not root: the disk-full tests (tests/disk_full.rs) will be SKIPPED"
+fi
+
 # ---- the Rust test suite -----------------------------------------------------------
 cargo test
 
 # ---- the admin page in headless Chromium, against the binary cargo just built ------
 cargo test --test integration browser:: -- --ignored --nocapture
+
+# ---- Schemathesis against the real binary (built by cargo test) -------------------------
+bash scripts/schemathesis/run.sh target/debug/oidcvault

@@ -161,6 +161,8 @@ pub struct Config {
     pub security: SecurityConfig,
     pub audit: AuditConfig,
     pub log: LogConfig,
+    /// Abuse limits (see `crate::limits`).
+    pub limits: crate::limits::LimitsConfig,
     /// Folder that relative paths are resolved against (the config file's).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -319,6 +321,7 @@ impl Config {
                 "set both server.tls_cert and server.tls_key, or neither".into(),
             ));
         }
+        self.limits.validate().map_err(ConfigError::Weak)?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::Weak(format!(
                 "log.format = {:?}: use \"text\" or \"json\"",

@@ -11,6 +11,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod server;
@@ -25,7 +26,8 @@ use actix_web::{web, App};
 
 pub use vault::Vault;
 
-/// The application: every route, the request log and the security headers.
+/// The application: every route, the request log and the security headers,
+/// with the default abuse limits.
 pub fn app(
     vault: web::Data<Vault>,
 ) -> App<
@@ -37,13 +39,31 @@ pub fn app(
         InitError = (),
     >,
 > {
+    app_with_limits(vault, web::Data::new(limits::Limits::default()))
+}
+
+/// [`app`] with the given limits (shared by every worker of a server).
+pub fn app_with_limits(
+    vault: web::Data<Vault>,
+    limits: web::Data<limits::Limits>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
     App::new()
         .app_data(vault)
+        .app_data(limits)
         .wrap(
             DefaultHeaders::new()
                 .add(("Cache-Control", "no-store"))
                 .add(("X-Content-Type-Options", "nosniff")),
         )
+        .wrap(from_fn(limits::check_request_head))
         .wrap(from_fn(logging::log_request))
         .configure(api::configure)
         .default_service(web::to(api::not_found))

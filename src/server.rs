@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::{web, HttpServer};
 use rustls::pki_types::pem::PemObject;
@@ -40,8 +41,17 @@ pub fn tls_config(cert: &Path, key: &Path) -> std::io::Result<rustls::ServerConf
 pub async fn serve(config: &Config, vault: Vault) -> std::io::Result<()> {
     let vault = web::Data::new(vault);
     let factory_vault = vault.clone();
-    let mut server = HttpServer::new(move || crate::app(factory_vault.clone()))
-        .shutdown_timeout(config.server.shutdown_timeout_secs);
+    let limits = web::Data::new(crate::limits::Limits::new(config.limits.clone()));
+    let mut server =
+        HttpServer::new(move || crate::app_with_limits(factory_vault.clone(), limits.clone()))
+            .shutdown_timeout(config.server.shutdown_timeout_secs);
+    // Abuse limits: connection cap (actix counts per worker), timeouts.
+    let l = &config.limits;
+    server = server
+        .max_connections(l.max_connections_per_worker(config.server.workers))
+        .client_request_timeout(Duration::from_secs(l.request_head_timeout_secs))
+        .client_disconnect_timeout(Duration::from_secs(l.disconnect_timeout_secs))
+        .keep_alive(Duration::from_secs(l.keep_alive_secs));
     if config.server.workers > 0 {
         server = server.workers(config.server.workers);
     }

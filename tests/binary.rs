@@ -2,6 +2,9 @@
 //! across `kill -9`, wrong master key, backup by copy, nothing secret at rest or in
 //! the logs) and the command line's behaviour.
 //!
+//! The harness (`Home`, `Server`, `Client`) is shared with `crash`, `limits` and
+//! `disk_full` (the items they use are `pub(crate)`).
+//!
 //! Every test gets its own temporary "home": a folder with a `config.toml` (free
 //! port, minimum Argon2 cost) and `data/` beside it. Children never inherit the
 //! developer's `OIDCVAULT_*` variables.
@@ -512,7 +515,7 @@ impl Home {
 }
 
 /// The base URL (`http://addr` or `https://addr`) a server's log line announces.
-fn parse_listening(line: &str) -> Option<String> {
+pub(crate) fn parse_listening(line: &str) -> Option<String> {
     ["http://", "https://"].into_iter().find_map(|scheme| {
         let marker = format!("listening on {scheme}");
         let at = line.find(&marker)? + marker.len();

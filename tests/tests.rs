@@ -7,6 +7,10 @@
 //! - `ui`: the admin page's files and headers, in process; `browser`: the page in
 //!   headless Chromium against the real binary (ignored by a plain `cargo test`,
 //!   run by `scripts/test.sh`).
+//! - `crash`: a kill -9 loop and 64 concurrent clients against the real binary;
+//! - `proptests`: property tests of the OIDC routes and the decoders;
+//! - `limits`: abuse limits, in-process and over TCP;
+//! - `disk_full`: writes on a full (tmpfs) disk; skipped with a message without root.
 
 mod util;
 
@@ -15,5 +19,9 @@ mod api_oidc;
 mod api_ops;
 mod binary;
 mod browser;
+mod crash;
+mod disk_full;
+mod limits;
 mod ops;
+mod proptests;
 mod ui;

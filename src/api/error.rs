@@ -36,6 +36,16 @@ pub enum ApiError {
     BadRequest(String),
     #[error("validation failed")]
     Validation(FieldErrors),
+    #[error("too many failed authentications; retry after {retry_after_secs} s")]
+    TooManyRequests { retry_after_secs: u64 },
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
+    #[error("request head larger than {0} bytes")]
+    HeadersTooLarge(usize),
+    #[error("the data directory's disk is (nearly) full")]
+    DiskFull,
+    #[error("the store stopped after a failed write ({correlation_id})")]
+    StoreFailed { correlation_id: String },
     #[error("service unavailable ({correlation_id})")]
     Unavailable { correlation_id: String },
     #[error("internal error ({correlation_id})")]
@@ -75,9 +85,17 @@ impl From<VaultError> for ApiError {
             VaultError::Store(StoreError::DomainNotFound) => {
                 ApiError::NotFound(ENTERPRISE_DOMAIN_NOT_FOUND)
             }
-            VaultError::Store(
-                ref s @ (StoreError::Durability(_) | StoreError::Closed | StoreError::Io { .. }),
-            ) => ApiError::unavailable(s),
+            VaultError::Store(StoreError::DiskFull { .. }) => ApiError::DiskFull,
+            // A failed group commit stops the store for good (fail-stop): the
+            // write that met it and every request after it get the same answer.
+            VaultError::Store(ref s @ (StoreError::Failed | StoreError::Durability(_))) => {
+                let correlation_id = correlation_id();
+                tracing::error!(%correlation_id, error = %s, "storage unavailable");
+                ApiError::StoreFailed { correlation_id }
+            }
+            VaultError::Store(ref s @ (StoreError::Closed | StoreError::Io { .. })) => {
+                ApiError::unavailable(s)
+            }
             other => ApiError::internal(&other),
         }
     }
@@ -93,7 +111,12 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BadRequest(_) | ApiError::Validation(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ApiError::Unavailable { .. } | ApiError::DiskFull | ApiError::StoreFailed { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -120,6 +143,27 @@ impl ResponseError for ApiError {
             )}),
             ApiError::BadRequest(detail) => json!({ "detail": detail }),
             ApiError::Validation(fields) => json!(fields),
+            ApiError::TooManyRequests { retry_after_secs } => json!({"detail": format!(
+                "Too many failed authentication attempts from this address. \
+                 Expected available in {retry_after_secs} seconds."
+            )}),
+            ApiError::RequestTimeout => {
+                json!({"detail": "The request body did not arrive in time."})
+            }
+            ApiError::HeadersTooLarge(max) => json!({"detail": format!(
+                "Request headers are larger than {max} bytes."
+            )}),
+            ApiError::DiskFull => json!({
+                "detail": "The disk holding the data directory is full: the change was not made. \
+                           Free some space on it, then try again.",
+            }),
+            ApiError::StoreFailed { correlation_id } => json!({
+                "detail": "A write to disk failed (disk full or I/O error): the change may not be \
+                           durable, and the server stopped serving from memory what may not be on \
+                           disk. Free space on the data directory's disk, then restart the server: \
+                           it recovers exactly what is on disk.",
+                "correlation_id": correlation_id,
+            }),
             ApiError::Unavailable { correlation_id } => json!({
                 "detail": "The store is unavailable; the change was not made durable. Try again later.",
                 "correlation_id": correlation_id,
@@ -149,6 +193,12 @@ impl ResponseError for ApiError {
             }
             ApiError::Unavailable { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::DiskFull => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+            }
+            ApiError::TooManyRequests { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             _ => {}
         }

@@ -10,6 +10,8 @@ pub mod operations;
 mod ops;
 pub mod ui;
 
+use std::time::{Duration, Instant};
+
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
@@ -18,6 +20,7 @@ use zeroize::Zeroizing;
 pub use admin::{DomainResponse, TokenResponse};
 pub use error::ApiError;
 
+use crate::limits::{Limits, LimitsConfig};
 use crate::vault::{Caller, Domain, DomainAccess, Vault};
 
 /// Largest request body accepted (413 beyond).
@@ -51,7 +54,27 @@ fn method_not_allowed(
 }
 
 /// Establish the caller from `Authorization: Bearer <token>` (401 otherwise).
+/// A client address over its allowance of failed attempts gets 429 before its
+/// token is looked at (`crate::limits`).
 fn authenticate(req: &HttpRequest, vault: &Vault) -> Result<Caller, ApiError> {
+    let limits = req.app_data::<web::Data<Limits>>();
+    let ip = req.peer_addr().map(|a| a.ip());
+    if let (Some(limits), Some(ip)) = (limits, ip) {
+        limits
+            .auth
+            .check(ip)
+            .map_err(|wait| ApiError::TooManyRequests {
+                retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            })?;
+    }
+    let result = check_credentials(req, vault);
+    if let (Some(limits), Some(ip), Err(ApiError::InvalidToken)) = (limits, ip, &result) {
+        limits.auth.record_failure(ip);
+    }
+    result
+}
+
+fn check_credentials(req: &HttpRequest, vault: &Vault) -> Result<Caller, ApiError> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
         return Err(ApiError::NoCredentials);
     };
@@ -129,7 +152,18 @@ async fn read_json_body(
     }
     let capacity = declared.map_or(MAX_BODY_BYTES, |n| n as usize);
     let mut body = Zeroizing::new(Vec::with_capacity(capacity));
-    while let Some(chunk) = payload.next().await {
+    // A stalled body gets 408 (`limits.request_body_timeout_secs`).
+    let allowed = req.app_data::<web::Data<Limits>>().map_or(
+        Duration::from_secs(LimitsConfig::default().request_body_timeout_secs),
+        |l| l.body_timeout(),
+    );
+    let deadline = Instant::now() + allowed;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let next = actix_web::rt::time::timeout(left, payload.next()).await;
+        let Some(chunk) = next.map_err(|_| ApiError::RequestTimeout)? else {
+            break;
+        };
         let chunk =
             chunk.map_err(|_| ApiError::BadRequest("Could not read the request body.".into()))?;
         if body.len() + chunk.len() > MAX_BODY_BYTES {

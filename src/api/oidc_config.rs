@@ -194,7 +194,9 @@ fn url_field(raw: &RawValue) -> Result<Patch<String>, String> {
 
 pub fn check_url(value: &str) -> Result<(), String> {
     const INVALID: &str = "Enter a valid URL.";
-    if value != value.trim() {
+    // No white space or control character anywhere (the URL parser would
+    // silently percent-encode or drop some of them).
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(INVALID.into());
     }
     let url = url::Url::parse(value).map_err(|_| INVALID.to_owned())?;
@@ -237,6 +239,9 @@ mod tests {
             "https://user:pw@idp.example.com/",
             "https://",
             " https://idp.example.com/",
+            "https://idp.example.com/a b",
+            "https://idp.example.com/\u{7}",
+            "https://idp.example.com/\u{a0}x",
             "javascript:alert(1)",
         ] {
             assert!(check_url(bad).is_err(), "{bad}");

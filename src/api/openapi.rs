@@ -40,25 +40,57 @@ fn json_body(schema_ref: &str, example: Value) -> Value {
     })
 }
 
+fn with_links(mut response: Value, links: Value) -> Value {
+    response["links"] = links;
+    response
+}
+
 fn ok_json(description: &str, schema: Value) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": schema}}})
+}
+
+/// A response with a `Retry-After` header (seconds).
+fn retry_after_response(description: &str) -> Value {
+    let mut r = error_response(description);
+    r["headers"] = json!({"Retry-After": {
+        "description": "Seconds to wait before trying again.",
+        "schema": {"type": "integer", "minimum": 1}
+    }});
+    r
 }
 
 /// Errors every authenticated operation can answer.
 fn common_errors(responses: &mut Value, with_body: bool) {
     if let Some(map) = responses.as_object_mut() {
-        map.insert("401".into(), error_response("Missing or invalid token."));
+        map.insert("401".into(), unauthorized_response());
+        map.insert(
+            "429".into(),
+            retry_after_response(
+                "Too many failed authentications from this client address (limits.auth_failures_per_window).",
+            ),
+        );
+        map.insert(
+            "431".into(),
+            error_response("Request headers larger than limits.max_header_bytes."),
+        );
         map.insert(
             "403".into(),
             error_response("Token not allowed here (a domain token on an admin route, or naming another domain)."),
         );
         if with_body {
+            map.insert(
+                "408".into(),
+                error_response("The body did not arrive within limits.request_body_timeout_secs."),
+            );
             map.insert("413".into(), error_response("Body larger than 64 KiB."));
             map.insert("415".into(), error_response("Content type is not JSON."));
         }
         map.insert(
             "503".into(),
-            error_response("The change could not be made durable."),
+            retry_after_response(
+                "The disk holding the data directory is full (the change was not made), or an \
+                 earlier write to disk failed and the server must be restarted.",
+            ),
         );
     }
 }
@@ -79,9 +111,29 @@ fn op(id: &str, summary: &str, mut responses: Value, with_body: bool, extra: Val
     o
 }
 
-fn id_param() -> Value {
-    json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 1}}])
+fn unauthorized_response() -> Value {
+    let mut r = error_response("Missing or invalid token.");
+    r["headers"] = json!({"WWW-Authenticate": {
+        "description": "`Bearer realm=\"oidcvault\"`, with `error=\"invalid_token\"` for a token that is not valid.",
+        "schema": {"type": "string", "pattern": "^Bearer "}
+    }});
+    r
 }
+
+fn id_param() -> Value {
+    json!([{"name": "id", "in": "path", "required": true,
+            "schema": {"type": "integer", "minimum": 1, "maximum": u64::MAX, "example": 1}}])
+}
+
+/// "Not blank": at least one character that is not white space as Rust's
+/// `char::is_whitespace` (Unicode White_Space) has it, which `trim` removes.
+pub const NOT_BLANK_PATTERN: &str =
+    r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]";
+
+/// An enterprise domain name as the server accepts it: DNS labels of letters,
+/// digits and inner hyphens, at least two, the last one starting with a letter,
+/// optionally one trailing dot; case-insensitive (stored lower-case).
+pub const DOMAIN_NAME_PATTERN: &str = "^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.?$";
 
 pub fn document() -> Value {
     let domain_header = json!([{
@@ -92,6 +144,8 @@ pub fn document() -> Value {
         "schema": {"type": "string", "example": "acme.com"}
     }]);
     let config_ref = json!({"$ref": "#/components/schemas/EnterpriseOIDCConfig"});
+    let domain_name = json!({"type": "string", "pattern": DOMAIN_NAME_PATTERN, "maxLength": 253,
+        "example": "acme.com"});
     let seed_example =
         json!({"client_id": "enterprise-app-123", "client_secret": "s3cr3tP@ssw0rd!"});
 
@@ -110,7 +164,11 @@ pub fn document() -> Value {
                            "404": error_response("Enterprise domain not found, or no configuration.")}),
                     false, json!({})),
                 "post": op("oidc-config-create", "Create or Update OIDC Configuration",
-                    json!({"200": ok_json("The stored configuration (secret masked).", config_ref.clone()),
+                    json!({"200": with_links(ok_json("The stored configuration (secret masked).", config_ref.clone()), json!({
+                               "GetConfig": {"operationId": "oidc-config-retrieve",
+                                   "description": "The configuration just stored."},
+                               "DeleteConfig": {"operationId": "oidc-config-destroy",
+                                   "description": "Delete the configuration just stored."}})),
                            "400": validation_response(),
                            "404": error_response("Enterprise domain not found")}),
                     true,
@@ -126,7 +184,9 @@ pub fn document() -> Value {
                     json!({"200": ok_json("All domains.", json!({"type": "array", "items": {"$ref": "#/components/schemas/Domain"}}))}),
                     false, json!({})),
                 "post": op("admin-domains-create", "Add an enterprise domain",
-                    json!({"201": ok_json("Created.", json!({"$ref": "#/components/schemas/Domain"})),
+                    json!({"201": with_links(ok_json("Created.", json!({"$ref": "#/components/schemas/Domain"})), json!({
+                               "RemoveDomain": {"operationId": "admin-domains-destroy",
+                                   "parameters": {"id": "$response.body#/id"}}})),
                            "400": validation_response()}),
                     true,
                     json!({"requestBody": json_body("#/components/schemas/DomainCreate", json!({"domain": "acme.com"}))})),
@@ -142,7 +202,9 @@ pub fn document() -> Value {
                     json!({"200": ok_json("All tokens.", json!({"type": "array", "items": {"$ref": "#/components/schemas/Token"}}))}),
                     false, json!({})),
                 "post": op("admin-tokens-create", "Create a domain or operator token (shown once)",
-                    json!({"201": ok_json("Created; `token` is shown only here.", json!({"$ref": "#/components/schemas/TokenCreated"})),
+                    json!({"201": with_links(ok_json("Created; `token` is shown only here.", json!({"$ref": "#/components/schemas/TokenCreated"})), json!({
+                               "RevokeToken": {"operationId": "admin-tokens-destroy",
+                                   "parameters": {"id": "$response.body#/id"}}})),
                            "400": validation_response()}),
                     true,
                     json!({"requestBody": json_body("#/components/schemas/TokenCreate", json!({"operator": true}))})),
@@ -193,12 +255,20 @@ pub fn document() -> Value {
             ICON: {"get": {"operationId": "ui-icon", "summary": "The admin page's icon", "security": [],
                 "responses": {"200": {"description": "SVG image.", "content": {"image/svg+xml": {"schema": {"type": "string"}}}}}}},
             HEALTHZ: {"get": {"operationId": "healthz", "summary": "Liveness", "security": [],
-                "responses": {"200": ok_json("Serving.", json!({"type": "object", "properties": {"status": {"type": "string"}}}))}}},
+                "responses": {"200": ok_json("Serving.", json!({"type": "object",
+                    "properties": {"status": {"const": "ok"}}, "required": ["status"]})),
+                    "431": error_response("Request headers larger than limits.max_header_bytes.")}}},
             READYZ: {"get": {"operationId": "readyz", "summary": "Readiness: store open, keys unlocked, writes durable", "security": [],
-                "responses": {"200": ok_json("Ready.", json!({"type": "object", "properties": {"status": {"type": "string"}}})),
-                              "503": ok_json("Not ready.", json!({"type": "object"}))}}},
+                "responses": {"200": ok_json("Ready.", json!({"type": "object",
+                    "properties": {"status": {"const": "ready"}}, "required": ["status"]})),
+                    "431": error_response("Request headers larger than limits.max_header_bytes."),
+                    "503": ok_json("Not ready: the last write to disk failed.", json!({"type": "object",
+                        "properties": {"status": {"const": "unavailable"}, "detail": {"type": "string"}},
+                        "required": ["status", "detail"]}))}}},
             OPENAPI: {"get": {"operationId": "openapi", "summary": "This document", "security": [],
-                "responses": {"200": ok_json("OpenAPI 3.1 document.", json!({"type": "object"}))}}},
+                "responses": {"200": ok_json("OpenAPI 3.1 document.", json!({"type": "object",
+                    "required": ["openapi", "info", "paths"]})),
+                    "431": error_response("Request headers larger than limits.max_header_bytes.")}}},
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
@@ -210,9 +280,12 @@ pub fn document() -> Value {
                     "properties": {
                         "id": {"type": "integer", "readOnly": true},
                         "enterprise_domain": {"type": "integer", "readOnly": true},
-                        "client_id": {"type": "string", "minLength": 1, "maxLength": 255},
-                        "client_secret": {"type": "string", "minLength": 1,
-                            "description": "Write-accepted: the plaintext is accepted on write (at most 4096 bytes) and stored encrypted. Returned masked, never in plaintext. Posting the masked form back leaves the stored secret unchanged."},
+                        "client_id": {"type": "string", "minLength": 1, "maxLength": 255,
+                            "pattern": NOT_BLANK_PATTERN, "example": "enterprise-app-123",
+                            "description": "Not blank; surrounding whitespace is trimmed."},
+                        "client_secret": {"type": "string", "minLength": 1, "maxLength": 4096,
+                            "pattern": NOT_BLANK_PATTERN, "example": "s3cr3tP@ssw0rd!",
+                            "description": "Write-accepted: the plaintext is accepted on write (not blank, at most 4096 bytes of UTF-8) and stored encrypted. Returned masked, never in plaintext. Posting the masked form back leaves the stored secret unchanged."},
                         "client_secret_masked": {"type": "string", "readOnly": true,
                             "description": "Eight `*` followed by the last four characters for secrets of 12 characters or more; eight `*` alone otherwise."},
                         "discovery_url": {"type": ["string", "null"], "format": "uri", "maxLength": 2048,
@@ -231,17 +304,25 @@ pub fn document() -> Value {
                 "ValidationError": {"type": "object",
                     "additionalProperties": {"type": "array", "items": {"type": "string"}}},
                 "Domain": {"type": "object", "properties": {
-                    "id": {"type": "integer"}, "domain": {"type": "string"},
+                    "id": {"type": "integer", "minimum": 1}, "domain": {"type": "string", "example": "acme.com"},
                     "created_at": {"type": "string", "format": "date-time"}},
                     "required": ["id", "domain", "created_at"]},
-                "DomainCreate": {"type": "object", "properties": {"domain": {"type": "string", "example": "acme.com"}},
+                "DomainCreate": {"type": "object", "properties": {"domain": domain_name.clone()},
                     "required": ["domain"]},
                 "Token": {"type": "object", "properties": {
-                    "id": {"type": "integer"}, "domain": {"type": ["string", "null"]},
+                    "id": {"type": "integer", "minimum": 1}, "domain": {"type": ["string", "null"]},
                     "created_at": {"type": "string", "format": "date-time"}},
                     "required": ["id", "domain", "created_at"]},
-                "TokenCreate": {"type": "object", "properties": {
-                    "domain": {"type": "string"}, "operator": {"type": "boolean"}}},
+                "TokenCreate": {
+                    "description": "Either `domain` (an existing enterprise domain; 400 when there is none) or `operator: true`.",
+                    "oneOf": [
+                        {"type": "object", "title": "DomainTokenCreate",
+                         "properties": {"domain": domain_name, "operator": {"enum": [false, null]}},
+                         "required": ["domain"]},
+                        {"type": "object", "title": "OperatorTokenCreate",
+                         "properties": {"operator": {"const": true}, "domain": {"type": "null"}},
+                         "required": ["operator"]}
+                    ]},
                 "KeyStatus": {"type": "object", "properties": {
                     "active_term": {"type": "integer"},
                     "active_term_encryptions": {"type": "integer"},
@@ -276,7 +357,8 @@ pub fn document() -> Value {
                     "created_at": {"type": "string", "format": "date-time"}},
                     "required": ["name", "path", "records", "bytes", "created_at"]},
                 "TokenCreated": {"type": "object", "properties": {
-                    "id": {"type": "integer"}, "token": {"type": "string"},
+                    "id": {"type": "integer", "minimum": 1},
+                    "token": {"type": "string", "pattern": "^ovt_[0-9]+_[A-Za-z0-9_-]{43}$"},
                     "domain": {"type": ["string", "null"]},
                     "created_at": {"type": "string", "format": "date-time"}},
                     "required": ["id", "token", "domain", "created_at"]}

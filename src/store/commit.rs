@@ -11,6 +11,13 @@
 //!
 //! One flush serves a whole batch, so throughput grows with concurrency instead of
 //! collapsing as with a `flush_async()` per request.
+//!
+//! A failed sync is final ("fail-stop"): sled keeps an I/O error of its log
+//! writer for good, and after a failed `fdatasync` the kernel may have dropped the
+//! dirty pages, so a later sync that "succeeds" proves nothing. From the first
+//! failure on, every waiter gets an error, `healthy()` stays false, and the store
+//! refuses all work until it is opened again (a restart), which recovers exactly
+//! what is on disk.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -123,15 +130,23 @@ impl GroupCommit {
                     let mut batch = vec![first];
                     batch.extend(rx.try_iter());
                     let started = std::time::Instant::now();
-                    let result = flusher.sync();
+                    let result = if h.load(Ordering::Relaxed) {
+                        flusher.sync()
+                    } else {
+                        Err("an earlier group commit failed; restart the server".to_owned())
+                    };
                     if let Some(m) = &metrics {
                         m.batch_size.observe(batch.len() as f64);
                         m.sync_seconds.observe(started.elapsed().as_secs_f64());
                     }
                     if let Err(e) = &result {
-                        tracing::error!(error = %e, "group commit failed");
+                        tracing::error!(
+                            error = %e,
+                            "group commit failed: the store refuses all work until the server \
+                             is restarted (free disk space first if the disk is full)"
+                        );
+                        h.store(false, Ordering::Relaxed);
                     }
-                    h.store(result.is_ok(), Ordering::Relaxed);
                     s.batches.fetch_add(1, Ordering::Relaxed);
                     s.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
                     for waiter in batch {

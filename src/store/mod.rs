@@ -19,8 +19,10 @@
 mod commit;
 pub mod fsutil;
 mod records;
+mod space;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
@@ -56,6 +58,16 @@ pub enum StoreError {
     Durability(String),
     #[error("the store is shut down")]
     Closed,
+    #[error(
+        "the disk holding the data directory is full: {free} bytes free, below the reserve of \
+         {reserve} bytes (limits.disk_reserve_mib); the change was not made"
+    )]
+    DiskFull { free: u64, reserve: u64 },
+    #[error(
+        "an earlier write to disk failed, so the store refuses all work until the server is \
+         restarted (memory may hold changes that are not on disk)"
+    )]
+    Failed,
     #[error("an enterprise domain with this name already exists")]
     DomainExists,
     #[error("enterprise domain not found")]
@@ -157,6 +169,8 @@ pub struct Store {
     next_audit: std::sync::atomic::AtomicU64,
     commit: GroupCommit,
     gate: std::sync::RwLock<()>,
+    /// Free bytes a write needs on the data directory's file system (`space`).
+    disk_reserve: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -220,6 +234,7 @@ impl Store {
             dir: dir.to_path_buf(),
             commit,
             gate: std::sync::RwLock::new(()),
+            disk_reserve: AtomicU64::new(0),
         })
     }
 
@@ -255,6 +270,27 @@ impl Store {
         self.commit.healthy()
     }
 
+    /// Refuse writes (`DiskFull`) while the file system has less than `bytes` free.
+    pub fn set_disk_reserve(&self, bytes: u64) {
+        self.disk_reserve.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Every read and write first: after a failed group commit, memory may hold
+    /// changes that are not on disk, so nothing is served from it any more.
+    fn usable(&self) -> Result<(), StoreError> {
+        if self.commit.healthy() {
+            Ok(())
+        } else {
+            Err(StoreError::Failed)
+        }
+    }
+
+    /// Every write first: usable, and room on disk (checked before sled is touched).
+    fn writable(&self) -> Result<(), StoreError> {
+        self.usable()?;
+        space::check(&self.dir, self.disk_reserve.load(Ordering::Relaxed))
+    }
+
     pub fn commit_stats(&self) -> &CommitStats {
         &self.commit.stats
     }
@@ -277,6 +313,7 @@ impl Store {
         now: i64,
         audit: impl Fn(&DomainRecord) -> AuditRecord,
     ) -> Result<DomainRecord, StoreError> {
+        self.writable()?;
         let audit_id = self.audit_id()?;
         let guard = self.shared();
         let r = (&self.meta, &self.domains, &self.domain_names, &self.audit).transaction(
@@ -304,6 +341,7 @@ impl Store {
     }
 
     pub fn domain(&self, id: u64) -> Result<Option<DomainRecord>, StoreError> {
+        self.usable()?;
         let key = id.to_be_bytes();
         self.domains
             .get(key)?
@@ -312,6 +350,7 @@ impl Store {
     }
 
     pub fn domain_by_name(&self, name: &str) -> Result<Option<DomainRecord>, StoreError> {
+        self.usable()?;
         match self.domain_names.get(name.as_bytes())? {
             Some(id) => match <[u8; 8]>::try_from(id.as_ref()) {
                 Ok(b) => self.domain(u64::from_be_bytes(b)),
@@ -326,6 +365,7 @@ impl Store {
     }
 
     pub fn list_domains(&self) -> Result<Vec<DomainRecord>, StoreError> {
+        self.usable()?;
         self.domains
             .iter()
             .map(|kv| {
@@ -346,6 +386,7 @@ impl Store {
         id: u64,
         audit: impl Fn(&DomainRecord) -> AuditRecord,
     ) -> Result<Option<DomainRecord>, StoreError> {
+        self.writable()?;
         let audit_id = self.audit_id()?;
         let guard = self.shared();
         let trees = (
@@ -383,6 +424,7 @@ impl Store {
     // ---- OIDC configs --------------------------------------------------------
 
     pub fn config(&self, domain_id: u64) -> Result<Option<ConfigRecord>, StoreError> {
+        self.usable()?;
         let key = domain_id.to_be_bytes();
         self.configs
             .get(key)?
@@ -403,6 +445,7 @@ impl Store {
         domain_id: u64,
         build: impl Fn(Option<&ConfigRecord>, u64) -> Result<(ConfigRecord, AuditRecord), E>,
     ) -> Result<(ConfigRecord, bool), Abort<E>> {
+        self.writable()?;
         let audit_id = self.audit_id()?;
         let guard = self.shared();
         let r = (&self.meta, &self.domains, &self.configs, &self.audit).transaction(
@@ -438,6 +481,7 @@ impl Store {
         domain_id: u64,
         audit: AuditRecord,
     ) -> Result<bool, StoreError> {
+        self.writable()?;
         let audit_id = self.audit_id()?;
         let guard = self.shared();
         let r = (&self.configs, &self.audit).transaction(
@@ -468,6 +512,7 @@ impl Store {
         make: impl Fn(u64) -> ([u8; 32], R),
         audit: impl Fn(&TokenRecord) -> AuditRecord,
     ) -> Result<(TokenRecord, R), StoreError> {
+        self.writable()?;
         let audit_id = self.audit_id()?;
         let guard = self.shared();
         let r = (&self.meta, &self.domains, &self.tokens, &self.audit).transaction(
@@ -501,6 +546,7 @@ impl Store {
     }
 
     pub fn token(&self, id: u64) -> Result<Option<TokenRecord>, StoreError> {
+        self.usable()?;
         let key = id.to_be_bytes();
         self.tokens
             .get(key)?
@@ -509,6 +555,7 @@ impl Store {
     }
 
     pub fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.usable()?;
         self.tokens
             .iter()
             .map(|kv| {
@@ -524,6 +571,7 @@ impl Store {
         id: u64,
         audit: impl Fn(&TokenRecord) -> AuditRecord,
     ) -> Result<bool, StoreError> {
+        self.writable()?;
         let audit_id = self.audit_id()?;
         let guard = self.shared();
         let r = (&self.domains, &self.tokens, &self.audit).transaction(
@@ -563,6 +611,7 @@ impl Store {
         domain_id: u64,
         reseal: impl Fn(&ConfigRecord) -> Result<Option<Vec<u8>>, E>,
     ) -> Result<bool, Abort<E>> {
+        self.writable()?;
         let guard = self.shared();
         let r = self.configs.transaction(|configs| -> TxResult<bool, E> {
             let key = domain_id.to_be_bytes();
@@ -620,6 +669,7 @@ impl Store {
     /// Append an event on its own (for actions that change no record: a key
     /// rotation, a backup). Durable when this returns.
     pub async fn append_audit(&self, event: &AuditRecord) -> Result<(), StoreError> {
+        self.writable()?;
         let id = self.audit_id()?;
         self.audit.insert(id, encode(event))?;
         self.durable().await

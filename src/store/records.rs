@@ -168,3 +168,60 @@ mod tests {
         assert!(decode::<DomainRecord>("domains", b"k", &huge).is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! Any bytes fed to the record decoder give an error (or a record), never a
+    //! panic or an allocation beyond the decode limit.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample_config() -> ConfigRecord {
+        ConfigRecord {
+            id: 1,
+            domain_id: 2,
+            client_id: "enterprise-app-123".into(),
+            secret_sealed: vec![1; 60],
+            secret_masked: "********0rd!".into(),
+            discovery_url: Some("https://idp.example.com/.well-known/openid-configuration".into()),
+            authorization_endpoint: None,
+            token_endpoint: Some("https://idp.example.com/token".into()),
+            userinfo_endpoint: None,
+            created_at: 1,
+            updated_at: 2,
+        }
+    }
+
+    fn decode_all(bytes: &[u8]) {
+        let _ = decode::<ConfigRecord>("configs", b"k", bytes);
+        let _ = decode::<DomainRecord>("domains", b"k", bytes);
+        let _ = decode::<TokenRecord>("tokens", b"k", bytes);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            decode_all(&bytes);
+            let mut versioned = vec![RECORD_VERSION];
+            versioned.extend_from_slice(&bytes);
+            decode_all(&versioned);
+        }
+
+        #[test]
+        fn mutations_of_real_records(at in 0usize..200, xor in 1u8..=255, kind in 0..3) {
+            let domain = DomainRecord { id: 3, name: "acme.com".into(), created_at: 5, token_ids: vec![1, 2, 3] };
+            let token = TokenRecord { id: 4, hash: [7; 32], scope: TokenScope::Domain(3), created_at: 6 };
+            for mut m in [encode(&sample_config()), encode(&domain), encode(&token)] {
+                let at = at % m.len();
+                match kind {
+                    0 => m[at] ^= xor,
+                    1 => m.truncate(at),
+                    _ => m.insert(at, xor),
+                }
+                decode_all(&m);
+            }
+        }
+    }
+}

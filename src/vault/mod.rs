@@ -194,9 +194,11 @@ pub enum DomainAccess {
     Forbidden,
 }
 
-/// Check and normalise an enterprise domain name (a DNS host name, lower-cased).
+/// Check and normalise an enterprise domain name (a DNS host name, lower-cased,
+/// at most one trailing dot dropped; the last label starts with a letter). The
+/// OpenAPI document states the same rule as a pattern (`DOMAIN_NAME_PATTERN`).
 pub fn normalize_domain_name(raw: &str) -> Result<String, String> {
-    let name = raw.trim().trim_end_matches('.').to_ascii_lowercase();
+    let name = raw.strip_suffix('.').unwrap_or(raw).to_ascii_lowercase();
     let invalid = || Err("Enter a valid domain name, such as acme.com.".to_owned());
     if name.is_empty() || name.len() > 253 {
         return invalid();
@@ -217,9 +219,9 @@ pub fn normalize_domain_name(raw: &str) -> Result<String, String> {
             return invalid();
         }
     }
-    if labels
+    if !labels
         .last()
-        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+        .is_some_and(|tld| tld.bytes().next().is_some_and(|b| b.is_ascii_lowercase()))
     {
         return invalid();
     }
@@ -373,6 +375,7 @@ impl Vault {
                 commit_metrics: Some(metrics.commit.clone()),
             },
         )?;
+        store.set_disk_reserve(config.limits.disk_reserve_bytes());
         let term = keyring.active_term();
         let reserved = store.term_uses(term)?;
         Ok((
@@ -761,7 +764,9 @@ impl Vault {
         let (scope, domain) = match target {
             TokenTarget::Operator => (TokenScope::Operator, None),
             TokenTarget::Domain(name) => {
-                let Some(d) = self.domain_by_name(name)? else {
+                let name = normalize_domain_name(name)
+                    .map_err(|m| VaultError::Invalid(field_error("domain", m)))?;
+                let Some(d) = self.domain_by_name(&name)? else {
                     return Err(VaultError::Invalid(field_error(
                         "domain",
                         "Enterprise domain not found.",
@@ -908,6 +913,9 @@ mod tests {
             "acme.com/x",
             "a@b.com",
             "é.com",
+            " acme.com",
+            "acme.com..",
+            "acme.1com",
         ] {
             assert!(normalize_domain_name(bad).is_err(), "{bad:?} accepted");
         }

@@ -1,0 +1,124 @@
+"""Schemathesis hooks for oidcvault's fuzz run (scripts/schemathesis/run.sh).
+
+1. The run authenticates with real tokens. A generated `DELETE /admin/tokens/{id}/`
+   or `DELETE /admin/domains/{id}/` could revoke those very tokens (or remove the
+   domain the OIDC routes act on), and the rest of the run would see only 401s.
+   So a request naming one of the run's own ids is sent to an unused id instead;
+   every other id goes out as generated.
+
+2. A few answers are right by the contract (CONTRACT.md) although a JSON Schema
+   cannot say so, because they depend on what is stored, not on the request
+   alone. Each is dropped only when the answer is exactly the documented one:
+   - `POST /admin/domains/` with a name that already exists: 400
+     `{"domain": ["An enterprise domain with this name already exists."]}`;
+   - `POST /admin/tokens/` for a well-formed name that is no domain: 400
+     `{"domain": ["Enterprise domain not found."]}`;
+   - `POST /enterprises/oidc/config/` is create-or-update: on update a field left
+     out keeps its stored value, so a body missing `client_id` or `client_secret`
+     (required on create) is accepted (200) when a configuration exists; and on
+     create their absence is a 400 `"This field is required."`;
+   - `client_secret` is limited to 4096 bytes of UTF-8, which `maxLength` (in
+     characters) cannot state: a 400 saying so, for a secret over 4096 bytes.
+   - a "created resource not found" (ST302) for a request that hook 1 sent to an
+     unused id instead of one of the run's own.
+   Every other failure fails the run.
+"""
+
+import json
+import os
+
+import schemathesis
+
+
+def _ids(name):
+    return {int(x) for x in os.environ.get(name, "").split(",") if x.strip()}
+
+
+PROTECTED = {
+    "/api/v1/admin/tokens/{id}/": _ids("OV_PROTECTED_TOKEN_IDS"),
+    "/api/v1/admin/domains/{id}/": _ids("OV_PROTECTED_DOMAIN_IDS"),
+}
+
+
+def _as_id(value):
+    """The id the server reads (Rust's u64::from_str: "+1" and "01" are 1)."""
+    text = str(value)
+    try:
+        return int(text, 10) if text == text.strip() and "_" not in text else None
+    except ValueError:
+        return None
+
+
+# An id no resource has (the spec's maximum): a request that would have removed
+# one of the run's own resources goes there instead, and gets its 404.
+UNUSED_ID = "18446744073709551615"
+# Cases sent to UNUSED_ID instead: their 404 is ours, not the API's.
+REDIRECTED = set()
+
+
+@schemathesis.hook
+def before_call(context, case, kwargs):
+    """Runs before every request of every phase (examples, coverage, fuzzing,
+    stateful, and the extra requests of checks such as ignored_auth)."""
+    protected = PROTECTED.get(case.operation.path, set())
+    params = case.path_parameters or {}
+    # This includes ids the stateful phase takes from the list answers (GET
+    # /admin/domains/ lists the run's own domain too).
+    if protected and "id" in params and _as_id(params["id"]) in protected:
+        case.path_parameters = {**params, "id": UNUSED_ID}
+        REDIRECTED.add(case.id)
+
+
+def _body(response):
+    try:
+        return json.loads(response.content)
+    except Exception:
+        return None
+
+
+REQUIRED = "This field is required."
+SECRET_TOO_LONG = "Ensure this field has no more than 4096 bytes."
+
+
+@schemathesis.hook
+def filter_failure(context, failure, case, response):
+    """True keeps the failure; False drops it (see the module docstring)."""
+    label = f"{case.operation.method.upper()} {case.operation.path}"
+    code = getattr(failure, "code", None)
+    body = _body(response)
+    status = response.status_code
+    if code == "ST202" and status == 400 and isinstance(body, dict):
+        if label == "POST /api/v1/admin/domains/" and body == {
+            "domain": ["An enterprise domain with this name already exists."]
+        }:
+            return False
+        if label == "POST /api/v1/admin/tokens/" and body == {
+            "domain": ["Enterprise domain not found."]
+        }:
+            return False
+        if label == "POST /api/v1/enterprises/oidc/config/" and body and all(
+            k in ("client_id", "client_secret") and v == [REQUIRED] for k, v in body.items()
+        ):
+            return False
+        # The limit is 4096 bytes of UTF-8; a JSON Schema counts characters.
+        secret = case.body.get("client_secret") if isinstance(case.body, dict) else None
+        if (
+            label == "POST /api/v1/enterprises/oidc/config/"
+            and body == {"client_secret": [SECRET_TOO_LONG]}
+            and isinstance(secret, str)
+            and len(secret.encode("utf-8", "surrogatepass")) > 4096
+        ):
+            return False
+    if code == "ST302" and case.id in REDIRECTED:
+        return False
+    if (
+        code == "ST201"
+        and status == 200
+        and label == "POST /api/v1/enterprises/oidc/config/"
+        and (
+            "Invalid component: Missing required property" in failure.message
+            or "violates `required`" in failure.message
+        )
+    ):
+        return False
+    return True

@@ -1,0 +1,402 @@
+//! Abuse limits (`[limits]`, `src/limits.rs`): failed authentication throttled
+//! per client address, slow and stalled clients timed out, oversized heads and
+//! bodies refused early, a cap on connections; each with a legitimate client
+//! served while the abusive one is refused.
+//!
+//! In-process through the real app (`app_with_limits`) where the peer address can
+//! be set, and through the real binary over TCP for what only a socket shows
+//! (timeouts, the connection cap, a second client address: 127.0.0.2).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use actix_web::http::StatusCode;
+use actix_web::test::TestRequest;
+use actix_web::web;
+use serde_json::Value;
+
+use oidcvault::limits::{Limits, LimitsConfig};
+
+use crate::binary::{config_toml, parse_listening, tail, Home, Server, CONFIG_PATH, PASSPHRASE};
+use crate::util::*;
+
+// ---- in-process -----------------------------------------------------------------------
+
+fn peer(ip: &str) -> SocketAddr {
+    SocketAddr::new(ip.parse().unwrap(), 40000)
+}
+
+#[actix_web::test]
+async fn failed_authentication_is_limited_per_address_and_others_are_served() {
+    let env = Env::new();
+    let (_, token) = env.domain("acme.com").await;
+    let limits = web::Data::new(Limits::new(LimitsConfig {
+        auth_failures_per_window: 3,
+        auth_failure_window_secs: 60,
+        ..LimitsConfig::default()
+    }));
+    let app = actix_web::test::init_service(oidcvault::app_with_limits(
+        env.vault.clone(),
+        limits.clone(),
+    ))
+    .await;
+    let bad = "ovt_1_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    for i in 0..3 {
+        let r = call(&app, get(CONFIG_PATH, bad).peer_addr(peer("192.0.2.66"))).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "attempt {i}: {r:?}");
+    }
+    // The fourth attempt, and then anything from that address, even with a valid
+    // token: 429 before the token is looked at.
+    for t in [bad, token.as_str()] {
+        let r = call(&app, get(CONFIG_PATH, t).peer_addr(peer("192.0.2.66"))).await;
+        assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{r:?}");
+        let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=60).contains(&retry), "Retry-After {retry}");
+        assert!(
+            r.body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("Too many failed"),
+            "{r:?}"
+        );
+    }
+    // Meanwhile a legitimate client at another address is served, and another
+    // address's own failures are still plain 401s.
+    let r = call(&app, get(CONFIG_PATH, &token).peer_addr(peer("192.0.2.7"))).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "no config yet: {r:?}");
+    let r = call(
+        &app,
+        post_json(
+            CONFIG_PATH,
+            &token,
+            r#"{"client_id": "a", "client_secret": "s3cr3tP@ssw0rd!"}"#,
+        )
+        .peer_addr(peer("192.0.2.7")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let r = call(&app, get(CONFIG_PATH, bad).peer_addr(peer("192.0.2.8"))).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r:?}");
+    // A missing token is not a guess: not counted.
+    for _ in 0..5 {
+        let r = call(
+            &app,
+            TestRequest::get()
+                .uri(CONFIG_PATH)
+                .peer_addr(peer("192.0.2.9")),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r:?}");
+    }
+    assert_eq!(limits.auth.tracked(), 2);
+}
+
+#[actix_web::test]
+async fn an_oversized_head_is_refused_before_authentication() {
+    let env = Env::new();
+    let (_, token) = env.domain("acme.com").await;
+    let limits = web::Data::new(Limits::new(LimitsConfig {
+        max_header_bytes: 2048,
+        ..LimitsConfig::default()
+    }));
+    let app = actix_web::test::init_service(oidcvault::app_with_limits(env.vault, limits)).await;
+    let big = "x".repeat(3000);
+    // No token at all: still 431, not 401 (refused before anything else).
+    let r = call(
+        &app,
+        TestRequest::get()
+            .uri(CONFIG_PATH)
+            .insert_header(("X-Padding", big.as_str())),
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "{r:?}"
+    );
+    assert!(r.body["detail"].as_str().unwrap().contains("2048"), "{r:?}");
+    let r = call(&app, get(&format!("{CONFIG_PATH}?{big}"), &token)).await;
+    assert_eq!(
+        r.status,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "{r:?}"
+    );
+    let r = call(&app, get(CONFIG_PATH, &token)).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "a normal request: {r:?}");
+}
+
+// ---- through the binary -----------------------------------------------------------------
+
+/// One HTTP exchange over a raw socket.
+struct Raw {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Raw {
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+impl std::fmt::Debug for Raw {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}\n\n{}", self.head, self.body)
+    }
+}
+
+/// A TCP connection to `server` from the loopback address `from` (127.0.0.2 is
+/// another client address; Linux routes all of 127/8 to the loopback device).
+fn connect_from(from: &str, server: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::new(from.parse().unwrap(), 0).into())
+        .unwrap_or_else(|e| panic!("bind {from}: {e}"));
+    s.connect_timeout(&server.into(), Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect to {server} from {from}: {e}"));
+    let s: TcpStream = s.into();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+/// Read until the peer closes (or the read timeout): the whole answer.
+fn read_answer(s: &mut TcpStream) -> Option<Raw> {
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some(Raw {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    })
+}
+
+fn raw_request(from: &str, server: SocketAddr, request: &str) -> Raw {
+    let mut s = connect_from(from, server);
+    s.write_all(request.as_bytes()).unwrap();
+    read_answer(&mut s).unwrap_or_else(|| panic!("no answer to {request:?}"))
+}
+
+fn get_config(token: &str) -> String {
+    format!(
+        "GET {CONFIG_PATH} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\
+         Connection: close\r\n\r\n"
+    )
+}
+
+/// A server with small limits: 1 worker, 8 connections, 1 s timeouts.
+fn start_limited(home: &Home) -> (Server, SocketAddr) {
+    let config = config_toml().replace("[server]\n", "[server]\nworkers = 1\n")
+        + "\n[limits]\n\
+           auth_failures_per_window = 5\n\
+           auth_failure_window_secs = 60\n\
+           request_head_timeout_secs = 1\n\
+           request_body_timeout_secs = 1\n\
+           keep_alive_secs = 1\n\
+           disconnect_timeout_secs = 1\n\
+           max_header_bytes = 4096\n\
+           max_connections = 8\n";
+    home.write_config(&config);
+    let server = home.start();
+    let addr = server
+        .log()
+        .lines()
+        .find_map(parse_listening)
+        .expect("listening address")
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    (server, addr)
+}
+
+fn legit_is_served(addr: SocketAddr, token: &str, what: &str, server: &Server) {
+    let r = raw_request("127.0.0.1", addr, &get_config(token));
+    assert_eq!(
+        r.status,
+        404,
+        "{what}: a legitimate client was not served: {r:?}\n--- server stderr ---\n{}",
+        tail(&server.log(), 4000)
+    );
+}
+
+#[test]
+fn abusive_clients_are_refused_while_a_legitimate_one_is_served() {
+    let home = Home::new(Some(PASSPHRASE));
+    home.run_ok(&["domain", "add", "acme.test"]);
+    let token = home.run_ok(&["token", "create", "--domain", "acme.test"]);
+    let (mut server, addr) = start_limited(&home);
+
+    // 1. Guessing tokens from 127.0.0.2: 401 five times, then 429 with
+    //    Retry-After, while 127.0.0.1 with its valid token is served throughout.
+    let bad = "ovt_1_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    for i in 0..5 {
+        let r = raw_request("127.0.0.2", addr, &get_config(bad));
+        assert_eq!(r.status, 401, "guess {i}: {r:?}");
+        legit_is_served(addr, &token, "during the guesses", &server);
+    }
+    let r = raw_request("127.0.0.2", addr, &get_config(bad));
+    assert_eq!(r.status, 429, "{r:?}");
+    let retry: u64 = r
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{r:?}");
+    assert!(r.json()["detail"].is_string(), "{r:?}");
+    let r = raw_request("127.0.0.2", addr, &get_config(&token));
+    assert_eq!(
+        r.status, 429,
+        "the limited address, even with a valid token: {r:?}"
+    );
+    legit_is_served(addr, &token, "while 127.0.0.2 is limited", &server);
+
+    // 2. Oversized head: 431 with a JSON body; the legitimate client is served.
+    let padding = "p".repeat(5000);
+    let r = raw_request(
+        "127.0.0.3",
+        addr,
+        &format!(
+            "GET {CONFIG_PATH} HTTP/1.1\r\nHost: t\r\nX-Padding: {padding}\r\n\
+             Connection: close\r\n\r\n"
+        ),
+    );
+    assert_eq!(r.status, 431, "{r:?}");
+    assert!(
+        r.json()["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("4096"),
+        "{r:?}"
+    );
+    // Past actix's own 128 KiB limit it is refused while parsing, also 431.
+    let huge = "h".repeat(140 * 1024);
+    let r = raw_request(
+        "127.0.0.3",
+        addr,
+        &format!("GET / HTTP/1.1\r\nHost: t\r\nX-Padding: {huge}\r\n\r\n"),
+    );
+    assert_eq!(r.status, 431, "{r:?}");
+    legit_is_served(addr, &token, "after oversized heads", &server);
+
+    // 3. Oversized body: 413 from Content-Length alone, before a byte of the
+    //    body is sent (the client still has it all to send).
+    let mut s = connect_from("127.0.0.3", addr);
+    s.write_all(
+        format!(
+            "POST {CONFIG_PATH} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: 10485760\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let r = read_answer(&mut s).expect("an answer before the body");
+    assert_eq!(r.status, 413, "{r:?}");
+
+    // 4. Stalled clients: a head that never ends gets 408 from actix and is
+    //    closed; a body that stops coming gets our 408 JSON. Both within a few
+    //    seconds of the 1 s limits, and the legitimate client is served meanwhile.
+    let started = Instant::now();
+    let mut head_staller = connect_from("127.0.0.4", addr);
+    head_staller
+        .write_all(format!("GET {CONFIG_PATH} HTTP/1.1\r\nHost: t\r\n").as_bytes())
+        .unwrap();
+    let mut body_staller = connect_from("127.0.0.4", addr);
+    body_staller
+        .write_all(
+            format!(
+                "POST {CONFIG_PATH} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\
+                 Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"client_id\""
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    legit_is_served(addr, &token, "while two clients stall", &server);
+    let r = read_answer(&mut head_staller);
+    let head_closed = started.elapsed();
+    assert!(
+        r.as_ref().is_none_or(|r| r.status == 408),
+        "stalled head: {r:?}"
+    );
+    let r = read_answer(&mut body_staller).expect("an answer to the stalled body");
+    let body_closed = started.elapsed();
+    assert_eq!(r.status, 408, "stalled body: {r:?}");
+    assert!(r.json()["detail"].is_string(), "{r:?}");
+    assert!(
+        head_closed < Duration::from_secs(10) && body_closed < Duration::from_secs(10),
+        "stalled connections were held for {head_closed:?} / {body_closed:?} with 1 s limits"
+    );
+    // 4b. An idle keep-alive connection is closed after keep_alive_secs.
+    let mut idle = connect_from("127.0.0.4", addr);
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let t = Instant::now();
+    let mut buf = Vec::new();
+    let _ = idle.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "an idle keep-alive connection stayed open {:?}",
+        t.elapsed()
+    );
+
+    // 5. Connection cap: 8 connections that send nothing fill the server (one
+    //    worker, max_connections = 8). A new client waits in the backlog instead
+    //    of being served, until the idle ones time out (1 s); then it is served.
+    let hogs: Vec<TcpStream> = (0..8).map(|_| connect_from("127.0.0.5", addr)).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    let mut waiting = connect_from("127.0.0.1", addr);
+    waiting.write_all(get_config(&token).as_bytes()).unwrap();
+    waiting
+        .set_read_timeout(Some(Duration::from_millis(400)))
+        .unwrap();
+    let mut first = [0u8; 1];
+    let early = waiting.read(&mut first);
+    assert!(
+        early.is_err(),
+        "served at once although 8 connections held every slot: {early:?} after {:?}",
+        t.elapsed()
+    );
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = waiting.read_to_end(&mut rest);
+    let text = String::from_utf8_lossy(&rest);
+    let waited = t.elapsed();
+    assert!(
+        text.contains(" 404 ") || text.starts_with("TTP/1.1 404"),
+        "the waiting client was not served once slots freed (after {waited:?}): {text:?}\n\
+         --- server stderr ---\n{}",
+        tail(&server.log(), 4000)
+    );
+    // The hogs were closed by the server (EOF or an actix 408).
+    for mut h in hogs {
+        h.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut b = Vec::new();
+        let r = h.read_to_end(&mut b);
+        assert!(
+            r.is_ok(),
+            "an idle connection was not closed by the server: {r:?}"
+        );
+    }
+    eprintln!(
+        "limits: stalled head closed after {head_closed:?}, stalled body answered 408 after \
+         {body_closed:?}, capped client served after {waited:?}"
+    );
+    server.stop();
+}
