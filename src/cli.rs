@@ -159,7 +159,15 @@ fn execute(cli: Cli) -> Result<(), CliError> {
     let env: Vec<(String, String)> = std::env::vars().collect();
     let command = cli.command.unwrap_or(Command::Serve);
     let serving = matches!(command, Command::Serve);
-    crate::logging::init(&config.log, if serving { None } else { Some("warn") });
+    // Offline commands: warnings, and the audit line of each change they make.
+    crate::logging::init(
+        &config.log,
+        if serving {
+            None
+        } else {
+            Some("warn,oidcvault::audit=info")
+        },
+    );
 
     let opened = Vault::open(&config, &env);
     if let (Command::Backup { dest }, Err(VaultError::Store(StoreError::InUse { .. }))) =
@@ -370,21 +378,87 @@ fn server_client(config: &Config) -> Result<(ureq::Agent, String), CliError> {
     match config.tls() {
         None => Ok((builder.build(), format!("http://{host}"))),
         Some((cert, _)) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in rustls::pki_types::CertificateDer::pem_file_iter(&cert)? {
-                roots.add(c?)?;
-            }
-            let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            // Trust exactly the server's own certificate (the first of
+            // server.tls_cert), whatever names it carries: the CLI connects to
+            // the bind address, which a real certificate need not name.
+            let pinned = rustls::pki_types::CertificateDer::pem_file_iter(&cert)?
+                .next()
+                .ok_or_else(|| CliError(format!("no certificate in {}", cert.display())))??;
+            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+            let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()?
+                .dangerous()
+                .with_custom_certificate_verifier(std::sync::Arc::new(PinnedCert {
+                    cert: pinned.into_owned(),
+                    provider,
+                }))
+                .with_no_client_auth();
             Ok((
                 builder.tls_config(std::sync::Arc::new(tls)).build(),
                 format!("https://{host}"),
             ))
         }
+    }
+}
+
+/// Accepts exactly one certificate (byte for byte) and checks the handshake
+/// signature with it, as rustls does for any server certificate.
+#[derive(Debug)]
+struct PinnedCert {
+    cert: rustls::pki_types::CertificateDer<'static>,
+    provider: std::sync::Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedCert {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.cert.as_ref() {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 

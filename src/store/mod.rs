@@ -23,6 +23,7 @@ mod space;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::PoisonError;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
@@ -167,6 +168,9 @@ pub struct Store {
     /// Next audit event id: one past the last stored, so ids stay unique in a
     /// restored copy too (sled's own `generate_id` state is not in a copy).
     next_audit: std::sync::atomic::AtomicU64,
+    /// Held by every audited mutation from taking its event id until it has
+    /// applied, so events become visible in id order.
+    write_order: std::sync::Mutex<()>,
     commit: GroupCommit,
     gate: std::sync::RwLock<()>,
     /// Free bytes a write needs on the data directory's file system (`space`).
@@ -230,6 +234,7 @@ impl Store {
             tokens: db.open_tree("tokens")?,
             audit: audit.clone(),
             next_audit: std::sync::atomic::AtomicU64::new(next_audit),
+            write_order: std::sync::Mutex::new(()),
             db,
             dir: dir.to_path_buf(),
             commit,
@@ -314,6 +319,11 @@ impl Store {
         audit: impl Fn(&DomainRecord) -> AuditRecord,
     ) -> Result<DomainRecord, StoreError> {
         self.writable()?;
+        // Ids in the order events apply: a reader paging by id misses none.
+        let order = self
+            .write_order
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let audit_id = self.audit_id()?;
         let guard = self.shared();
         let r = (&self.meta, &self.domains, &self.domain_names, &self.audit).transaction(
@@ -335,6 +345,7 @@ impl Store {
             },
         );
         drop(guard);
+        drop(order);
         let record = store_only(flatten(r))?;
         self.durable().await?;
         Ok(record)
@@ -387,6 +398,11 @@ impl Store {
         audit: impl Fn(&DomainRecord) -> AuditRecord,
     ) -> Result<Option<DomainRecord>, StoreError> {
         self.writable()?;
+        // Ids in the order events apply: a reader paging by id misses none.
+        let order = self
+            .write_order
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let audit_id = self.audit_id()?;
         let guard = self.shared();
         let trees = (
@@ -414,6 +430,7 @@ impl Store {
             },
         );
         drop(guard);
+        drop(order);
         let removed = store_only(flatten(r))?;
         if removed.is_some() {
             self.durable().await?;
@@ -446,6 +463,11 @@ impl Store {
         build: impl Fn(Option<&ConfigRecord>, u64) -> Result<(ConfigRecord, AuditRecord), E>,
     ) -> Result<(ConfigRecord, bool), Abort<E>> {
         self.writable()?;
+        // Ids in the order events apply: a reader paging by id misses none.
+        let order = self
+            .write_order
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let audit_id = self.audit_id()?;
         let guard = self.shared();
         let r = (&self.meta, &self.domains, &self.configs, &self.audit).transaction(
@@ -470,6 +492,7 @@ impl Store {
             },
         );
         drop(guard);
+        drop(order);
         let out = flatten(r)?;
         self.durable().await?;
         Ok(out)
@@ -482,6 +505,11 @@ impl Store {
         audit: AuditRecord,
     ) -> Result<bool, StoreError> {
         self.writable()?;
+        // Ids in the order events apply: a reader paging by id misses none.
+        let order = self
+            .write_order
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let audit_id = self.audit_id()?;
         let guard = self.shared();
         let r = (&self.configs, &self.audit).transaction(
@@ -494,6 +522,7 @@ impl Store {
             },
         );
         drop(guard);
+        drop(order);
         let removed = store_only(flatten(r))?;
         if removed {
             self.durable().await?;
@@ -513,6 +542,11 @@ impl Store {
         audit: impl Fn(&TokenRecord) -> AuditRecord,
     ) -> Result<(TokenRecord, R), StoreError> {
         self.writable()?;
+        // Ids in the order events apply: a reader paging by id misses none.
+        let order = self
+            .write_order
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let audit_id = self.audit_id()?;
         let guard = self.shared();
         let r = (&self.meta, &self.domains, &self.tokens, &self.audit).transaction(
@@ -540,6 +574,7 @@ impl Store {
             },
         );
         drop(guard);
+        drop(order);
         let out = store_only(flatten(r))?;
         self.durable().await?;
         Ok(out)
@@ -572,6 +607,11 @@ impl Store {
         audit: impl Fn(&TokenRecord) -> AuditRecord,
     ) -> Result<bool, StoreError> {
         self.writable()?;
+        // Ids in the order events apply: a reader paging by id misses none.
+        let order = self
+            .write_order
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let audit_id = self.audit_id()?;
         let guard = self.shared();
         let r = (&self.domains, &self.tokens, &self.audit).transaction(
@@ -594,6 +634,7 @@ impl Store {
             },
         );
         drop(guard);
+        drop(order);
         let removed = store_only(flatten(r))?;
         if removed {
             self.durable().await?;
@@ -670,8 +711,14 @@ impl Store {
     /// rotation, a backup). Durable when this returns.
     pub async fn append_audit(&self, event: &AuditRecord) -> Result<(), StoreError> {
         self.writable()?;
-        let id = self.audit_id()?;
-        self.audit.insert(id, encode(event))?;
+        {
+            let _order = self
+                .write_order
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let id = self.audit_id()?;
+            self.audit.insert(id, encode(event))?;
+        }
         self.durable().await
     }
 

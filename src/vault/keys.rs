@@ -170,7 +170,7 @@ impl Vault {
             .collect();
         for domain_id in ids {
             // Counted outside the record's transaction (see `seal_secret`).
-            self.count_encryption(self.keyring().active_term())?;
+            self.count_encryption(self.keyring().active_term(), true)?;
             let changed = self
                 .store
                 .reseal_config(domain_id, |record| {
@@ -243,7 +243,7 @@ impl Vault {
     /// One round of background work: rotate when the active term is due,
     /// re-encrypt after a rotation (also one interrupted by a crash).
     pub async fn maintenance_step(&self) -> Result<(), VaultError> {
-        if self.active_term_uses() >= self.rotate_after {
+        if self.rotation_due() {
             let used = self.active_term_uses();
             self.rotate(
                 None,

@@ -246,6 +246,12 @@ struct TermUses {
     term: u32,
     used: u64,
     reserved: u64,
+    /// Of `used`, how many re-encrypted stored secrets after a rotation. They do
+    /// not make the next rotation due: with more stored secrets than
+    /// `rotate_after_encryptions`, they would otherwise make every rotation due
+    /// again at once (a rotation storm). A term still seals at most
+    /// `rotate_after_encryptions` + the number of stored secrets times.
+    reencrypted: u64,
 }
 
 /// How many encryptions are reserved in the store at a time.
@@ -389,6 +395,7 @@ impl Vault {
                     term,
                     used: reserved,
                     reserved,
+                    reencrypted: 0,
                 }),
                 rotate_after: config.security.rotate_after_encryptions,
                 audit_retention_days: config.audit.retention_days,
@@ -414,7 +421,7 @@ impl Vault {
 
     /// Count one encryption under the active term, reserving ahead in the store;
     /// wakes the maintenance task when the term is due for rotation.
-    fn count_encryption(&self, term: u32) -> Result<(), VaultError> {
+    fn count_encryption(&self, term: u32, reencryption: bool) -> Result<(), VaultError> {
         let mut uses = self
             .uses
             .lock()
@@ -426,17 +433,30 @@ impl Vault {
                 term,
                 used: reserved,
                 reserved,
+                reencrypted: 0,
             };
         }
         uses.used += 1;
+        if reencryption {
+            uses.reencrypted += 1;
+        }
         if uses.used > uses.reserved {
             uses.reserved = uses.used + USE_RESERVATION_BLOCK;
             self.store.reserve_term_uses(term, uses.reserved)?;
         }
-        if uses.used >= self.rotate_after {
+        if uses.used - uses.reencrypted >= self.rotate_after {
             self.wake.notify_one();
         }
         Ok(())
+    }
+
+    /// Whether the active term has sealed enough new secrets to be rotated.
+    pub(crate) fn rotation_due(&self) -> bool {
+        let uses = self
+            .uses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        uses.used - uses.reencrypted >= self.rotate_after
     }
 
     /// Start counting encryptions of a newly active term.
@@ -449,6 +469,7 @@ impl Vault {
             term,
             used: reserved,
             reserved,
+            reencrypted: 0,
         };
         Ok(())
     }
@@ -567,7 +588,7 @@ impl Vault {
         if patch.client_secret.is_some() {
             // Counted before the transaction (sled cannot write outside one from
             // inside one); an unchanged secret over-counts, which is the safe side.
-            self.count_encryption(self.keyring().active_term())?;
+            self.count_encryption(self.keyring().active_term(), false)?;
         }
         // The event of the attempt that commits (the closure may run again on a
         // transaction conflict), for the log line.
@@ -848,6 +869,7 @@ impl Vault {
             .into_iter()
             .map(|d| (d.id, d))
             .collect();
+        let stored_event: Mutex<Option<AuditRecord>> = Mutex::new(None);
         let token_event = |r: &TokenRecord| {
             let domain = match r.scope {
                 TokenScope::Domain(d) => domains.get(&d),
@@ -855,13 +877,19 @@ impl Vault {
             };
             let mut e = audit::event(now, actor, "token.revoke", domain);
             e.detail = Some(format!("token {}", r.id));
+            *stored_event
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.clone());
             e
         };
         let revoked = self.store.revoke_token(id, token_event).await?;
         if revoked {
-            let mut e = audit::event(now, actor, "token.revoke", None);
-            e.detail = Some(format!("token {id}"));
-            audit::log_line(&e);
+            if let Some(e) = stored_event
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+            {
+                audit::log_line(&e);
+            }
         }
         Ok(revoked)
     }
