@@ -78,6 +78,7 @@ echo "== schemathesis $ST_VERSION against $BASE/api/v1/openapi.json (max $MAX_EX
 # everywhere else (schemathesis.toml reads them from the environment).
 export OV_DOMAIN_TOKEN="$DOMAIN_TOKEN" OV_OPERATOR_TOKEN="$OPERATOR_TOKEN"
 export OV_PROTECTED_TOKEN_IDS="$TOKEN_IDS" OV_PROTECTED_DOMAIN_IDS="$DOMAIN_ID"
+export OV_BASE_URL="$BASE"
 set +e
 (cd "$WORK" && SCHEMATHESIS_HOOKS="$HERE/hooks.py" "$VENV/bin/st" --config-file "$HERE/schemathesis.toml" run \
     "$BASE/api/v1/openapi.json" \
