@@ -18,8 +18,17 @@ if [ ! -f tests/browser/node_modules/playwright-core/package.json ]; then
   (cd tests/browser && npm ci --no-audit --no-fund)
 fi
 
+# The discovery tests' OpenID Provider: panva's oidc-provider from npm, pinned by
+# tests/oidc-provider/package-lock.json.
+if [ ! -f tests/oidc-provider/node_modules/oidc-provider/package.json ]; then
+  (cd tests/oidc-provider && npm ci --no-audit --no-fund)
+fi
+
 # ---- the Rust test suite -----------------------------------------------------------
 cargo test
 
 # ---- the admin page in headless Chromium, against the binary cargo just built ------
 cargo test --test integration browser:: -- --ignored --nocapture
+
+# ---- discovery and the connection test against a real OpenID Provider on loopback --
+cargo test --test integration discovery::provider -- --ignored

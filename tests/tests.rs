@@ -7,7 +7,12 @@
 //! - `ui`: the admin page's files and headers, in process; `browser`: the page in
 //!   headless Chromium against the real binary (ignored by a plain `cargo test`,
 //!   run by `scripts/test.sh`).
+//! - `outbound`: the SSRF guard and the outbound client against stub servers
+//!   (`stub_http`) on loopback; `discovery`: resolve on save, refresh and the
+//!   connection test, against stubs and (ignored by a plain `cargo test`, run by
+//!   `scripts/test.sh`) a real OpenID Provider from npm.
 
+mod stub_http;
 mod util;
 
 mod api_admin;
@@ -15,4 +20,6 @@ mod api_oidc;
 mod api_ops;
 mod binary;
 mod browser;
+mod discovery;
+mod outbound;
 mod ui;

@@ -122,6 +122,8 @@ before(async () => {
     '[server]', 'bind = "127.0.0.1:0"', 'shutdown_timeout_secs = 5', '',
     '[storage]', 'data_dir = "data"', 'cache_capacity_mib = 8', '',
     '[security]', 'kdf_memory_kib = 19456', 'kdf_iterations = 2', 'kdf_parallelism = 1', '',
+    // The page is tested with discovery URLs of hosts that do not exist: never fetch.
+    '[outbound]', 'resolve_discovery_on_save = false', '',
   ].join('\n'));
   oidcvault('domain', 'add', 'acme.com');
   domainToken = oidcvault('token', 'create', '--domain', 'acme.com');
