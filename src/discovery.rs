@@ -465,7 +465,7 @@ fn basic_authorization(client_id: &str, secret: &SecretString) -> Zeroizing<Stri
     ));
     let mut header = Zeroizing::new(String::with_capacity(6 + joined.len().div_ceil(3) * 4 + 4));
     header.push_str("Basic ");
-    STANDARD.encode_string(joined.as_bytes(), &mut *header);
+    STANDARD.encode_string(joined.as_bytes(), &mut header);
     header
 }
 

@@ -404,11 +404,11 @@ impl Outbound {
         &self,
         url: &Url,
         deadline: Instant,
-        build: impl FnOnce(&ureq::Agent) -> Result<ureq::Response, ureq::Error>,
+        build: impl FnOnce(&ureq::Agent) -> Result<ureq::Response, Box<ureq::Error>>,
     ) -> Result<Response, FetchError> {
         let pinned = self.resolve_checked(url, deadline)?;
         let agent = self.agent(url, pinned, deadline);
-        let resp = match build(&agent) {
+        let resp = match build(&agent).map_err(|e| *e) {
             Ok(r) => r,
             Err(ureq::Error::Status(_, r)) => r,
             Err(ureq::Error::Transport(t)) => return Err(self.transport_error(url, &t)),
@@ -479,7 +479,11 @@ impl Outbound {
         let mut hops = 0;
         loop {
             let resp = self.send_once(&url, deadline, |agent| {
-                agent.request_url("GET", &url).set("Accept", accept).call()
+                agent
+                    .request_url("GET", &url)
+                    .set("Accept", accept)
+                    .call()
+                    .map_err(Box::new)
             })?;
             let location = resp.location.clone();
             if !(300..400).contains(&resp.status) {
@@ -546,7 +550,7 @@ impl Outbound {
             if let Some(a) = authorization {
                 req = req.set("Authorization", a);
             }
-            req.send_bytes(body)
+            req.send_bytes(body).map_err(Box::new)
         })
     }
 }

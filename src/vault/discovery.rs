@@ -207,6 +207,9 @@ pub struct RefreshReport {
     pub config: OidcConfig,
 }
 
+/// What a refresh did, as its transaction committed it.
+type Outcome = (Vec<EndpointChange>, Vec<EndpointKept>, AuditRecord);
+
 /// What a refresh would do to `current` given the document `doc`.
 fn plan_refresh(
     current: &ConfigRecord,
@@ -277,8 +280,7 @@ impl Vault {
             });
         }
         let now = now_micros();
-        let outcome: Mutex<Option<(Vec<EndpointChange>, Vec<EndpointKept>, AuditRecord)>> =
-            Mutex::new(None);
+        let outcome: Mutex<Option<Outcome>> = Mutex::new(None);
         let build = |current: Option<&ConfigRecord>,
                      _id: u64|
          -> Result<(ConfigRecord, AuditRecord), VaultError> {

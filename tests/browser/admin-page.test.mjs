@@ -137,6 +137,11 @@ before(async () => {
     args: [
       '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      // Nothing beyond loopback: no name resolution (the page needs none), no
+      // DNS-over-HTTPS probing, no prefetch.
+      '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1',
+      '--disable-features=AsyncDns,DnsOverHttps,MediaRouter,OptimizationHints,Translate',
+      '--dns-prefetch-disable',
     ],
     viewport: { width: 1100, height: 900 },
     locale: 'en-US',
