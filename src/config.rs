@@ -650,6 +650,55 @@ mod tests {
     }
 
     #[test]
+    fn outbound_lists_come_from_the_file_or_a_comma_separated_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[outbound]\nallow_http_hosts = [\"lab-idp.corp\"]\nextra_ca_file = \"ca.pem\"\n",
+        )
+        .unwrap();
+        let c = Config::load_with_env(Some(&path), &[]).unwrap();
+        assert_eq!(c.outbound.allow_http_hosts, ["lab-idp.corp"]);
+        assert!(c.outbound.resolve_discovery_on_save);
+        assert_eq!(c.extra_ca_file(), Some(dir.path().join("ca.pem")));
+        let c = Config::load_with_env(
+            Some(&path),
+            &env(&[
+                (
+                    "OIDCVAULT_OUTBOUND__ALLOW_PRIVATE_HOSTS",
+                    "10.1.0.0/16, lab-idp.corp",
+                ),
+                ("OIDCVAULT_OUTBOUND__RESOLVE_DISCOVERY_ON_SAVE", "false"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.outbound.allow_private_hosts,
+            ["10.1.0.0/16", "lab-idp.corp"]
+        );
+        assert!(!c.outbound.resolve_discovery_on_save);
+        for (bad, named) in [
+            ("[outbound]\ntimeout_secs = 0\n", "outbound.timeout_secs"),
+            ("[outbound]\nmax_redirects = 50\n", "outbound.max_redirects"),
+            (
+                "[outbound]\nallow_private_hosts = [\"10.0.0.0/40\"]\n",
+                "allow_private_hosts",
+            ),
+            (
+                "[outbound]\nallow_http_hosts = [\"http://x\"]\n",
+                "allow_http_hosts",
+            ),
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let e = Config::load_with_env(Some(&path), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(named), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn short_passphrase_is_refused() {
         let e = env(&[(ENV_PASSPHRASE, "short")]);
         let r = load_master_secret(&MasterSource::EnvPassphrase, &e, true);

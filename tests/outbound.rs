@@ -97,6 +97,21 @@ fn each_internal_address_class_is_refused() {
         };
         refused_class(out.check(&literal), *class);
     }
+    // Other spellings of an address are the address (the URL parser normalises them).
+    for odd in [
+        "https://2130706433/",
+        "https://0x7f.0.0.1/",
+        "https://017700000001/",
+        "https://127.1/",
+        "https://[::ffff:7f00:1]/",
+        "https://[0:0:0:0:0:ffff:127.0.0.1]/",
+    ] {
+        refused_class(out.check(odd), AddressClass::Loopback);
+    }
+    refused_class(
+        out.check("https://0xa9fea9fe/"),
+        AddressClass::CloudMetadata,
+    );
     // The message names the address, its class and the setting to change.
     let msg = out
         .check("https://rfc1918-10.test/")
