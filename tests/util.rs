@@ -21,7 +21,14 @@ pub const PASSPHRASE: &str = "integration-test passphrase";
 pub const CONFIG_PATH: &str = "/api/v1/enterprises/oidc/config/";
 
 /// Config for tests: Argon2id at the smallest parameters the appliance accepts,
-/// with `extra` TOML appended (sections of its own).
+/// and no outbound fetch on save (see [`Env::new`]).
+#[allow(dead_code)] // the helper other test modules may call
+pub fn write_config(dir: &Path) -> std::path::PathBuf {
+    write_config_with(dir, "[outbound]\nresolve_discovery_on_save = false\n")
+}
+
+/// As [`write_config`], with `extra` TOML appended (sections of its own)
+/// instead of the `[outbound]` default.
 pub fn write_config_with(dir: &Path, extra: &str) -> std::path::PathBuf {
     let path = dir.join("config.toml");
     std::fs::write(
