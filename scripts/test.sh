@@ -29,6 +29,12 @@ if ! { [ "$(id -u)" = 0 ] && command -v mount >/dev/null; }; then
     echo "NOTE: not root: the disk-full tests (tests/disk_full.rs) will be SKIPPED"
 fi
 
+# The discovery tests' OpenID Provider: panva's oidc-provider from npm, pinned by
+# tests/oidc-provider/package-lock.json.
+if [ ! -f tests/oidc-provider/node_modules/oidc-provider/package.json ]; then
+  (cd tests/oidc-provider && npm ci --no-audit --no-fund)
+fi
+
 # ---- the Rust test suite -----------------------------------------------------------
 cargo test
 
@@ -37,3 +43,6 @@ cargo test --test integration browser:: -- --ignored --nocapture
 
 # ---- Schemathesis against the real binary (built by cargo test) -------------------------
 bash scripts/schemathesis/run.sh target/debug/oidcvault
+
+# ---- discovery and the connection test against a real OpenID Provider on loopback --
+cargo test --test integration discovery::provider -- --ignored

@@ -153,6 +153,73 @@ impl Default for AuditConfig {
     }
 }
 
+/// Outbound HTTP (OIDC discovery, the connection test): see `crate::outbound`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// Off: no outbound request at all (discovery, refresh and the connection
+    /// test are refused), for sites that must never call out.
+    pub enabled: bool,
+    /// Fetch the discovery document when a POST sets `discovery_url`, and fill
+    /// the endpoints from it. Off: the URL is stored as given, nothing fetched.
+    pub resolve_discovery_on_save: bool,
+    /// Seconds to establish a TCP connection.
+    pub connect_timeout_secs: u64,
+    /// Seconds for a whole fetch: connect, TLS, request, redirects, body.
+    pub timeout_secs: u64,
+    /// Largest response body read; a larger one is refused.
+    pub max_response_bytes: u64,
+    /// Redirects followed per fetch (to the same host only).
+    pub max_redirects: u32,
+    /// Hosts (exact names or IP addresses) that may be reached over plain `http`.
+    /// A list, or one comma-separated string (for the environment variable).
+    #[serde(deserialize_with = "string_list")]
+    pub allow_http_hosts: Vec<String>,
+    /// Hosts (exact names), IP addresses or CIDR networks that may be reached
+    /// although they resolve to loopback, private, link-local or other
+    /// internal addresses.
+    #[serde(deserialize_with = "string_list")]
+    pub allow_private_hosts: Vec<String>,
+    /// PEM file of extra CA certificates trusted besides the built-in web
+    /// roots (a lab identity provider with its own CA).
+    pub extra_ca_file: Option<PathBuf>,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            resolve_discovery_on_save: true,
+            connect_timeout_secs: 5,
+            timeout_secs: 15,
+            max_response_bytes: 1 << 20,
+            max_redirects: 3,
+            allow_http_hosts: Vec::new(),
+            allow_private_hosts: Vec::new(),
+            extra_ca_file: None,
+        }
+    }
+}
+
+/// A list of strings, from a TOML array or one comma-separated string.
+fn string_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        Many(Vec<String>),
+        One(String),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::Many(v) => v,
+        OneOrMany::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -163,6 +230,7 @@ pub struct Config {
     pub log: LogConfig,
     /// Abuse limits (see `crate::limits`).
     pub limits: crate::limits::LimitsConfig,
+    pub outbound: OutboundConfig,
     /// Folder that relative paths are resolved against (the config file's).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -264,6 +332,14 @@ impl Config {
         }
     }
 
+    /// `outbound.extra_ca_file`, resolved.
+    pub fn extra_ca_file(&self) -> Option<PathBuf> {
+        self.outbound
+            .extra_ca_file
+            .as_deref()
+            .map(|p| self.resolve(p))
+    }
+
     pub fn master_key_file(&self) -> PathBuf {
         self.resolve(&self.security.master_key_file)
     }
@@ -322,6 +398,7 @@ impl Config {
             ));
         }
         self.limits.validate().map_err(ConfigError::Weak)?;
+        crate::outbound::validate_config(&self.outbound).map_err(ConfigError::Weak)?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::Weak(format!(
                 "log.format = {:?}: use \"text\" or \"json\"",
@@ -577,6 +654,55 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("chmod 600"), "{e}");
+    }
+
+    #[test]
+    fn outbound_lists_come_from_the_file_or_a_comma_separated_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[outbound]\nallow_http_hosts = [\"lab-idp.corp\"]\nextra_ca_file = \"ca.pem\"\n",
+        )
+        .unwrap();
+        let c = Config::load_with_env(Some(&path), &[]).unwrap();
+        assert_eq!(c.outbound.allow_http_hosts, ["lab-idp.corp"]);
+        assert!(c.outbound.resolve_discovery_on_save);
+        assert_eq!(c.extra_ca_file(), Some(dir.path().join("ca.pem")));
+        let c = Config::load_with_env(
+            Some(&path),
+            &env(&[
+                (
+                    "OIDCVAULT_OUTBOUND__ALLOW_PRIVATE_HOSTS",
+                    "10.1.0.0/16, lab-idp.corp",
+                ),
+                ("OIDCVAULT_OUTBOUND__RESOLVE_DISCOVERY_ON_SAVE", "false"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.outbound.allow_private_hosts,
+            ["10.1.0.0/16", "lab-idp.corp"]
+        );
+        assert!(!c.outbound.resolve_discovery_on_save);
+        for (bad, named) in [
+            ("[outbound]\ntimeout_secs = 0\n", "outbound.timeout_secs"),
+            ("[outbound]\nmax_redirects = 50\n", "outbound.max_redirects"),
+            (
+                "[outbound]\nallow_private_hosts = [\"10.0.0.0/40\"]\n",
+                "allow_private_hosts",
+            ),
+            (
+                "[outbound]\nallow_http_hosts = [\"http://x\"]\n",
+                "allow_http_hosts",
+            ),
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let e = Config::load_with_env(Some(&path), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(named), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -264,7 +264,11 @@ pub(crate) fn config_toml() -> String {
      [security]\n\
      kdf_memory_kib = 19456\n\
      kdf_iterations = 2\n\
-     kdf_parallelism = 1\n"
+     kdf_parallelism = 1\n\
+     \n\
+     [outbound]\n\
+     enabled = false\n\
+     resolve_discovery_on_save = false\n"
         .to_owned()
 }
 
@@ -1660,4 +1664,118 @@ fn first_start_creates_a_private_master_key_and_later_runs_reuse_it() {
         "first_start_creates_a_private_master_key_and_later_runs_reuse_it: {:?}",
         started.elapsed()
     );
+}
+
+// ---- 5. outbound: the connection test's secret stays out of logs and answers ---------
+
+/// The connection test decrypts the client secret and sends it to the provider
+/// (client_secret_basic, then client_secret_post): at `trace` level no log line,
+/// and no answer, carries it in any encoding. The provider is a stub on loopback.
+#[test]
+fn connection_test_keeps_the_secret_out_of_trace_logs() {
+    use crate::stub_http::{Reply, Stub};
+    let secret = format!("Zebra-Quokka-{}-secret", random_hex(12));
+    let doc = Arc::new(Mutex::new(Value::Null));
+    let (served, expected) = (doc.clone(), secret.clone());
+    let idp = Stub::start("127.0.0.1", move |r| {
+        let body = String::from_utf8_lossy(&r.body).into_owned();
+        let authenticated = r.header("authorization").is_some_and(|h| {
+            b64_decode(h.trim_start_matches("Basic ")).ends_with(expected.as_bytes())
+        }) || body.contains(&format!("client_secret={expected}"));
+        match r.path.as_str() {
+            "/.well-known/openid-configuration" => {
+                Reply::Json(200, served.lock().unwrap().to_string())
+            }
+            "/jwks" => Reply::Json(200, r#"{"keys":[{"kty":"EC","kid":"a"}]}"#.into()),
+            "/token" if r.method == "POST" && authenticated => {
+                Reply::Json(400, r#"{"error":"invalid_grant"}"#.into())
+            }
+            "/token" if r.method == "POST" => {
+                Reply::Json(401, r#"{"error":"invalid_client"}"#.into())
+            }
+            _ => Reply::Json(400, r#"{"error":"invalid_request"}"#.into()),
+        }
+    });
+    let o = idp.origin();
+    *doc.lock().unwrap() = json!({
+        "issuer": o, "authorization_endpoint": format!("{o}/auth"),
+        "token_endpoint": format!("{o}/token"), "jwks_uri": format!("{o}/jwks"),
+    });
+    let home = Home::new(Some(PASSPHRASE));
+    home.write_config(&config_toml().replace(
+        "enabled = false\nresolve_discovery_on_save = false",
+        "resolve_discovery_on_save = true\nallow_http_hosts = [\"127.0.0.1\"]\n\
+         allow_private_hosts = [\"127.0.0.1\"]\ntimeout_secs = 5",
+    ));
+    let operator = home.run_ok(&["token", "create", "--operator"]);
+    let mut server = home.start_with(None, &[("OIDCVAULT_LOG", "trace")]);
+    server.add_domain(&operator, "acme.com");
+    let body = json!({"client_id": "app", "client_secret": secret,
+                      "discovery_url": format!("{o}/.well-known/openid-configuration")});
+    let mut answers = vec![server.expect(
+        200,
+        "POST",
+        CONFIG_PATH,
+        &operator,
+        Some("acme.com"),
+        Some(&body),
+    )];
+    assert_eq!(
+        answers[0]["token_endpoint"],
+        format!("{o}/token"),
+        "{}",
+        answers[0]
+    );
+    let test_path = "/api/v1/enterprises/oidc/config/test/";
+    for methods in [json!(null), json!(["client_secret_post"])] {
+        doc.lock().unwrap()["token_endpoint_auth_methods_supported"] = methods;
+        let t = server.expect(
+            200,
+            "POST",
+            test_path,
+            &operator,
+            Some("acme.com"),
+            Some(&json!({})),
+        );
+        let client = t["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "client_authentication")
+            .unwrap()
+            .clone();
+        assert_eq!(client["status"], "pass", "{t}");
+        answers.push(t);
+    }
+    server.stop();
+    let log = server.log();
+    assert!(
+        log.contains("config.test"),
+        "the test is audited and logged:\n{}",
+        tail(&log, 4000)
+    );
+    // The HTTP client's own debug lines (ureq's request head) are in the log, with
+    // the credentials header redacted: the check below looks at them too.
+    assert!(
+        log.contains("POST /token") && log.contains("Authorization: ***"),
+        "{}",
+        tail(&log, 8000)
+    );
+    let needles = encodings("the client secret", secret.as_bytes());
+    let leaked = find_needles(log.as_bytes(), &needles);
+    assert!(
+        leaked.is_empty(),
+        "the trace-level log contains {leaked:?}\n{}",
+        tail(&log, 20000)
+    );
+    for a in &answers {
+        let found = find_needles(a.to_string().as_bytes(), &needles);
+        assert!(found.is_empty(), "an answer contains {found:?}: {a}");
+    }
+    let posts = idp
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .count();
+    assert_eq!(posts, 2, "one token request per test");
 }

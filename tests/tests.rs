@@ -11,7 +11,12 @@
 //! - `proptests`: property tests of the OIDC routes and the decoders;
 //! - `limits`: abuse limits, in-process and over TCP;
 //! - `disk_full`: writes on a full (tmpfs) disk; skipped with a message without root.
+//! - `outbound`: the SSRF guard and the outbound client against stub servers
+//!   (`stub_http`) on loopback; `discovery`: resolve on save, refresh and the
+//!   connection test, against stubs and (ignored by a plain `cargo test`, run by
+//!   `scripts/test.sh`) a real OpenID Provider from npm.
 
+mod stub_http;
 mod util;
 
 mod api_admin;
@@ -20,8 +25,10 @@ mod api_ops;
 mod binary;
 mod browser;
 mod crash;
+mod discovery;
 mod disk_full;
 mod limits;
 mod ops;
+mod outbound;
 mod proptests;
 mod ui;

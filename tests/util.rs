@@ -20,13 +20,26 @@ use oidcvault::Vault;
 pub const PASSPHRASE: &str = "integration-test passphrase";
 pub const CONFIG_PATH: &str = "/api/v1/enterprises/oidc/config/";
 
-/// Config for tests: Argon2id at the smallest parameters the appliance accepts.
+/// Config for tests: Argon2id at the smallest parameters the appliance accepts,
+/// and no outbound fetch on save (see [`Env::new`]).
+#[allow(dead_code)] // the helper other test modules may call
 pub fn write_config(dir: &Path) -> std::path::PathBuf {
+    write_config_with(
+        dir,
+        "[outbound]\nenabled = false\nresolve_discovery_on_save = false\n",
+    )
+}
+
+/// As [`write_config`], with `extra` TOML appended (sections of its own)
+/// instead of the `[outbound]` default.
+pub fn write_config_with(dir: &Path, extra: &str) -> std::path::PathBuf {
     let path = dir.join("config.toml");
     std::fs::write(
         &path,
-        "[storage]\ndata_dir = \"data\"\ncache_capacity_mib = 8\n\
-         [security]\nkdf_memory_kib = 19456\nkdf_iterations = 2\nkdf_parallelism = 1\n",
+        format!(
+            "[storage]\ndata_dir = \"data\"\ncache_capacity_mib = 8\n\
+             [security]\nkdf_memory_kib = 19456\nkdf_iterations = 2\nkdf_parallelism = 1\n{extra}"
+        ),
     )
     .expect("write config");
     path
@@ -40,9 +53,17 @@ pub struct Env {
 }
 
 impl Env {
+    /// No outbound fetch on save: test bodies carry discovery URLs of hosts that
+    /// do not exist (idp.acme.com), and the suite must never leave loopback; the
+    /// discovery tests turn it on with [`Env::with_config`].
     pub fn new() -> Self {
+        Self::with_config("[outbound]\nenabled = false\nresolve_discovery_on_save = false\n")
+    }
+
+    /// A vault whose config has `extra` TOML appended (e.g. an `[outbound]` section).
+    pub fn with_config(extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = write_config(dir.path());
+        let path = write_config_with(dir.path(), extra);
         let env = vec![(
             "OIDCVAULT_MASTER_PASSPHRASE".to_owned(),
             PASSPHRASE.to_owned(),

@@ -51,6 +51,10 @@ kdf_parallelism = 1
 [limits]
 # The fuzzer sends invalid tokens on purpose (ignored_auth); do not throttle it.
 auth_failures_per_window = 0
+[outbound]
+# The fuzzer posts URLs of arbitrary hosts: never look them up or call them.
+enabled = false
+resolve_discovery_on_save = false
 TOML
 for v in $(env | grep -o '^OIDCVAULT_[A-Z_]*' || true); do unset "$v"; done
 export OIDCVAULT_MASTER_PASSPHRASE="schemathesis-run-passphrase"

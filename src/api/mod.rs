@@ -2,6 +2,7 @@
 //! Handlers speak DTOs and model types, never storage records.
 
 mod admin;
+mod discovery;
 pub mod error;
 mod json;
 mod oidc_config;
@@ -30,6 +31,7 @@ pub const DOMAIN_HEADER: &str = "X-Enterprise-Domain";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     oidc_config::configure(cfg);
+    discovery::configure(cfg);
     admin::configure(cfg);
     operations::configure(cfg);
     ops::configure(cfg);

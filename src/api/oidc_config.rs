@@ -82,8 +82,9 @@ async fn post_config(
     let caller = authenticate(&req, &vault)?;
     let body = read_json_body(&req, payload).await?;
     let domain = enterprise_domain(&req, &vault, caller)?;
-    let patch = parse_patch(&body)?;
+    let mut patch = parse_patch_with(&body, vault.outbound().policy())?;
     drop(body); // wiped
+    super::discovery::resolve_on_save(&vault, &domain, &mut patch).await?;
     let (config, _created) = vault
         .upsert_config(&domain, patch, Some(caller.token_id()))
         .await?;
@@ -108,7 +109,17 @@ async fn delete_config(
 
 /// Validate a create-or-update body. Read-only and unknown fields are ignored, so
 /// a GET body can be posted back. Every field error is reported at once.
+#[cfg(test)]
 fn parse_patch(body: &[u8]) -> Result<ConfigPatch, ApiError> {
+    parse_patch_with(body, &crate::outbound::Policy::default())
+}
+
+/// As the contract says, with one operator extension: plain `http` URLs are also
+/// accepted for the hosts in `outbound.allow_http_hosts` (a lab identity provider).
+fn parse_patch_with(
+    body: &[u8],
+    outbound: &crate::outbound::Policy,
+) -> Result<ConfigPatch, ApiError> {
     let obj = json::parse_object(body)?;
     let mut errors = Errors::default();
     let mut patch = ConfigPatch::default();
@@ -155,7 +166,7 @@ fn parse_patch(body: &[u8]) -> Result<ConfigPatch, ApiError> {
     for field in URL_FIELDS {
         let value = match obj.get(field) {
             None => Patch::Keep,
-            Some(raw) => match url_field(raw) {
+            Some(raw) => match url_field(raw, outbound) {
                 Ok(v) => v,
                 Err(m) => {
                     errors.add(field, m);
@@ -175,7 +186,7 @@ fn parse_patch(body: &[u8]) -> Result<ConfigPatch, ApiError> {
 
 /// `null` clears; a string must be an absolute `https` URL (`http` for loopback
 /// hosts only), without credentials, of at most 2048 characters.
-fn url_field(raw: &RawValue) -> Result<Patch<String>, String> {
+fn url_field(raw: &RawValue, outbound: &crate::outbound::Policy) -> Result<Patch<String>, String> {
     if json::kind(raw) == Kind::Null {
         return Ok(Patch::Clear);
     }
@@ -188,7 +199,14 @@ fn url_field(raw: &RawValue) -> Result<Patch<String>, String> {
             "Ensure this field has no more than {URL_MAX_CHARS} characters."
         ));
     }
-    check_url(&value)?;
+    if let Err(m) = check_url(&value) {
+        let allowlisted_http = url::Url::parse(&value).is_ok_and(|u| {
+            u.scheme() == "http" && outbound.http_allowed(&u) && outbound.check_url(&value).is_ok()
+        });
+        if !allowlisted_http {
+            return Err(m);
+        }
+    }
     Ok(Patch::Set(value))
 }
 
@@ -263,6 +281,18 @@ mod tests {
                 "token_endpoint"
             ]
         );
+    }
+
+    #[test]
+    fn plain_http_only_for_loopback_or_allowlisted_hosts() {
+        let body = br#"{"discovery_url": "http://lab-idp.corp/.well-known/openid-configuration"}"#;
+        assert!(parse_patch(body).is_err());
+        let lab = crate::outbound::Policy::new(&["lab-idp.corp".into()], &[]).unwrap();
+        assert!(parse_patch_with(body, &lab).is_ok());
+        let other = br#"{"discovery_url": "http://other.corp/.well-known/openid-configuration"}"#;
+        assert!(parse_patch_with(other, &lab).is_err());
+        let creds = br#"{"token_endpoint": "http://u:p@lab-idp.corp/token"}"#;
+        assert!(parse_patch_with(creds, &lab).is_err());
     }
 
     #[test]

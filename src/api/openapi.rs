@@ -7,6 +7,7 @@
 use serde_json::{json, Value};
 
 use super::admin::{DOMAIN, DOMAINS, TOKEN, TOKENS};
+use super::discovery::{REFRESH as OIDC_REFRESH, TEST as OIDC_TEST};
 use super::oidc_config::PATH as OIDC_CONFIG;
 use super::operations::{AUDIT, BACKUP, KEYS, KEYS_ROTATE};
 use super::ops::{HEALTHZ, METRICS, OPENAPI, READYZ};
@@ -143,6 +144,7 @@ pub fn document() -> Value {
         "description": "With an operator token: the enterprise domain to act on. With a domain token: optional, must name the token's own domain.",
         "schema": {"type": "string", "example": "acme.com"}
     }]);
+    let discovery_header = domain_header.clone();
     let config_ref = json!({"$ref": "#/components/schemas/EnterpriseOIDCConfig"});
     let domain_name = json!({"type": "string", "pattern": DOMAIN_NAME_PATTERN, "maxLength": 253,
         "example": "acme.com"});
@@ -172,12 +174,29 @@ pub fn document() -> Value {
                            "400": validation_response(),
                            "404": error_response("Enterprise domain not found")}),
                     true,
-                    json!({"description": "Create or update OIDC configuration for the enterprise domain. On update, a field left out keeps its value, `null` clears a URL field, and a `client_secret` equal to the stored masked form leaves the secret unchanged.",
+                    json!({"description": "Create or update OIDC configuration for the enterprise domain. On update, a field left out keeps its value, `null` clears a URL field, and a `client_secret` equal to the stored masked form leaves the secret unchanged. When the request sets a new `discovery_url` (and `outbound.resolve_discovery_on_save` is on), the server fetches the discovery document, checks that its `issuer` is the URL less `/.well-known/openid-configuration`, and fills the endpoints the request leaves unset (absent or `null`); endpoints given explicitly win. A URL that does not answer, is not a discovery document, has another issuer, or names an endpoint the outbound guard refuses: 400 on `discovery_url`, nothing stored.",
                            "requestBody": json_body("#/components/schemas/EnterpriseOIDCConfig", seed_example)})),
                 "delete": op("oidc-config-destroy", "Delete the OIDC configuration of the enterprise domain",
                     json!({"204": {"description": "Deleted."},
                            "404": error_response("Enterprise domain not found, or no configuration.")}),
                     false, json!({})),
+            },
+            OIDC_REFRESH: {
+                "parameters": discovery_header.clone(),
+                "post": op("oidc-config-refresh", "Re-read the discovery document and update the endpoints it manages",
+                    json!({"200": ok_json("What changed, what was kept (set by hand), and the stored configuration.", json!({"$ref": "#/components/schemas/DiscoveryRefresh"})),
+                           "400": validation_response(),
+                           "404": error_response("Enterprise domain not found, or no configuration.")}),
+                    false,
+                    json!({"description": "Endpoints filled from discovery (and empty ones) follow the document; an endpoint set by hand is never overwritten, only reported under `kept`. No request body. A change is recorded in the audit trail as `config.refresh`. 400 on `discovery_url` when none is configured or it cannot be used."})),
+            },
+            OIDC_TEST: {
+                "parameters": discovery_header,
+                "post": op("oidc-config-test", "Test the stored configuration against the identity provider, without a user",
+                    json!({"200": ok_json("Each step with pass, fail or skip, and the provider's own error text.", json!({"$ref": "#/components/schemas/ConnectionTest"})),
+                           "404": error_response("Enterprise domain not found, or no configuration.")}),
+                    false,
+                    json!({"description": "Steps: `discovery` (reachable, issuer consistent, endpoints pass the outbound guard), `authorization_endpoint`, `token_endpoint`, `userinfo_endpoint` (each answers, over TLS unless allowlisted), `jwks` (the JWK set loads and has keys), `client_authentication` (a token request with a deliberately invalid code: `invalid_grant` means the client authenticated, `invalid_client` that it did not; client_secret_basic, or client_secret_post when the provider offers only that). The client secret is decrypted for this request only. No request body. Recorded in the audit trail as `config.test`."})),
             },
             DOMAINS: {
                 "get": op("admin-domains-list", "List enterprise domains",
@@ -299,6 +318,36 @@ pub fn document() -> Value {
                     "required": ["id", "enterprise_domain", "client_id", "client_secret",
                                  "client_secret_masked", "created_at", "updated_at"]
                 },
+                "DiscoveryRefresh": {"type": "object", "properties": {
+                    "discovery_url": {"type": "string", "format": "uri"},
+                    "issuer": {"type": "string"},
+                    "changed": {"type": "array", "items": {"type": "object", "properties": {
+                        "field": {"type": "string", "enum": ["authorization_endpoint", "token_endpoint", "userinfo_endpoint"]},
+                        "old": {"type": ["string", "null"]}, "new": {"type": ["string", "null"]}},
+                        "required": ["field", "old", "new"]}},
+                    "kept": {"type": "array", "items": {"type": "object", "properties": {
+                        "field": {"type": "string"}, "value": {"type": ["string", "null"]},
+                        "discovered": {"type": ["string", "null"]}, "reason": {"type": "string"}},
+                        "required": ["field", "value", "discovered", "reason"]}},
+                    "discovered_endpoints": {"type": "array", "items": {"type": "string"},
+                        "description": "The endpoints now managed by discovery (the others were set by hand, or are empty)."},
+                    "config": {"$ref": "#/components/schemas/EnterpriseOIDCConfig"}},
+                    "required": ["discovery_url", "issuer", "changed", "kept", "discovered_endpoints", "config"]},
+                "ConnectionTest": {"type": "object", "properties": {
+                    "ok": {"type": "boolean", "description": "No step failed."},
+                    "tested_at": {"type": "string", "format": "date-time"},
+                    "steps": {"type": "array", "items": {"type": "object", "properties": {
+                        "name": {"type": "string", "enum": ["discovery", "authorization_endpoint", "token_endpoint", "userinfo_endpoint", "jwks", "client_authentication"]},
+                        "status": {"type": "string", "enum": ["pass", "fail", "skip"]},
+                        "url": {"type": ["string", "null"]},
+                        "detail": {"type": "string"},
+                        "provider_error": {"oneOf": [{"type": "null"}, {"type": "object", "properties": {
+                            "status": {"type": "integer"},
+                            "error": {"type": ["string", "null"]},
+                            "error_description": {"type": ["string", "null"]}},
+                            "required": ["status", "error", "error_description"]}]}},
+                        "required": ["name", "status", "url", "detail", "provider_error"]}}},
+                    "required": ["ok", "tested_at", "steps"]},
                 "Error": {"type": "object", "properties": {"detail": {"type": "string"},
                     "correlation_id": {"type": "string"}}, "required": ["detail"]},
                 "ValidationError": {"type": "object",

@@ -872,6 +872,7 @@ mod tests {
             userinfo_endpoint: None,
             created_at: 1,
             updated_at: 1,
+            discovered_endpoints: Vec::new(),
         }
     }
 

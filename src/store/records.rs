@@ -24,7 +24,10 @@ pub struct DomainRecord {
     pub token_ids: Vec<u64>,
 }
 
-#[derive(Clone, PartialEq, Eq, Encode, Decode)]
+/// Fields are encoded in declaration order. `discovered_endpoints` was added
+/// after version 1 shipped, at the end: a record written before it simply ends
+/// earlier, and decodes with an empty list (see the `Decode` impl below).
+#[derive(Clone, PartialEq, Eq, Encode)]
 pub struct ConfigRecord {
     pub id: u64,
     pub domain_id: u64,
@@ -39,7 +42,51 @@ pub struct ConfigRecord {
     pub userinfo_endpoint: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Names of the endpoint fields managed by OIDC discovery (filled from the
+    /// discovery document and kept current by a refresh); an endpoint not listed
+    /// was set by hand, or is empty.
+    pub discovered_endpoints: Vec<String>,
 }
+
+impl<Context> Decode<Context> for ConfigRecord {
+    fn decode<D: bincode::de::Decoder<Context = Context>>(
+        d: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        use bincode::de::read::Reader;
+        let id = Decode::decode(d)?;
+        let domain_id = Decode::decode(d)?;
+        let client_id = Decode::decode(d)?;
+        let secret_sealed = Decode::decode(d)?;
+        let secret_masked = Decode::decode(d)?;
+        let discovery_url = Decode::decode(d)?;
+        let authorization_endpoint = Decode::decode(d)?;
+        let token_endpoint = Decode::decode(d)?;
+        let userinfo_endpoint = Decode::decode(d)?;
+        let created_at = Decode::decode(d)?;
+        let updated_at = Decode::decode(d)?;
+        // Written by later code only: absent from records written before it.
+        let discovered_endpoints = if d.reader().peek_read(1).is_some() {
+            Decode::decode(d)?
+        } else {
+            Vec::new()
+        };
+        Ok(Self {
+            id,
+            domain_id,
+            client_id,
+            secret_sealed,
+            secret_masked,
+            discovery_url,
+            authorization_endpoint,
+            token_endpoint,
+            userinfo_endpoint,
+            created_at,
+            updated_at,
+            discovered_endpoints,
+        })
+    }
+}
+bincode::impl_borrow_decode!(ConfigRecord);
 
 impl std::fmt::Debug for ConfigRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -156,6 +203,56 @@ mod tests {
         assert!(err.to_string().contains("domains/3"), "{err}");
     }
 
+    /// The layout of a config record before `discovered_endpoints` existed.
+    #[derive(Encode)]
+    struct ConfigRecordV1 {
+        id: u64,
+        domain_id: u64,
+        client_id: String,
+        secret_sealed: Vec<u8>,
+        secret_masked: String,
+        discovery_url: Option<String>,
+        authorization_endpoint: Option<String>,
+        token_endpoint: Option<String>,
+        userinfo_endpoint: Option<String>,
+        created_at: i64,
+        updated_at: i64,
+    }
+
+    #[test]
+    fn config_records_written_before_discovered_endpoints_still_decode() {
+        let old = ConfigRecordV1 {
+            id: 1,
+            domain_id: 2,
+            client_id: "app".into(),
+            secret_sealed: vec![1, 2, 3],
+            secret_masked: "********".into(),
+            discovery_url: Some("https://idp.example.com/.well-known/openid-configuration".into()),
+            authorization_endpoint: None,
+            token_endpoint: Some("https://idp.example.com/token".into()),
+            userinfo_endpoint: None,
+            created_at: 5,
+            updated_at: 6,
+        };
+        let bytes = encode(&old);
+        let r: ConfigRecord = decode("configs", &2u64.to_be_bytes(), &bytes).unwrap();
+        assert_eq!(r.client_id, "app");
+        assert_eq!(
+            r.token_endpoint.as_deref(),
+            Some("https://idp.example.com/token")
+        );
+        assert_eq!(r.updated_at, 6);
+        assert!(r.discovered_endpoints.is_empty());
+        // And the new layout round-trips, the list included.
+        let mut new = r.clone();
+        new.discovered_endpoints = vec!["token_endpoint".into()];
+        let back: ConfigRecord = decode("configs", b"k", &encode(&new)).unwrap();
+        assert_eq!(back, new);
+        // A truncated new record is an error, not a silent default.
+        let full = encode(&new);
+        assert!(decode::<ConfigRecord>("configs", b"k", &full[..full.len() - 1]).is_err());
+    }
+
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         for len in 0..64 {
@@ -189,6 +286,7 @@ mod properties {
             userinfo_endpoint: None,
             created_at: 1,
             updated_at: 2,
+            discovered_endpoints: Vec::new(),
         }
     }
 

@@ -7,10 +7,15 @@
 
 mod audit;
 mod backup;
+mod discovery;
 mod keys;
 
 pub use audit::{AuditEvent, AuditQuery};
 pub use backup::BackupInfo;
+pub use discovery::{
+    needs_fetch as needs_discovery_fetch, Discovered, EndpointChange, EndpointKept, EndpointSource,
+    RefreshReport,
+};
 pub use keys::{KeyStatus, TermStatus, VerifyReport};
 
 use std::collections::BTreeMap;
@@ -106,6 +111,8 @@ pub struct OidcConfig {
     pub userinfo_endpoint: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Endpoint fields managed by discovery (the others were set by hand).
+    pub discovered_endpoints: Vec<String>,
 }
 
 impl From<ConfigRecord> for OidcConfig {
@@ -121,6 +128,7 @@ impl From<ConfigRecord> for OidcConfig {
             userinfo_endpoint: r.userinfo_endpoint,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            discovered_endpoints: r.discovered_endpoints,
         }
     }
 }
@@ -153,6 +161,8 @@ pub struct ConfigPatch {
     pub authorization_endpoint: Patch<String>,
     pub token_endpoint: Patch<String>,
     pub userinfo_endpoint: Patch<String>,
+    /// Whether the endpoints come from discovery (resolve on save).
+    pub endpoint_source: EndpointSource,
 }
 
 /// Who is calling, as established from a token.
@@ -269,6 +279,7 @@ pub struct Vault {
     rotation: tokio::sync::Mutex<()>,
     wake: tokio::sync::Notify,
     metrics: Metrics,
+    outbound: crate::outbound::Outbound,
 }
 
 impl std::fmt::Debug for Vault {
@@ -310,6 +321,7 @@ impl Vault {
     ) -> Result<(Self, OpenReport), VaultError> {
         let data_dir = config.data_dir();
         let source = config.master_source(env);
+        let outbound = crate::outbound::Outbound::from_config(config)?;
         let data_err = |reason: String| VaultError::DataDir {
             path: data_dir.clone(),
             reason,
@@ -402,6 +414,7 @@ impl Vault {
                 rotation: tokio::sync::Mutex::new(()),
                 wake: tokio::sync::Notify::new(),
                 metrics,
+                outbound,
             },
             report,
         ))
@@ -417,6 +430,11 @@ impl Vault {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The outbound HTTP client and its SSRF guard (`[outbound]`).
+    pub fn outbound(&self) -> &crate::outbound::Outbound {
+        &self.outbound
     }
 
     /// Count one encryption under the active term, reserving ahead in the store;
@@ -620,12 +638,14 @@ impl Vault {
                         secret_sealed,
                         secret_masked,
                         discovery_url: patch.discovery_url.apply(None),
-                        authorization_endpoint: patch.authorization_endpoint.apply(None),
-                        token_endpoint: patch.token_endpoint.apply(None),
-                        userinfo_endpoint: patch.userinfo_endpoint.apply(None),
+                        authorization_endpoint: None,
+                        token_endpoint: None,
+                        userinfo_endpoint: None,
                         created_at: now,
                         updated_at: now,
+                        discovered_endpoints: Vec::new(),
                     };
+                    let record = discovery::merge_endpoints(&patch, None, record);
                     fields.extend(["client_id".into(), "client_secret".into()]);
                     fields.extend(changed_urls(None, &record));
                     record
@@ -647,11 +667,7 @@ impl Vault {
                         }
                     }
                     next.discovery_url = patch.discovery_url.apply(next.discovery_url);
-                    next.authorization_endpoint = patch
-                        .authorization_endpoint
-                        .apply(next.authorization_endpoint);
-                    next.token_endpoint = patch.token_endpoint.apply(next.token_endpoint);
-                    next.userinfo_endpoint = patch.userinfo_endpoint.apply(next.userinfo_endpoint);
+                    let mut next = discovery::merge_endpoints(&patch, Some(cur), next);
                     fields.extend(changed_urls(Some(cur), &next));
                     // `updated_at` moves on every update, even within one microsecond.
                     next.updated_at = now.max(cur.updated_at + 1);
@@ -666,6 +682,7 @@ impl Vault {
             let mut event = audit::event(now, actor, action, Some(domain));
             event.fields = fields;
             event.secret_fingerprint = fingerprint;
+            event.detail = discovery::save_detail(&patch, &record);
             *stored_event
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(event.clone());

@@ -122,6 +122,8 @@ before(async () => {
     '[server]', 'bind = "127.0.0.1:0"', 'shutdown_timeout_secs = 5', '',
     '[storage]', 'data_dir = "data"', 'cache_capacity_mib = 8', '',
     '[security]', 'kdf_memory_kib = 19456', 'kdf_iterations = 2', 'kdf_parallelism = 1', '',
+    // The page is tested with discovery URLs of hosts that do not exist: never fetch.
+    '[outbound]', 'enabled = false', 'resolve_discovery_on_save = false', '',
   ].join('\n'));
   oidcvault('domain', 'add', 'acme.com');
   domainToken = oidcvault('token', 'create', '--domain', 'acme.com');
@@ -135,6 +137,11 @@ before(async () => {
     args: [
       '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      // Nothing beyond loopback: no name resolution (the page needs none), no
+      // DNS-over-HTTPS probing, no prefetch.
+      '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1',
+      '--disable-features=AsyncDns,DnsOverHttps,MediaRouter,OptimizationHints,Translate',
+      '--dns-prefetch-disable',
     ],
     viewport: { width: 1100, height: 900 },
     locale: 'en-US',

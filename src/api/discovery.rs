@@ -1,0 +1,171 @@
+//! OIDC discovery on the config resource: resolve on save (called by
+//! `oidc_config`'s POST), `POST .../config/refresh/` and `POST .../config/test/`.
+//! Who may call: as the config resource (a domain token, or an operator token
+//! with `X-Enterprise-Domain`). Outbound fetches are blocking: they run on the
+//! blocking pool through `web::block`.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+
+use super::oidc_config::ConfigResponse;
+use super::{authenticate, enterprise_domain, method_not_allowed, ApiError};
+use crate::discovery::{self, ProviderMetadata, Step, StepStatus, TestInput};
+use crate::time::{format_micros, now_micros};
+use crate::vault::{
+    field_error, needs_discovery_fetch, ConfigPatch, Domain, EndpointSource, Patch, Vault,
+};
+
+pub const REFRESH: &str = "/api/v1/enterprises/oidc/config/refresh/";
+pub const TEST: &str = "/api/v1/enterprises/oidc/config/test/";
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource([REFRESH, REFRESH.trim_end_matches('/')])
+            .route(web::post().to(refresh))
+            .default_service(web::to(method_not_allowed("POST"))),
+    )
+    .service(
+        web::resource([TEST, TEST.trim_end_matches('/')])
+            .route(web::post().to(test))
+            .default_service(web::to(method_not_allowed("POST"))),
+    );
+}
+
+/// Fetch a discovery document on the blocking pool; a failure is a 400 on
+/// `discovery_url` with the reason.
+async fn fetch(vault: &Vault, url: &str) -> Result<ProviderMetadata, ApiError> {
+    let outbound = vault.outbound().clone();
+    let url = url.to_owned();
+    web::block(move || discovery::fetch(&outbound, &url))
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .map_err(|e| ApiError::Validation(field_error("discovery_url", e.to_string())))
+}
+
+/// Resolve on save: when the request sets `discovery_url` (and
+/// `outbound.resolve_discovery_on_save` is on), endpoints the request leaves
+/// unset come from the discovery document, fetched here when needed. Runs after
+/// every other check of the request, so a request refused anyway fetches nothing.
+pub(super) async fn resolve_on_save(
+    vault: &Vault,
+    domain: &Domain,
+    patch: &mut ConfigPatch,
+) -> Result<(), ApiError> {
+    if !vault.outbound().resolve_discovery_on_save() {
+        return Ok(());
+    }
+    let Patch::Set(url) = &patch.discovery_url else {
+        return Ok(());
+    };
+    let current = vault.get_config(domain)?;
+    if current.is_none() && (patch.client_id.is_none() || patch.client_secret.is_none()) {
+        // A create without its required fields: refused by the vault, unfetched.
+        return Ok(());
+    }
+    let doc = if needs_discovery_fetch(patch, current.as_ref()) {
+        let url = url.clone();
+        Some(fetch(vault, &url).await?.endpoints())
+    } else {
+        None
+    };
+    patch.endpoint_source = EndpointSource::Discovery(doc);
+    Ok(())
+}
+
+fn opt(v: &Option<String>) -> Value {
+    v.as_ref().map_or(Value::Null, |s| Value::String(s.clone()))
+}
+
+/// Re-read the discovery document and bring managed endpoints up to date.
+async fn refresh(req: HttpRequest, vault: web::Data<Vault>) -> Result<HttpResponse, ApiError> {
+    let caller = authenticate(&req, &vault)?;
+    let domain = enterprise_domain(&req, &vault, caller)?;
+    let Some(config) = vault.get_config(&domain)? else {
+        return Err(ApiError::NotFound("Not found."));
+    };
+    let Some(url) = config.discovery_url else {
+        return Err(ApiError::Validation(field_error(
+            "discovery_url",
+            "No discovery URL is configured: set discovery_url first.",
+        )));
+    };
+    let meta = fetch(&vault, &url).await?;
+    let report = vault
+        .refresh_discovery(&domain, &url, &meta.endpoints(), Some(caller.token_id()))
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "discovery_url": url,
+        "issuer": meta.issuer,
+        "changed": report.changed.iter().map(|c| json!({
+            "field": c.field, "old": opt(&c.old), "new": opt(&c.new),
+        })).collect::<Vec<_>>(),
+        "kept": report.kept.iter().map(|k| json!({
+            "field": k.field, "value": opt(&k.value), "discovered": opt(&k.discovered),
+            "reason": "set by hand: a refresh never overwrites it",
+        })).collect::<Vec<_>>(),
+        "discovered_endpoints": report.config.discovered_endpoints.clone(),
+        "config": ConfigResponse::from(report.config),
+    })))
+}
+
+fn step_json(s: &Step) -> Value {
+    json!({
+        "name": s.name,
+        "status": s.status.as_str(),
+        "url": opt(&s.url),
+        "detail": s.detail,
+        "provider_error": s.provider_error.as_ref().map(|p| json!({
+            "status": p.status,
+            "error": opt(&p.error),
+            "error_description": opt(&p.error_description),
+        })),
+    })
+}
+
+/// Test the stored configuration against the provider, without a user.
+async fn test(req: HttpRequest, vault: web::Data<Vault>) -> Result<HttpResponse, ApiError> {
+    let caller = authenticate(&req, &vault)?;
+    let domain = enterprise_domain(&req, &vault, caller)?;
+    let Some(config) = vault.get_config(&domain)? else {
+        return Err(ApiError::NotFound("Not found."));
+    };
+    // Decrypted for this request only, into a zeroizing buffer that the
+    // blocking task drops (and wipes) as soon as the test is over.
+    let Some(secret) = vault.reveal_secret(&domain)? else {
+        return Err(ApiError::NotFound("Not found."));
+    };
+    let input = TestInput {
+        discovery_url: config.discovery_url,
+        authorization_endpoint: config.authorization_endpoint,
+        token_endpoint: config.token_endpoint,
+        userinfo_endpoint: config.userinfo_endpoint,
+        client_id: config.client_id,
+    };
+    let outbound = vault.outbound().clone();
+    let started = now_micros();
+    let steps = web::block(move || {
+        let steps = discovery::test_connection(&outbound, &input, &secret);
+        drop(secret);
+        steps
+    })
+    .await
+    .map_err(|e| ApiError::internal(&e))?;
+    let failed: Vec<&str> = steps
+        .iter()
+        .filter(|s| s.status == StepStatus::Fail)
+        .map(|s| s.name)
+        .collect();
+    let outcome = if failed.is_empty() {
+        "passed".to_owned()
+    } else {
+        format!("failed: {}", failed.join(", "))
+    };
+    vault
+        .record_connection_test(&domain, Some(caller.token_id()), outcome)
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "ok": failed.is_empty(),
+        "tested_at": format_micros(started),
+        "steps": steps.iter().map(step_json).collect::<Vec<_>>(),
+    })))
+}

@@ -1,0 +1,864 @@
+//! OpenID Connect Discovery 1.0 and the connection test, over [`crate::outbound`].
+//!
+//! Blocking (outbound HTTP is): async callers use `actix_web::web::block`.
+//!
+//! - [`fetch`] reads a provider's discovery document, checks that its `issuer`
+//!   is the URL it came from (Discovery 1.0 §4.3: the issuer is the discovery
+//!   URL less `/.well-known/openid-configuration`, compared as strings), and
+//!   puts every endpoint it names through the same SSRF guard as the fetch.
+//! - [`test_connection`] checks, without a user, that discovery answers and is
+//!   consistent, that each endpoint answers (over TLS unless allowlisted), that
+//!   the JWKS loads, and that the token endpoint accepts the client's
+//!   credentials: a token request with a deliberately invalid authorization code
+//!   answers `invalid_grant` when the client authenticated, `invalid_client`
+//!   when it did not.
+
+use std::fmt;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use rand::RngCore;
+use serde_json::{Map, Value};
+use zeroize::Zeroizing;
+
+use crate::crypto::SecretString;
+use crate::outbound::{FetchError, FormBody, Outbound, Response};
+use crate::vault::Discovered;
+
+/// The path a discovery URL ends with.
+pub const WELL_KNOWN: &str = "/.well-known/openid-configuration";
+/// The longest URL stored (as the API's URL fields).
+const URL_MAX_CHARS: usize = 2048;
+/// Provider text quoted in an answer is cut to this many characters.
+const PROVIDER_TEXT_MAX: usize = 500;
+/// Sent as `redirect_uri` with the deliberately invalid code: never visited.
+pub const TEST_REDIRECT_URI: &str = "https://oidcvault.invalid/connection-test";
+
+/// A provider's metadata, as far as oidcvault uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderMetadata {
+    pub issuer: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: Option<String>,
+    pub userinfo_endpoint: Option<String>,
+    pub jwks_uri: String,
+    /// `None` when the document does not say (the default is client_secret_basic).
+    pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
+}
+
+impl ProviderMetadata {
+    pub fn endpoints(&self) -> Discovered {
+        Discovered {
+            authorization_endpoint: Some(self.authorization_endpoint.clone()),
+            token_endpoint: self.token_endpoint.clone(),
+            userinfo_endpoint: self.userinfo_endpoint.clone(),
+        }
+    }
+}
+
+/// Why a discovery URL cannot be used. Each message says what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiscoveryError {
+    NotWellKnown,
+    Fetch(FetchError),
+    Status {
+        url: String,
+        status: u16,
+    },
+    NotJson {
+        url: String,
+        content_type: Option<String>,
+    },
+    NotDiscovery {
+        url: String,
+        problem: String,
+    },
+    IssuerMismatch {
+        issuer: String,
+        expected: String,
+    },
+    Endpoint {
+        field: String,
+        problem: String,
+    },
+}
+
+impl fmt::Display for DiscoveryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DiscoveryError::NotWellKnown => write!(
+                f,
+                "Enter the provider's discovery URL: its issuer followed by {WELL_KNOWN}, \
+                 without query or fragment."
+            ),
+            DiscoveryError::Fetch(e) => {
+                write!(f, "The discovery document could not be fetched: {e}.")
+            }
+            DiscoveryError::Status { url, status } => write!(
+                f,
+                "{url} answered HTTP {status}, not a discovery document; check the URL \
+                 (the issuer followed by {WELL_KNOWN})."
+            ),
+            DiscoveryError::NotJson { url, content_type } => write!(
+                f,
+                "{url} did not answer with a JSON discovery document (content type {}); \
+                 check the URL (the issuer followed by {WELL_KNOWN}).",
+                content_type.as_deref().unwrap_or("none")
+            ),
+            DiscoveryError::NotDiscovery { url, problem } => write!(
+                f,
+                "{url} is not an OpenID Connect discovery document: {problem}."
+            ),
+            DiscoveryError::IssuerMismatch { issuer, expected } => write!(
+                f,
+                "The document's issuer {issuer:?} does not match the URL it came from \
+                 (expected {expected:?}); OpenID Connect Discovery requires them to be \
+                 identical. Use the provider's own discovery URL: {issuer}{WELL_KNOWN}."
+            ),
+            DiscoveryError::Endpoint { field, problem } => write!(
+                f,
+                "The discovery document's {field} cannot be used: {problem}."
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DiscoveryError {}
+
+/// The issuer a discovery URL stands for: the URL less [`WELL_KNOWN`].
+pub fn expected_issuer(discovery_url: &str) -> Result<String, DiscoveryError> {
+    let url = url::Url::parse(discovery_url).map_err(|_| DiscoveryError::NotWellKnown)?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(DiscoveryError::NotWellKnown);
+    }
+    discovery_url
+        .strip_suffix(WELL_KNOWN)
+        .filter(|issuer| !issuer.is_empty() && !issuer.ends_with('/'))
+        .map(str::to_owned)
+        .ok_or(DiscoveryError::NotWellKnown)
+}
+
+/// Discovery 1.0 §4.3: the issuer must be identical to the URL the document was
+/// fetched under, less the well-known suffix. §4.1 has the suffix appended after
+/// removing a terminating `/` of the issuer, so an issuer with exactly that one
+/// terminating `/` matches too.
+pub fn issuer_matches(issuer: &str, expected: &str) -> bool {
+    issuer == expected || issuer.strip_suffix('/') == Some(expected)
+}
+
+fn string_field(
+    obj: &Map<String, Value>,
+    name: &str,
+    url: &str,
+) -> Result<Option<String>, DiscoveryError> {
+    match obj.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(DiscoveryError::NotDiscovery {
+            url: url.to_owned(),
+            problem: format!("{name} is not a string"),
+        }),
+    }
+}
+
+/// Parse and check a discovery document's body (no network use).
+pub fn parse_document(
+    discovery_url: &str,
+    resp: &Response,
+) -> Result<ProviderMetadata, DiscoveryError> {
+    let url = discovery_url.to_owned();
+    if resp.status != 200 {
+        return Err(DiscoveryError::Status {
+            url,
+            status: resp.status,
+        });
+    }
+    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(&resp.body) else {
+        return Err(DiscoveryError::NotJson {
+            url,
+            content_type: resp.content_type.clone(),
+        });
+    };
+    let missing = |name: &str| DiscoveryError::NotDiscovery {
+        url: url.clone(),
+        problem: format!("it has no {name}"),
+    };
+    let issuer = string_field(&obj, "issuer", &url)?.ok_or_else(|| missing("issuer"))?;
+    let expected = expected_issuer(discovery_url)?;
+    if !issuer_matches(&issuer, &expected) {
+        return Err(DiscoveryError::IssuerMismatch { issuer, expected });
+    }
+    let authorization_endpoint = string_field(&obj, "authorization_endpoint", &url)?
+        .ok_or_else(|| missing("authorization_endpoint"))?;
+    let jwks_uri = string_field(&obj, "jwks_uri", &url)?.ok_or_else(|| missing("jwks_uri"))?;
+    let token_endpoint = string_field(&obj, "token_endpoint", &url)?;
+    let userinfo_endpoint = string_field(&obj, "userinfo_endpoint", &url)?;
+    let methods = match obj.get("token_endpoint_auth_methods_supported") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(a)) => Some(
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+        ),
+        Some(_) => {
+            return Err(DiscoveryError::NotDiscovery {
+                url,
+                problem: "token_endpoint_auth_methods_supported is not an array".into(),
+            })
+        }
+    };
+    Ok(ProviderMetadata {
+        issuer,
+        authorization_endpoint,
+        token_endpoint,
+        userinfo_endpoint,
+        jwks_uri,
+        token_endpoint_auth_methods_supported: methods,
+    })
+}
+
+/// Put every endpoint of a document through the guard (URL rules and the
+/// addresses its host resolves to), each distinct origin once.
+fn check_endpoints(outbound: &Outbound, meta: &ProviderMetadata) -> Result<(), DiscoveryError> {
+    let mut checked: Vec<String> = Vec::new();
+    let fields = [
+        ("authorization_endpoint", Some(&meta.authorization_endpoint)),
+        ("token_endpoint", meta.token_endpoint.as_ref()),
+        ("userinfo_endpoint", meta.userinfo_endpoint.as_ref()),
+        ("jwks_uri", Some(&meta.jwks_uri)),
+    ];
+    for (field, value) in fields {
+        let Some(value) = value else { continue };
+        let problem = |p: String| DiscoveryError::Endpoint {
+            field: field.to_owned(),
+            problem: p,
+        };
+        if value.chars().count() > URL_MAX_CHARS {
+            return Err(problem(format!(
+                "it is longer than {URL_MAX_CHARS} characters"
+            )));
+        }
+        let url = outbound
+            .policy()
+            .check_url(value)
+            .map_err(|r| problem(format!("{value} is refused: {r}")))?;
+        let origin = url.origin().ascii_serialization();
+        if checked.contains(&origin) {
+            continue;
+        }
+        outbound.check(value).map_err(|e| problem(e.to_string()))?;
+        checked.push(origin);
+    }
+    Ok(())
+}
+
+/// Fetch and check a provider's discovery document.
+pub fn fetch(outbound: &Outbound, discovery_url: &str) -> Result<ProviderMetadata, DiscoveryError> {
+    expected_issuer(discovery_url)?;
+    let resp = outbound
+        .get(discovery_url, "application/json")
+        .map_err(DiscoveryError::Fetch)?;
+    let meta = parse_document(discovery_url, &resp)?;
+    check_endpoints(outbound, &meta)?;
+    Ok(meta)
+}
+
+// ---- the connection test -------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepStatus {
+    Pass,
+    Fail,
+    Skip,
+}
+
+impl StepStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Pass => "pass",
+            StepStatus::Fail => "fail",
+            StepStatus::Skip => "skip",
+        }
+    }
+}
+
+/// The provider's own error answer (RFC 6749 §5.2), quoted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderError {
+    pub status: u16,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub name: &'static str,
+    pub status: StepStatus,
+    pub url: Option<String>,
+    pub detail: String,
+    pub provider_error: Option<ProviderError>,
+}
+
+impl Step {
+    fn new(name: &'static str, status: StepStatus, url: Option<&str>, detail: String) -> Self {
+        Self {
+            name,
+            status,
+            url: url.map(str::to_owned),
+            detail,
+            provider_error: None,
+        }
+    }
+}
+
+/// What the connection test needs of a stored configuration.
+#[derive(Debug, Clone)]
+pub struct TestInput {
+    pub discovery_url: Option<String>,
+    pub authorization_endpoint: Option<String>,
+    pub token_endpoint: Option<String>,
+    pub userinfo_endpoint: Option<String>,
+    pub client_id: String,
+}
+
+/// Quote provider text: cut, control characters dropped, and the secret (should
+/// a provider echo it) redacted.
+fn quote(text: &str, secret: &SecretString) -> String {
+    let mut s: String = text
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(PROVIDER_TEXT_MAX)
+        .collect();
+    if !secret.expose().is_empty() && s.contains(secret.expose()) {
+        s = s.replace(secret.expose(), "[redacted]");
+    }
+    s
+}
+
+fn reachability(
+    name: &'static str,
+    outbound: &Outbound,
+    url: Option<&str>,
+    optional: bool,
+) -> Step {
+    let Some(url) = url else {
+        return if optional {
+            Step::new(
+                name,
+                StepStatus::Skip,
+                None,
+                "Not configured and not in the discovery document (optional).".into(),
+            )
+        } else {
+            Step::new(
+                name,
+                StepStatus::Fail,
+                None,
+                "Not configured, and no discovery document names it.".into(),
+            )
+        };
+    };
+    match outbound.get(url, "*/*") {
+        Ok(resp) => {
+            let tls = if resp.url.scheme() == "https" {
+                "over TLS"
+            } else {
+                "over plain http (allowlisted host)"
+            };
+            Step::new(
+                name,
+                StepStatus::Pass,
+                Some(url),
+                format!(
+                    "Reachable {tls}: HTTP {} (any answer counts; no user is involved).",
+                    resp.status
+                ),
+            )
+        }
+        Err(e) => Step::new(name, StepStatus::Fail, Some(url), e.to_string()),
+    }
+}
+
+fn jwks_step(outbound: &Outbound, jwks_uri: Option<&str>) -> Step {
+    const NAME: &str = "jwks";
+    let Some(uri) = jwks_uri else {
+        return Step::new(
+            NAME,
+            StepStatus::Skip,
+            None,
+            "No discovery document, so no jwks_uri to load.".into(),
+        );
+    };
+    let resp = match outbound.get(uri, "application/json, application/jwk-set+json") {
+        Ok(r) => r,
+        Err(e) => return Step::new(NAME, StepStatus::Fail, Some(uri), e.to_string()),
+    };
+    if resp.status != 200 {
+        return Step::new(
+            NAME,
+            StepStatus::Fail,
+            Some(uri),
+            format!("HTTP {} instead of a JWK set.", resp.status),
+        );
+    }
+    let keys = resp
+        .json()
+        .and_then(|v| v.get("keys").and_then(Value::as_array).cloned());
+    match keys {
+        None => Step::new(
+            NAME,
+            StepStatus::Fail,
+            Some(uri),
+            "Not a JWK set: no \"keys\" array in a JSON object.".into(),
+        ),
+        Some(k) if k.is_empty() => Step::new(
+            NAME,
+            StepStatus::Fail,
+            Some(uri),
+            "The JWK set has no keys: ID tokens could not be verified.".into(),
+        ),
+        Some(k)
+            if k.iter()
+                .any(|key| key.get("kty").and_then(Value::as_str).is_none()) =>
+        {
+            Step::new(
+                NAME,
+                StepStatus::Fail,
+                Some(uri),
+                "A key of the JWK set has no \"kty\".".into(),
+            )
+        }
+        Some(k) => {
+            let kids: Vec<String> = k
+                .iter()
+                .filter_map(|key| key.get("kid").and_then(Value::as_str))
+                .map(|s| s.chars().take(64).collect())
+                .collect();
+            Step::new(
+                NAME,
+                StepStatus::Pass,
+                Some(uri),
+                format!(
+                    "{} key(s) loaded{}.",
+                    k.len(),
+                    if kids.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (kid: {})", kids.join(", "))
+                    }
+                ),
+            )
+        }
+    }
+}
+
+/// RFC 6749 §2.3.1: client id and secret are form-urlencoded, then joined by
+/// `:` and base64-encoded. Every buffer holding the secret is wiped on drop.
+fn basic_authorization(client_id: &str, secret: &SecretString) -> Zeroizing<String> {
+    let mut joined = Zeroizing::new(String::with_capacity(
+        3 * (client_id.len() + secret.expose().len()) + 1,
+    ));
+    joined.extend(url::form_urlencoded::byte_serialize(client_id.as_bytes()));
+    joined.push(':');
+    joined.extend(url::form_urlencoded::byte_serialize(
+        secret.expose().as_bytes(),
+    ));
+    let mut header = Zeroizing::new(String::with_capacity(6 + joined.len().div_ceil(3) * 4 + 4));
+    header.push_str("Basic ");
+    STANDARD.encode_string(joined.as_bytes(), &mut header);
+    header
+}
+
+/// The token request's form body (with the credentials for client_secret_post).
+fn token_form(code: &str, post_credentials: Option<(&str, &SecretString)>) -> FormBody {
+    let extra = post_credentials.map_or(0, |(id, s)| 3 * (id.len() + s.expose().len()) + 32);
+    let mut body = Zeroizing::new(String::with_capacity(256 + extra));
+    let mut pair = |k: &str, v: &str| {
+        if !body.is_empty() {
+            body.push('&');
+        }
+        body.push_str(k);
+        body.push('=');
+        body.extend(url::form_urlencoded::byte_serialize(v.as_bytes()));
+    };
+    pair("grant_type", "authorization_code");
+    pair("code", code);
+    pair("redirect_uri", TEST_REDIRECT_URI);
+    if let Some((id, secret)) = post_credentials {
+        pair("client_id", id);
+        pair("client_secret", secret.expose());
+    }
+    let mut bytes = Zeroizing::new(Vec::with_capacity(body.len()));
+    bytes.extend_from_slice(body.as_bytes());
+    bytes
+}
+
+fn client_step(
+    outbound: &Outbound,
+    token_endpoint: Option<&str>,
+    methods: Option<&[String]>,
+    client_id: &str,
+    secret: &SecretString,
+) -> Step {
+    const NAME: &str = "client_authentication";
+    let Some(url) = token_endpoint else {
+        return Step::new(
+            NAME,
+            StepStatus::Fail,
+            None,
+            "No token endpoint to authenticate the client against.".into(),
+        );
+    };
+    let supports = |m: &str| methods.is_none_or(|ms| ms.iter().any(|x| x == m));
+    let basic = supports("client_secret_basic");
+    if !basic && !supports("client_secret_post") {
+        return Step::new(
+            NAME,
+            StepStatus::Fail,
+            Some(url),
+            format!(
+                "The provider supports neither client_secret_basic nor client_secret_post \
+                 (it lists: {}); a client secret cannot authenticate this client.",
+                methods.unwrap_or_default().join(", ")
+            ),
+        );
+    }
+    let method = if basic {
+        "client_secret_basic"
+    } else {
+        "client_secret_post"
+    };
+    let mut random = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut random);
+    let code: String = format!(
+        "oidcvault-connection-test-{}",
+        random
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let result = if basic {
+        let header = basic_authorization(client_id, secret);
+        outbound.post_form(url, Some(header.as_str()), &token_form(&code, None))
+    } else {
+        outbound.post_form(url, None, &token_form(&code, Some((client_id, secret))))
+    };
+    let resp = match result {
+        Ok(r) => r,
+        Err(e) => return Step::new(NAME, StepStatus::Fail, Some(url), e.to_string()),
+    };
+    let json = resp.json();
+    let text = |k: &str| {
+        json.as_ref()
+            .and_then(|v| v.get(k))
+            .and_then(Value::as_str)
+            .map(|s| quote(s, secret))
+    };
+    let provider_error = ProviderError {
+        status: resp.status,
+        error: text("error"),
+        error_description: text("error_description"),
+    };
+    let (status, detail) = match provider_error.error.as_deref() {
+        _ if (200..300).contains(&resp.status) => (
+            StepStatus::Fail,
+            format!("The token endpoint answered HTTP {} to a deliberately invalid code; it should have refused it.", resp.status),
+        ),
+        Some("invalid_grant") => (
+            StepStatus::Pass,
+            format!("The client authenticated ({method}): the provider refused only the deliberately invalid code (invalid_grant)."),
+        ),
+        Some("invalid_client") => (
+            StepStatus::Fail,
+            format!("The provider did not accept the client credentials ({method}): check client_id and client_secret."),
+        ),
+        Some("unauthorized_client") => (
+            StepStatus::Fail,
+            format!("The client authenticated ({method}) but may not use the authorization_code grant: enable it for this client at the provider."),
+        ),
+        Some(other) => (
+            StepStatus::Fail,
+            format!("Inconclusive: the provider answered {other:?} instead of invalid_grant or invalid_client."),
+        ),
+        None if resp.status == 401 => (
+            StepStatus::Fail,
+            format!("The provider answered HTTP 401 without an OAuth error: the client credentials ({method}) were not accepted."),
+        ),
+        None if (300..400).contains(&resp.status) => (
+            StepStatus::Fail,
+            format!("The token endpoint redirects (HTTP {}); a token request is never redirected: configure the final URL.", resp.status),
+        ),
+        None => (
+            StepStatus::Fail,
+            format!("The token endpoint answered HTTP {} without an OAuth error (content type {}).", resp.status, resp.content_type.as_deref().unwrap_or("none")),
+        ),
+    };
+    let mut step = Step::new(NAME, status, Some(url), detail);
+    step.provider_error = Some(provider_error);
+    step
+}
+
+/// Run the connection test. The secret is borrowed for this call only.
+pub fn test_connection(outbound: &Outbound, input: &TestInput, secret: &SecretString) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let mut meta: Option<ProviderMetadata> = None;
+    match &input.discovery_url {
+        None => steps.push(Step::new(
+            "discovery",
+            StepStatus::Skip,
+            None,
+            "No discovery_url is configured: the stored endpoints are tested as they are, and \
+             the provider's JWKS cannot be located."
+                .into(),
+        )),
+        Some(url) => match fetch(outbound, url) {
+            Ok(m) => {
+                let mut notes = Vec::new();
+                let stored = [
+                    (
+                        "authorization_endpoint",
+                        &input.authorization_endpoint,
+                        Some(&m.authorization_endpoint),
+                    ),
+                    (
+                        "token_endpoint",
+                        &input.token_endpoint,
+                        m.token_endpoint.as_ref(),
+                    ),
+                    (
+                        "userinfo_endpoint",
+                        &input.userinfo_endpoint,
+                        m.userinfo_endpoint.as_ref(),
+                    ),
+                ];
+                for (field, ours, theirs) in stored {
+                    if let Some(ours) = ours {
+                        if Some(ours) != theirs {
+                            notes.push(format!(
+                                "the stored {field} differs from the document's ({}): refresh updates it unless it was set by hand",
+                                theirs.map_or("none", String::as_str)
+                            ));
+                        }
+                    }
+                }
+                let detail = format!(
+                    "The issuer {} matches the discovery URL and every endpoint passes the outbound guard{}",
+                    m.issuer,
+                    if notes.is_empty() { ".".to_owned() } else { format!("; note: {}.", notes.join("; ")) }
+                );
+                steps.push(Step::new("discovery", StepStatus::Pass, Some(url), detail));
+                meta = Some(m);
+            }
+            Err(e) => steps.push(Step::new(
+                "discovery",
+                StepStatus::Fail,
+                Some(url),
+                e.to_string(),
+            )),
+        },
+    }
+    let pick =
+        |ours: &Option<String>, theirs: Option<&String>| ours.clone().or_else(|| theirs.cloned());
+    let authorization = pick(
+        &input.authorization_endpoint,
+        meta.as_ref().map(|m| &m.authorization_endpoint),
+    );
+    let token = pick(
+        &input.token_endpoint,
+        meta.as_ref().and_then(|m| m.token_endpoint.as_ref()),
+    );
+    let userinfo = pick(
+        &input.userinfo_endpoint,
+        meta.as_ref().and_then(|m| m.userinfo_endpoint.as_ref()),
+    );
+    steps.push(reachability(
+        "authorization_endpoint",
+        outbound,
+        authorization.as_deref(),
+        false,
+    ));
+    steps.push(reachability(
+        "token_endpoint",
+        outbound,
+        token.as_deref(),
+        false,
+    ));
+    steps.push(reachability(
+        "userinfo_endpoint",
+        outbound,
+        userinfo.as_deref(),
+        true,
+    ));
+    let jwks = match (&input.discovery_url, &meta) {
+        (Some(_), None) => Step::new(
+            "jwks",
+            StepStatus::Fail,
+            None,
+            "The discovery document did not load, so the jwks_uri is unknown.".into(),
+        ),
+        (_, m) => jwks_step(outbound, m.as_ref().map(|m| m.jwks_uri.as_str())),
+    };
+    steps.push(jwks);
+    steps.push(client_step(
+        outbound,
+        token.as_deref(),
+        meta.as_ref()
+            .and_then(|m| m.token_endpoint_auth_methods_supported.as_deref()),
+        &input.client_id,
+        secret,
+    ));
+    steps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issuer_is_the_discovery_url_less_the_well_known_suffix() {
+        assert_eq!(
+            expected_issuer("https://idp.example.com/.well-known/openid-configuration").unwrap(),
+            "https://idp.example.com"
+        );
+        assert_eq!(
+            expected_issuer("https://idp.example.com/tenant/v2/.well-known/openid-configuration")
+                .unwrap(),
+            "https://idp.example.com/tenant/v2"
+        );
+        for bad in [
+            "https://idp.example.com/",
+            "https://idp.example.com/.well-known/openid-configuration?p=x",
+            "https://idp.example.com/.well-known/openid-configuration#x",
+            "https://idp.example.com/.well-known/openid-configuration/",
+            "https://idp.example.com//.well-known/openid-configuration",
+            "https://idp.example.com/.well-known/oauth-authorization-server",
+            "not a url",
+        ] {
+            assert_eq!(
+                expected_issuer(bad),
+                Err(DiscoveryError::NotWellKnown),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn issuer_comparison_is_exact() {
+        let e = "https://idp.example.com/tenant";
+        assert!(issuer_matches("https://idp.example.com/tenant", e));
+        assert!(issuer_matches("https://idp.example.com/tenant/", e));
+        for other in [
+            "https://IDP.example.com/tenant",
+            "https://idp.example.com/tenant//",
+            "https://idp.example.com/Tenant",
+            "https://idp.example.com",
+            "https://idp.example.com:443/tenant",
+            "http://idp.example.com/tenant",
+        ] {
+            assert!(!issuer_matches(other, e), "{other}");
+        }
+    }
+
+    fn resp(status: u16, ct: &str, body: &str) -> Response {
+        Response {
+            status,
+            content_type: Some(ct.into()),
+            body: body.as_bytes().to_vec(),
+            url: url::Url::parse("https://idp.example.com/.well-known/openid-configuration")
+                .unwrap(),
+            location: None,
+        }
+    }
+
+    #[test]
+    fn documents_are_checked() {
+        let u = "https://idp.example.com/.well-known/openid-configuration";
+        let ok = r#"{"issuer": "https://idp.example.com", "authorization_endpoint": "https://idp.example.com/auth",
+                     "token_endpoint": "https://idp.example.com/token", "jwks_uri": "https://idp.example.com/jwks",
+                     "token_endpoint_auth_methods_supported": ["client_secret_post"]}"#;
+        let m = parse_document(u, &resp(200, "application/json", ok)).unwrap();
+        assert_eq!(
+            m.token_endpoint.as_deref(),
+            Some("https://idp.example.com/token")
+        );
+        assert_eq!(m.userinfo_endpoint, None);
+        assert_eq!(
+            m.token_endpoint_auth_methods_supported.unwrap(),
+            ["client_secret_post"]
+        );
+
+        assert!(matches!(
+            parse_document(u, &resp(404, "text/html", "<h1>")),
+            Err(DiscoveryError::Status { status: 404, .. })
+        ));
+        assert!(matches!(
+            parse_document(u, &resp(200, "text/html", "<html>")),
+            Err(DiscoveryError::NotJson { .. })
+        ));
+        assert!(matches!(
+            parse_document(u, &resp(200, "application/json", "[1]")),
+            Err(DiscoveryError::NotJson { .. })
+        ));
+        let wrong = ok.replace(
+            "\"https://idp.example.com\",",
+            "\"https://evil.example.com\",",
+        );
+        let e = parse_document(u, &resp(200, "application/json", &wrong)).unwrap_err();
+        assert!(matches!(e, DiscoveryError::IssuerMismatch { .. }), "{e:?}");
+        assert!(
+            e.to_string()
+                .contains("https://evil.example.com/.well-known/openid-configuration"),
+            "{e}"
+        );
+        let no_jwks = ok.replace("\"jwks_uri\"", "\"x\"");
+        assert!(matches!(
+            parse_document(u, &resp(200, "application/json", &no_jwks)),
+            Err(DiscoveryError::NotDiscovery { .. })
+        ));
+        let bad_type = ok.replace("\"https://idp.example.com/token\"", "5");
+        assert!(matches!(
+            parse_document(u, &resp(200, "application/json", &bad_type)),
+            Err(DiscoveryError::NotDiscovery { .. })
+        ));
+    }
+
+    #[test]
+    fn basic_credentials_are_form_encoded_first() {
+        let secret = SecretString::new("p@ss:w rd/+".into());
+        let h = basic_authorization("my client", &secret);
+        let decoded = STANDARD.decode(h.strip_prefix("Basic ").unwrap()).unwrap();
+        assert_eq!(
+            String::from_utf8(decoded).unwrap(),
+            "my+client:p%40ss%3Aw+rd%2F%2B"
+        );
+    }
+
+    #[test]
+    fn post_form_carries_credentials_only_when_asked() {
+        let secret = SecretString::new("s3cret&x=1".into());
+        let body = token_form("abc", None);
+        let text = std::str::from_utf8(&body).unwrap();
+        assert!(
+            text.starts_with("grant_type=authorization_code&code=abc&redirect_uri=https%3A%2F%2F"),
+            "{text}"
+        );
+        assert!(!text.contains("client_secret"));
+        let body = token_form("abc", Some(("cid", &secret)));
+        let text = std::str::from_utf8(&body).unwrap();
+        assert!(
+            text.ends_with("&client_id=cid&client_secret=s3cret%26x%3D1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn provider_text_is_cut_and_never_echoes_the_secret() {
+        let secret = SecretString::new("hunter2-very-secret".into());
+        let q = quote("bad secret hunter2-very-secret\nfor client", &secret);
+        assert!(
+            !q.contains("hunter2-very-secret") && q.contains("[redacted]"),
+            "{q}"
+        );
+        assert_eq!(quote(&"x".repeat(5000), &secret).len(), PROVIDER_TEXT_MAX);
+    }
+}
