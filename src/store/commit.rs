@@ -184,6 +184,11 @@ impl GroupCommit {
     }
 
     /// Whether the last group commit succeeded.
+    /// Stop the store for good: a write could not reach the disk.
+    pub fn mark_failed(&self) {
+        self.healthy.store(false, Ordering::Relaxed);
+    }
+
     pub fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }

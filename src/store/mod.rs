@@ -102,14 +102,6 @@ fn tx_decode<T: bincode::Decode<()>, E>(
     decode(tree, key, bytes).map_err(|e| ConflictableTransactionError::Abort(Abort::Store(e)))
 }
 
-fn flatten<T, E>(r: Result<T, TransactionError<Abort<E>>>) -> Result<T, Abort<E>> {
-    match r {
-        Ok(v) => Ok(v),
-        Err(TransactionError::Abort(a)) => Err(a),
-        Err(TransactionError::Storage(e)) => Err(Abort::Store(StoreError::Sled(e))),
-    }
-}
-
 /// Unwrap an `Abort` whose caller error type is uninhabited.
 fn store_only<T>(r: Result<T, Abort<std::convert::Infallible>>) -> Result<T, StoreError> {
     r.map_err(|a| match a {
@@ -243,6 +235,28 @@ impl Store {
         })
     }
 
+    /// A sled I/O error on a write means its log could not be written (a full
+    /// disk, a failing device): sled keeps the change in memory, so the store
+    /// stops for good, like a failed group commit (fail-stop), rather than serve
+    /// what may not be on disk.
+    fn sled_err(&self, e: sled::Error) -> StoreError {
+        if matches!(e, sled::Error::Io(_)) {
+            tracing::error!(error = %e, "a write to the store failed; the store stops until restarted");
+            self.commit.mark_failed();
+            StoreError::Failed
+        } else {
+            StoreError::Sled(e)
+        }
+    }
+
+    fn flatten<T, E>(&self, r: Result<T, TransactionError<Abort<E>>>) -> Result<T, Abort<E>> {
+        match r {
+            Ok(v) => Ok(v),
+            Err(TransactionError::Abort(a)) => Err(a),
+            Err(TransactionError::Storage(e)) => Err(Abort::Store(self.sled_err(e))),
+        }
+    }
+
     /// Held shared by every mutation while it applies.
     fn shared(&self) -> std::sync::RwLockReadGuard<'_, ()> {
         self.gate
@@ -346,7 +360,7 @@ impl Store {
         );
         drop(guard);
         drop(order);
-        let record = store_only(flatten(r))?;
+        let record = store_only(self.flatten(r))?;
         self.durable().await?;
         Ok(record)
     }
@@ -431,7 +445,7 @@ impl Store {
         );
         drop(guard);
         drop(order);
-        let removed = store_only(flatten(r))?;
+        let removed = store_only(self.flatten(r))?;
         if removed.is_some() {
             self.durable().await?;
         }
@@ -493,7 +507,7 @@ impl Store {
         );
         drop(guard);
         drop(order);
-        let out = flatten(r)?;
+        let out = self.flatten(r)?;
         self.durable().await?;
         Ok(out)
     }
@@ -523,7 +537,7 @@ impl Store {
         );
         drop(guard);
         drop(order);
-        let removed = store_only(flatten(r))?;
+        let removed = store_only(self.flatten(r))?;
         if removed {
             self.durable().await?;
         }
@@ -575,7 +589,7 @@ impl Store {
         );
         drop(guard);
         drop(order);
-        let out = store_only(flatten(r))?;
+        let out = store_only(self.flatten(r))?;
         self.durable().await?;
         Ok(out)
     }
@@ -635,7 +649,7 @@ impl Store {
         );
         drop(guard);
         drop(order);
-        let removed = store_only(flatten(r))?;
+        let removed = store_only(self.flatten(r))?;
         if removed {
             self.durable().await?;
         }
@@ -672,7 +686,7 @@ impl Store {
             }
         });
         drop(guard);
-        flatten(r)
+        self.flatten(r)
     }
 
     /// Every config record, decoded (for verify, re-encryption and counts).
@@ -701,7 +715,9 @@ impl Store {
     pub fn reserve_term_uses(&self, term: u32, uses: u64) -> Result<(), StoreError> {
         let mut key = META_TERM_USES.to_vec();
         key.extend_from_slice(&term.to_be_bytes());
-        self.meta.insert(key, &uses.to_be_bytes())?;
+        self.meta
+            .insert(key, &uses.to_be_bytes())
+            .map_err(|e| self.sled_err(e))?;
         Ok(())
     }
 
@@ -717,7 +733,9 @@ impl Store {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             let id = self.audit_id()?;
-            self.audit.insert(id, encode(event))?;
+            self.audit
+                .insert(id, encode(event))
+                .map_err(|e| self.sled_err(e))?;
         }
         self.durable().await
     }
@@ -757,7 +775,7 @@ impl Store {
             if record.at >= before {
                 break;
             }
-            self.audit.remove(k)?;
+            self.audit.remove(k).map_err(|e| self.sled_err(e))?;
             removed += 1;
         }
         if removed > 0 {
