@@ -12,6 +12,15 @@ import sys
 from collections import Counter, defaultdict
 
 
+# Operations that cannot succeed in this run, with why (and where they do succeed).
+NO_2XX_EXPECTED = {
+    "POST /api/v1/enterprises/oidc/config/refresh/": (
+        "needs a reachable OpenID Provider, and this run has outbound requests "
+        "disabled; its 200 is tested against a real provider in tests/discovery.rs"
+    ),
+}
+
+
 def main(report_dir, spec_path):
     spec = json.load(open(spec_path, encoding="utf-8"))
     documented = {
@@ -68,6 +77,9 @@ def main(report_dir, spec_path):
         ok = any(200 <= s < 300 for s in counts)
         server_error = any(s >= 500 for s in counts)
         mark = "ok " if ok and not server_error else "BAD"
+        if not ok and not server_error and label in NO_2XX_EXPECTED and counts:
+            print(f"  ok  {label:45} {shown} (no 2xx expected: {NO_2XX_EXPECTED[label]})")
+            continue
         print(f"  {mark} {label:45} {shown}")
         if not ok:
             print(f"coverage: {label} never answered 2xx: only error paths were exercised", file=sys.stderr)
