@@ -269,14 +269,18 @@ fn enospc_during_a_commit_stops_the_store_and_a_restart_recovers_what_is_on_disk
     }
     let r = server.call("GET", "/readyz", None, None, None);
     assert_eq!(r.status, 503, "{r}");
-    let log = server.log();
     // sled meets the full disk either while applying a write or in the group
-    // commit's flush; both stop the store the same way.
-    assert!(
-        log.contains("group commit failed") || log.contains("a write to the store failed"),
-        "{}",
-        tail(&log, 4000)
-    );
+    // commit's flush; both stop the store the same way. The log is read by a
+    // thread of the harness: give it a moment to catch up.
+    let stopped = |log: &str| {
+        log.contains("group commit failed") || log.contains("a write to the store failed")
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !stopped(&server.log()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let log = server.log();
+    assert!(stopped(&log), "{}", tail(&log, 4000));
     assert!(!log.contains("panicked"), "{}", tail(&log, 4000));
 
     // Free the space and restart: every acknowledged write is there; the failed
