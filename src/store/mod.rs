@@ -249,6 +249,24 @@ impl Store {
         }
     }
 
+    /// Apply an audited mutation: refused when the store cannot write; its event
+    /// id is taken and the transaction applied under the write-order lock (events
+    /// become visible in id order, so a reader paging by id misses none), and
+    /// under the shared gate (a backup sees no write half-way).
+    fn apply_audited<T, E>(
+        &self,
+        tx: impl FnOnce([u8; 8]) -> Result<T, TransactionError<Abort<E>>>,
+    ) -> Result<T, Abort<E>> {
+        self.writable()?;
+        let _order = self
+            .write_order
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let audit_id = self.audit_id()?;
+        let _gate = self.shared();
+        self.flatten(tx(audit_id))
+    }
+
     fn flatten<T, E>(&self, r: Result<T, TransactionError<Abort<E>>>) -> Result<T, Abort<E>> {
         match r {
             Ok(v) => Ok(v),
@@ -332,35 +350,27 @@ impl Store {
         now: i64,
         audit: impl Fn(&DomainRecord) -> AuditRecord,
     ) -> Result<DomainRecord, StoreError> {
-        self.writable()?;
-        // Ids in the order events apply: a reader paging by id misses none.
-        let order = self
-            .write_order
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let audit_id = self.audit_id()?;
-        let guard = self.shared();
-        let r = (&self.meta, &self.domains, &self.domain_names, &self.audit).transaction(
-            |(meta, domains, names, log)| -> TxResult<DomainRecord, std::convert::Infallible> {
-                if names.get(name.as_bytes())?.is_some() {
-                    return abort(StoreError::DomainExists);
-                }
-                let id = next_id(meta, META_NEXT_DOMAIN)?;
-                let record = DomainRecord {
-                    id,
-                    name: name.to_owned(),
-                    created_at: now,
-                    token_ids: Vec::new(),
-                };
-                domains.insert(&id.to_be_bytes(), encode(&record))?;
-                names.insert(name.as_bytes(), &id.to_be_bytes())?;
-                log.insert(&audit_id, encode(&audit(&record)))?;
-                Ok(record)
-            },
-        );
-        drop(guard);
-        drop(order);
-        let record = store_only(self.flatten(r))?;
+        let r = self.apply_audited(|audit_id| {
+            (&self.meta, &self.domains, &self.domain_names, &self.audit).transaction(
+                |(meta, domains, names, log)| -> TxResult<DomainRecord, std::convert::Infallible> {
+                    if names.get(name.as_bytes())?.is_some() {
+                        return abort(StoreError::DomainExists);
+                    }
+                    let id = next_id(meta, META_NEXT_DOMAIN)?;
+                    let record = DomainRecord {
+                        id,
+                        name: name.to_owned(),
+                        created_at: now,
+                        token_ids: Vec::new(),
+                    };
+                    domains.insert(&id.to_be_bytes(), encode(&record))?;
+                    names.insert(name.as_bytes(), &id.to_be_bytes())?;
+                    log.insert(&audit_id, encode(&audit(&record)))?;
+                    Ok(record)
+                },
+            )
+        });
+        let record = store_only(r)?;
         self.durable().await?;
         Ok(record)
     }
@@ -411,41 +421,33 @@ impl Store {
         id: u64,
         audit: impl Fn(&DomainRecord) -> AuditRecord,
     ) -> Result<Option<DomainRecord>, StoreError> {
-        self.writable()?;
-        // Ids in the order events apply: a reader paging by id misses none.
-        let order = self
-            .write_order
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let audit_id = self.audit_id()?;
-        let guard = self.shared();
-        let trees = (
-            &self.domains,
-            &self.domain_names,
-            &self.configs,
-            &self.tokens,
-            &self.audit,
-        );
-        let r = trees.transaction(
-            |(domains, names, configs, tokens, log)| -> TxResult<Option<DomainRecord>, std::convert::Infallible> {
-                let key = id.to_be_bytes();
-                let Some(bytes) = domains.get(key)? else {
-                    return Ok(None);
-                };
-                let record: DomainRecord = tx_decode("domains", &key, &bytes)?;
-                for token_id in &record.token_ids {
-                    tokens.remove(&token_id.to_be_bytes())?;
-                }
-                configs.remove(&key)?;
-                names.remove(record.name.as_bytes())?;
-                domains.remove(&key)?;
-                log.insert(&audit_id, encode(&audit(&record)))?;
-                Ok(Some(record))
-            },
-        );
-        drop(guard);
-        drop(order);
-        let removed = store_only(self.flatten(r))?;
+        let r = self.apply_audited(|audit_id| {
+            let trees = (
+                &self.domains,
+                &self.domain_names,
+                &self.configs,
+                &self.tokens,
+                &self.audit,
+            );
+            trees.transaction(
+                |(domains, names, configs, tokens, log)| -> TxResult<Option<DomainRecord>, std::convert::Infallible> {
+                    let key = id.to_be_bytes();
+                    let Some(bytes) = domains.get(key)? else {
+                        return Ok(None);
+                    };
+                    let record: DomainRecord = tx_decode("domains", &key, &bytes)?;
+                    for token_id in &record.token_ids {
+                        tokens.remove(&token_id.to_be_bytes())?;
+                    }
+                    configs.remove(&key)?;
+                    names.remove(record.name.as_bytes())?;
+                    domains.remove(&key)?;
+                    log.insert(&audit_id, encode(&audit(&record)))?;
+                    Ok(Some(record))
+                },
+            )
+        });
+        let removed = store_only(r)?;
         if removed.is_some() {
             self.durable().await?;
         }
@@ -476,38 +478,30 @@ impl Store {
         domain_id: u64,
         build: impl Fn(Option<&ConfigRecord>, u64) -> Result<(ConfigRecord, AuditRecord), E>,
     ) -> Result<(ConfigRecord, bool), Abort<E>> {
-        self.writable()?;
-        // Ids in the order events apply: a reader paging by id misses none.
-        let order = self
-            .write_order
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let audit_id = self.audit_id()?;
-        let guard = self.shared();
-        let r = (&self.meta, &self.domains, &self.configs, &self.audit).transaction(
-            |(meta, domains, configs, log)| -> TxResult<(ConfigRecord, bool), E> {
-                let key = domain_id.to_be_bytes();
-                if domains.get(key)?.is_none() {
-                    return abort(StoreError::DomainNotFound);
-                }
-                let current: Option<ConfigRecord> = match configs.get(key)? {
-                    Some(bytes) => Some(tx_decode("configs", &key, &bytes)?),
-                    None => None,
-                };
-                let id = match &current {
-                    Some(c) => c.id,
-                    None => next_id(meta, META_NEXT_CONFIG)?,
-                };
-                let (record, event) = build(current.as_ref(), id)
-                    .map_err(|e| ConflictableTransactionError::Abort(Abort::Caller(e)))?;
-                configs.insert(&key, encode(&record))?;
-                log.insert(&audit_id, encode(&event))?;
-                Ok((record, current.is_none()))
-            },
-        );
-        drop(guard);
-        drop(order);
-        let out = self.flatten(r)?;
+        let r = self.apply_audited(|audit_id| {
+            (&self.meta, &self.domains, &self.configs, &self.audit).transaction(
+                |(meta, domains, configs, log)| -> TxResult<(ConfigRecord, bool), E> {
+                    let key = domain_id.to_be_bytes();
+                    if domains.get(key)?.is_none() {
+                        return abort(StoreError::DomainNotFound);
+                    }
+                    let current: Option<ConfigRecord> = match configs.get(key)? {
+                        Some(bytes) => Some(tx_decode("configs", &key, &bytes)?),
+                        None => None,
+                    };
+                    let id = match &current {
+                        Some(c) => c.id,
+                        None => next_id(meta, META_NEXT_CONFIG)?,
+                    };
+                    let (record, event) = build(current.as_ref(), id)
+                        .map_err(|e| ConflictableTransactionError::Abort(Abort::Caller(e)))?;
+                    configs.insert(&key, encode(&record))?;
+                    log.insert(&audit_id, encode(&event))?;
+                    Ok((record, current.is_none()))
+                },
+            )
+        });
+        let out = r?;
         self.durable().await?;
         Ok(out)
     }
@@ -518,26 +512,18 @@ impl Store {
         domain_id: u64,
         audit: AuditRecord,
     ) -> Result<bool, StoreError> {
-        self.writable()?;
-        // Ids in the order events apply: a reader paging by id misses none.
-        let order = self
-            .write_order
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let audit_id = self.audit_id()?;
-        let guard = self.shared();
-        let r = (&self.configs, &self.audit).transaction(
-            |(configs, log)| -> TxResult<bool, std::convert::Infallible> {
-                let removed = configs.remove(&domain_id.to_be_bytes())?.is_some();
-                if removed {
-                    log.insert(&audit_id, encode(&audit))?;
-                }
-                Ok(removed)
-            },
-        );
-        drop(guard);
-        drop(order);
-        let removed = store_only(self.flatten(r))?;
+        let r = self.apply_audited(|audit_id| {
+            (&self.configs, &self.audit).transaction(
+                |(configs, log)| -> TxResult<bool, std::convert::Infallible> {
+                    let removed = configs.remove(&domain_id.to_be_bytes())?.is_some();
+                    if removed {
+                        log.insert(&audit_id, encode(&audit))?;
+                    }
+                    Ok(removed)
+                },
+            )
+        });
+        let removed = store_only(r)?;
         if removed {
             self.durable().await?;
         }
@@ -555,41 +541,33 @@ impl Store {
         make: impl Fn(u64) -> ([u8; 32], R),
         audit: impl Fn(&TokenRecord) -> AuditRecord,
     ) -> Result<(TokenRecord, R), StoreError> {
-        self.writable()?;
-        // Ids in the order events apply: a reader paging by id misses none.
-        let order = self
-            .write_order
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let audit_id = self.audit_id()?;
-        let guard = self.shared();
-        let r = (&self.meta, &self.domains, &self.tokens, &self.audit).transaction(
-            |(meta, domains, tokens, log)| -> TxResult<(TokenRecord, R), std::convert::Infallible> {
-                let id = next_id(meta, META_NEXT_TOKEN)?;
-                if let TokenScope::Domain(domain_id) = scope {
-                    let key = domain_id.to_be_bytes();
-                    let Some(bytes) = domains.get(key)? else {
-                        return abort(StoreError::DomainNotFound);
+        let r = self.apply_audited(|audit_id| {
+            (&self.meta, &self.domains, &self.tokens, &self.audit).transaction(
+                |(meta, domains, tokens, log)| -> TxResult<(TokenRecord, R), std::convert::Infallible> {
+                    let id = next_id(meta, META_NEXT_TOKEN)?;
+                    if let TokenScope::Domain(domain_id) = scope {
+                        let key = domain_id.to_be_bytes();
+                        let Some(bytes) = domains.get(key)? else {
+                            return abort(StoreError::DomainNotFound);
+                        };
+                        let mut domain: DomainRecord = tx_decode("domains", &key, &bytes)?;
+                        domain.token_ids.push(id);
+                        domains.insert(&key, encode(&domain))?;
+                    }
+                    let (hash, extra) = make(id);
+                    let record = TokenRecord {
+                        id,
+                        hash,
+                        scope,
+                        created_at: now,
                     };
-                    let mut domain: DomainRecord = tx_decode("domains", &key, &bytes)?;
-                    domain.token_ids.push(id);
-                    domains.insert(&key, encode(&domain))?;
-                }
-                let (hash, extra) = make(id);
-                let record = TokenRecord {
-                    id,
-                    hash,
-                    scope,
-                    created_at: now,
-                };
-                tokens.insert(&id.to_be_bytes(), encode(&record))?;
-                log.insert(&audit_id, encode(&audit(&record)))?;
-                Ok((record, extra))
-            },
-        );
-        drop(guard);
-        drop(order);
-        let out = store_only(self.flatten(r))?;
+                    tokens.insert(&id.to_be_bytes(), encode(&record))?;
+                    log.insert(&audit_id, encode(&audit(&record)))?;
+                    Ok((record, extra))
+                },
+            )
+        });
+        let out = store_only(r)?;
         self.durable().await?;
         Ok(out)
     }
@@ -620,36 +598,28 @@ impl Store {
         id: u64,
         audit: impl Fn(&TokenRecord) -> AuditRecord,
     ) -> Result<bool, StoreError> {
-        self.writable()?;
-        // Ids in the order events apply: a reader paging by id misses none.
-        let order = self
-            .write_order
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let audit_id = self.audit_id()?;
-        let guard = self.shared();
-        let r = (&self.domains, &self.tokens, &self.audit).transaction(
-            |(domains, tokens, log)| -> TxResult<bool, std::convert::Infallible> {
-                let key = id.to_be_bytes();
-                let Some(bytes) = tokens.remove(&key)? else {
-                    return Ok(false);
-                };
-                let record: TokenRecord = tx_decode("tokens", &key, &bytes)?;
-                if let TokenScope::Domain(domain_id) = record.scope {
-                    let dkey = domain_id.to_be_bytes();
-                    if let Some(dbytes) = domains.get(dkey)? {
-                        let mut domain: DomainRecord = tx_decode("domains", &dkey, &dbytes)?;
-                        domain.token_ids.retain(|t| *t != id);
-                        domains.insert(&dkey, encode(&domain))?;
+        let r = self.apply_audited(|audit_id| {
+            (&self.domains, &self.tokens, &self.audit).transaction(
+                |(domains, tokens, log)| -> TxResult<bool, std::convert::Infallible> {
+                    let key = id.to_be_bytes();
+                    let Some(bytes) = tokens.remove(&key)? else {
+                        return Ok(false);
+                    };
+                    let record: TokenRecord = tx_decode("tokens", &key, &bytes)?;
+                    if let TokenScope::Domain(domain_id) = record.scope {
+                        let dkey = domain_id.to_be_bytes();
+                        if let Some(dbytes) = domains.get(dkey)? {
+                            let mut domain: DomainRecord = tx_decode("domains", &dkey, &dbytes)?;
+                            domain.token_ids.retain(|t| *t != id);
+                            domains.insert(&dkey, encode(&domain))?;
+                        }
                     }
-                }
-                log.insert(&audit_id, encode(&audit(&record)))?;
-                Ok(true)
-            },
-        );
-        drop(guard);
-        drop(order);
-        let removed = store_only(self.flatten(r))?;
+                    log.insert(&audit_id, encode(&audit(&record)))?;
+                    Ok(true)
+                },
+            )
+        });
+        let removed = store_only(r)?;
         if removed {
             self.durable().await?;
         }
