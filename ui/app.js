@@ -392,6 +392,9 @@
     $('secret-stored').hidden = !config;
     $('secret-none').hidden = Boolean(config);
     $('config-delete').hidden = !config;
+    $('provider-card').hidden = !config;
+    $('test-summary').textContent = '';
+    $('test-steps').replaceChildren();
     const stateLine = $('config-state');
     if (config) {
       stateLine.replaceChildren(
@@ -475,6 +478,69 @@
       } catch (err) {
         if (err instanceof ApiError && err.status === 401) return;
         showFailure(form, err, 'Not deleted');
+      }
+    });
+  }
+
+  // ---- the identity provider: test connection, refresh from discovery ---------------
+
+  const STEP_MARK = { pass: '✓ passed', fail: '✗ failed', skip: '– skipped' };
+
+  function renderSteps(result) {
+    const list = $('test-steps');
+    list.replaceChildren(...result.steps.map((step) => {
+      const provider = step.provider_error
+        ? [el('br'), 'Provider said: ', el('code', {}, [step.provider_error.error, step.provider_error.error_description].filter(Boolean).join(': ') || `HTTP ${step.provider_error.status}`)]
+        : [];
+      return el('li', { class: `step step-${step.status}` },
+        el('strong', {}, `${STEP_MARK[step.status] || step.status} · ${step.name}`),
+        step.url ? el('span', { class: 'muted' }, ` (${step.url})`) : '',
+        el('br'), step.detail, ...provider);
+    }));
+    $('test-summary').textContent = result.ok
+      ? 'Connection test passed.'
+      : 'Connection test failed: see the steps marked ✗.';
+  }
+
+  async function onTestConnection() {
+    const card = $('provider-card');
+    clearAnnouncements();
+    $('test-summary').textContent = 'Testing…';
+    $('test-steps').replaceChildren();
+    await busy(card, async () => {
+      try {
+        const result = await api('POST', `${CONFIG_PATH}test/`, { domain: state.editing });
+        renderSteps(result);
+        (result.ok ? announce : announceError)(result.ok
+          ? 'Connection test passed.'
+          : 'Connection test failed: see the steps below.');
+      } catch (err) {
+        $('test-summary').textContent = '';
+        if (err instanceof ApiError && err.status === 401) return;
+        announceError(`Connection test not run: ${err.message}`);
+      }
+    });
+  }
+
+  async function onRefreshDiscovery() {
+    const card = $('provider-card');
+    clearAnnouncements();
+    $('test-steps').replaceChildren();
+    await busy(card, async () => {
+      try {
+        const result = await api('POST', `${CONFIG_PATH}refresh/`, { domain: state.editing });
+        fillConfig(result.config);
+        const changed = result.changed.map((c) => c.field);
+        const kept = result.kept.map((k) => k.field);
+        const text = [
+          changed.length ? `Updated from discovery: ${changed.join(', ')}.` : 'Discovery is unchanged.',
+          kept.length ? `Kept (set by hand): ${kept.join(', ')}.` : '',
+        ].filter(Boolean).join(' ');
+        $('test-summary').textContent = text;
+        announce(text);
+      } catch (err) {
+        if (err instanceof ApiError && err.status === 401) return;
+        showFailure($('config-form'), err, 'Not refreshed');
       }
     });
   }
@@ -684,6 +750,8 @@
     $('sign-out').addEventListener('click', () => signOut(null));
     $('config-form').addEventListener('submit', onSaveConfig);
     $('config-delete').addEventListener('click', onDeleteConfig);
+    $('config-test').addEventListener('click', onTestConnection);
+    $('config-refresh').addEventListener('click', onRefreshDiscovery);
     $('add-domain-form').addEventListener('submit', onAddDomain);
     $('create-token-form').addEventListener('submit', onCreateToken);
     $('copy-token').addEventListener('click', onCopyToken);

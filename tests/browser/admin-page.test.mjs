@@ -326,6 +326,21 @@ step('domain admin: the secret is replaced only through its write-only field', a
   assert.equal(stored.body.client_secret_masked, '********lue!');
 });
 
+step('domain admin: test connection and refresh report each step', async () => {
+  // This server has outbound requests disabled: every fetch is refused, and
+  // the page must show that step by step, as a failure, not as a crash.
+  await visible('#provider-card').waitFor();
+  await page.locator('#config-test').click();
+  await expectText('#test-summary', /Connection test failed/);
+  await expectText('#test-steps', /failed/);
+  await expectText('#alert', /Connection test failed/);
+  await shot('domain-connection-test');
+  // Refresh cannot fetch the stored discovery URL here: said beside that field.
+  await page.locator('#config-refresh').click();
+  await expectText('#cfg-discovery_url-error', /discovery document could not be fetched.*outbound/i);
+  await expectText('#alert', /Not refreshed/);
+});
+
 step('domain admin: delete asks for confirmation (cancel and Escape keep it)', async () => {
   await page.locator('#config-delete').click();
   await visible('#confirm').waitFor();
