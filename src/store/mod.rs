@@ -23,7 +23,7 @@ use sled::Transactional;
 pub use commit::CommitStats;
 pub use records::{ConfigRecord, DomainRecord, TokenRecord, TokenScope};
 
-use commit::GroupCommit;
+pub use commit::GroupCommit;
 use records::{decode, encode};
 
 #[derive(Debug, thiserror::Error)]

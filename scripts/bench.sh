@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Every benchmark of BENCHMARKS.md, with one command. Not a test: not run by CI
+# or scripts/test.sh. Takes about 15 minutes on 2 cores (builds not counted).
+#
+#   scripts/bench.sh            # micro + load + scale
+#   scripts/bench.sh micro      # only the criterion micro-benchmarks
+#   scripts/bench.sh load [bench options]    e.g. load --duration 5 --rounds 2
+#   scripts/bench.sh scale [bench options]   e.g. scale --domains 10000 --mixed-secs 60
+#
+# Results: target/bench-results/{micro,load,scale}.json and load.md / scale.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+what="${1:-all}"
+[ $# -gt 0 ] && shift
+
+# ---- the load generator (wrk, from Debian) ---------------------------------------
+if [ "$what" != micro ] && ! command -v wrk >/dev/null; then
+  echo "== installing wrk"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
+fi
+
+build() {
+  echo "== cargo build --release (server, baselines, bench driver)"
+  cargo build --release --bin oidcvault --example baseline_http \
+    --example baseline_store --example bench
+}
+
+case "$what" in
+  micro) cargo bench --bench micro -- "$@" ;;
+  load) build; target/release/examples/bench load "$@" ;;
+  scale) build; target/release/examples/bench scale "$@" ;;
+  all)
+    build
+    target/release/examples/bench load
+    target/release/examples/bench scale
+    cargo bench --bench micro
+    ;;
+  *) echo "usage: scripts/bench.sh [all|micro|load|scale] [options]" >&2; exit 2 ;;
+esac
