@@ -31,11 +31,18 @@ fn main() -> std::io::Result<()> {
         .unwrap_or_else(|| "127.0.0.1:0".into());
     actix_web::rt::System::new().block_on(async move {
         let server = HttpServer::new(|| {
-            App::new().service(
-                web::resource([PATH, PATH.trim_end_matches('/')])
-                    .route(web::get().to(get))
-                    .route(web::post().to(post)),
-            )
+            // One static resource per spelling, as oidcvault registers its path.
+            App::new()
+                .service(
+                    web::resource(PATH)
+                        .route(web::get().to(get))
+                        .route(web::post().to(post)),
+                )
+                .service(
+                    web::resource(PATH.trim_end_matches('/'))
+                        .route(web::get().to(get))
+                        .route(web::post().to(post)),
+                )
         })
         .bind(&bind)?;
         for addr in server.addrs() {

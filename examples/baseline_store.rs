@@ -76,11 +76,19 @@ fn main() -> std::io::Result<()> {
         let state = state.clone();
         async move {
             let server = HttpServer::new(move || {
-                App::new().app_data(state.clone()).service(
-                    web::resource([PATH, PATH.trim_end_matches('/')])
-                        .route(web::get().to(get))
-                        .route(web::post().to(post)),
-                )
+                // One static resource per spelling, as oidcvault registers its path.
+                App::new()
+                    .app_data(state.clone())
+                    .service(
+                        web::resource(PATH)
+                            .route(web::get().to(get))
+                            .route(web::post().to(post)),
+                    )
+                    .service(
+                        web::resource(PATH.trim_end_matches('/'))
+                            .route(web::get().to(get))
+                            .route(web::post().to(post)),
+                    )
             })
             .bind(&bind)?;
             for addr in server.addrs() {

@@ -6,8 +6,9 @@
 #   scripts/bench.sh micro      # only the criterion micro-benchmarks
 #   scripts/bench.sh load [bench options]    e.g. load --duration 5 --rounds 2
 #   scripts/bench.sh scale [bench options]   e.g. scale --domains 10000 --mixed-secs 60
+#   scripts/bench.sh profile [bench options] where a POST's instructions go (callgrind)
 #
-# Results: target/bench-results/{micro,load,scale}.json and load.md / scale.md.
+# Results: target/bench-results/{micro,load,scale,profile}.json and .md tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,12 @@ if [ "$what" != micro ] && ! command -v wrk >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
 fi
 
+if [ "$what" = profile ] && ! command -v valgrind >/dev/null; then
+  echo "== installing valgrind"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind
+fi
+
 build() {
   echo "== cargo build --release (server, baselines, bench driver)"
   cargo build --release --bin oidcvault --example baseline_http \
@@ -31,11 +38,12 @@ case "$what" in
   micro) cargo bench --bench micro -- "$@" ;;
   load) build; target/release/examples/bench load "$@" ;;
   scale) build; target/release/examples/bench scale "$@" ;;
+  profile) build; target/release/examples/bench profile "$@" ;;
   all)
     build
     target/release/examples/bench load
     target/release/examples/bench scale
     cargo bench --bench micro
     ;;
-  *) echo "usage: scripts/bench.sh [all|micro|load|scale] [options]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh [all|micro|load|scale|profile] [options]" >&2; exit 2 ;;
 esac

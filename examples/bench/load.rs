@@ -19,6 +19,8 @@ pub fn run(args: &Args) -> Result<(), String> {
     let rounds: usize = args.get("rounds", 1)?;
     let n_domains: usize = args.get("domains", 256)?;
     let wrk_threads: usize = args.get("wrk-threads", 1)?;
+    // oidcvault's log level (the shipped default is info: one line per request).
+    let log_level: String = args.get("log-level", "info".to_owned())?;
     let (results_dir, work) = util::dirs("load")?;
     let machine = util::machine();
     println!(
@@ -42,12 +44,16 @@ pub fn run(args: &Args) -> Result<(), String> {
         .arg("--config")
         .arg(&config_path)
         .arg("serve")
-        .env("OIDCVAULT_MASTER_PASSPHRASE", util::PASSPHRASE);
-    let oidcvault = Server::spawn(
+        .env("OIDCVAULT_MASTER_PASSPHRASE", util::PASSPHRASE)
+        .env("OIDCVAULT_LOG__LEVEL", &log_level);
+    let addr = util::free_addr()?;
+    oidcvault_cmd.env("OIDCVAULT_SERVER__BIND", &addr);
+    let oidcvault = Server::spawn_at(
         "oidcvault",
         oidcvault_cmd,
         &work.join("oidcvault.log"),
         Some("/readyz"),
+        Some(addr),
     )?;
     let mut http_cmd = Command::new(util::binary("baseline_http")?);
     http_cmd.arg("127.0.0.1:0");
@@ -131,7 +137,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         "loadavg_at_end": util::loadavg(),
         "settings": {
             "duration_secs": duration, "conns": conns, "rounds": rounds,
-            "domains": n_domains, "wrk_threads": wrk_threads,
+            "domains": n_domains, "wrk_threads": wrk_threads, "oidcvault_log_level": log_level,
             "post_body": util::EXAMPLE_BODY,
         },
         "runs": runs,

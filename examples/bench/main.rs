@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! cargo build --release --bin oidcvault --example baseline_http --example baseline_store --example bench
-//! target/release/examples/bench load  [--duration SECS] [--conns 1,32,256] [--rounds N] [--domains N] [--wrk-threads N]
+//! target/release/examples/bench load  [--duration SECS] [--conns 1,32,256] [--rounds N] [--domains N] [--wrk-threads N] [--log-level info]
 //! target/release/examples/bench scale [--domains 10000,100000] [--mixed-secs SECS]
+//! target/release/examples/bench profile [--duration SECS] [--conns N] [--server oidcvault|http_ceiling|storage_ceiling] [--method POST|GET]
 //! ```
 //!
 //! `load` runs oidcvault and its two baselines (`baseline_http`: the HTTP
@@ -13,7 +14,8 @@
 //! p99 latency and the ratios oidcvault / baseline. `scale` loads N domains with
 //! a token and a config each through the library (the real store), then
 //! measures startup (the Argon2 derivation apart), resident memory after start
-//! and after mixed load, and bytes on disk per domain.
+//! and after mixed load, and bytes on disk per domain. `profile` counts where
+//! the instructions of a POST go (callgrind).
 //!
 //! Results go to `target/bench-results/` (JSON and a Markdown table); scratch
 //! data to `target/bench-work/` (both ignored by git). Only 127.0.0.1 is loaded.
@@ -21,6 +23,7 @@
 
 mod load;
 mod populate;
+mod profile;
 mod scale;
 mod util;
 
@@ -28,8 +31,9 @@ use std::process::ExitCode;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: bench load [--duration SECS] [--conns 1,32,256] [--rounds N] [--domains N] [--wrk-threads N]\n       \
-         bench scale [--domains 10000,100000] [--mixed-secs SECS]"
+        "usage: bench load [--duration SECS] [--conns 1,32,256] [--rounds N] [--domains N] [--wrk-threads N] [--log-level info]\n       \
+         bench scale [--domains 10000,100000] [--mixed-secs SECS]\n       \
+         bench profile [--duration SECS] [--conns N] [--server oidcvault|http_ceiling|storage_ceiling] [--method POST|GET]"
     );
     ExitCode::from(2)
 }
@@ -99,8 +103,11 @@ fn main() -> ExitCode {
     };
     let result = match command.as_str() {
         "load" => args
-            .check_known(&["duration", "conns", "rounds", "domains", "wrk-threads"])
+            .check_known(&["duration", "conns", "rounds", "domains", "wrk-threads", "log-level"])
             .and_then(|()| load::run(&args)),
+        "profile" => args
+            .check_known(&["duration", "conns", "server", "method"])
+            .and_then(|()| profile::run(&args)),
         "scale" => args
             .check_known(&["domains", "mixed-secs"])
             .and_then(|()| scale::run(&args)),

@@ -94,7 +94,9 @@ fn start(home: &std::path::Path, log: &str) -> Result<Server, String> {
         .arg(home.join("config.toml"))
         .arg("serve")
         .env("OIDCVAULT_MASTER_PASSPHRASE", util::PASSPHRASE);
-    Server::spawn("oidcvault", cmd, &home.join(log), Some("/readyz"))
+    let addr = util::free_addr()?;
+    cmd.env("OIDCVAULT_SERVER__BIND", &addr);
+    Server::spawn_at("oidcvault", cmd, &home.join(log), Some("/readyz"), Some(addr))
 }
 
 fn measure(work: &std::path::Path, n: usize, mixed_secs: u64) -> Result<Value, String> {

@@ -218,14 +218,29 @@ impl Server {
     /// then for `ready_path` (if any) to answer 200.
     pub fn spawn(
         name: &str,
-        mut cmd: Command,
+        cmd: Command,
         log: &Path,
         ready_path: Option<&str>,
     ) -> Result<Self, String> {
+        Self::spawn_at(name, cmd, log, ready_path, None)
+    }
+
+    /// As [`Server::spawn`]; with `addr`, the server is known to listen there
+    /// (no listening line needed, e.g. when its log level hides it).
+    pub fn spawn_at(
+        name: &str,
+        mut cmd: Command,
+        log: &Path,
+        ready_path: Option<&str>,
+        addr: Option<String>,
+    ) -> Result<Self, String> {
         let out = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
+        // The developer's own OIDCVAULT_* variables are not inherited; the ones
+        // set on `cmd` are kept.
+        let set: Vec<std::ffi::OsString> = cmd.get_envs().map(|(k, _)| k.to_owned()).collect();
         for (k, _) in std::env::vars() {
-            if k.starts_with("OIDCVAULT_") {
+            if k.starts_with("OIDCVAULT_") && !set.iter().any(|s| *s == *k) {
                 cmd.env_remove(k);
             }
         }
@@ -244,14 +259,23 @@ impl Server {
             startup: Duration::ZERO,
         };
         let deadline = started + Duration::from_secs(180);
-        loop {
-            if let Some(addr) = server.log_text().split("listening on http://").nth(1) {
+        if let Some(addr) = addr {
+            server.addr = addr;
+        }
+        while server.addr.is_empty() {
+            // The whole line: the file may be read while it is being written.
+            let text = server.log_text();
+            if let Some((addr, _)) = text
+                .split("listening on http://")
+                .nth(1)
+                .and_then(|rest| rest.split_once('\n'))
+            {
                 server.addr = addr
                     .split(|c: char| c.is_whitespace())
                     .next()
                     .unwrap_or("")
                     .to_owned();
-                break;
+                continue;
             }
             if let Ok(Some(status)) = server.child.try_wait() {
                 return Err(format!(
@@ -270,6 +294,12 @@ impl Server {
             loop {
                 if matches!(agent.get(&url).call(), Ok(r) if r.status() == 200) {
                     break;
+                }
+                if let Ok(Some(status)) = server.child.try_wait() {
+                    return Err(format!(
+                        "{name} exited ({status}) before it was ready:\n{}",
+                        server.log_text()
+                    ));
                 }
                 if Instant::now() > deadline {
                     return Err(format!("{name} never became ready"));
@@ -325,6 +355,12 @@ impl Drop for Server {
             let _ = self.child.wait();
         }
     }
+}
+
+/// A free port on 127.0.0.1 (bound, then released for the server to take).
+pub fn free_addr() -> Result<String, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(l.local_addr().map_err(|e| e.to_string())?.to_string())
 }
 
 pub fn agent(timeout: Duration) -> ureq::Agent {
@@ -390,19 +426,17 @@ fn lua_str(s: &str) -> String {
     out
 }
 
-/// The Lua script for wrk: requests, and a `done` that writes the summary as JSON.
-fn wrk_script(creds: &[Cred], workload: &Workload, out: &Path) -> String {
-    let mut s = String::from("local creds = {\n");
-    for c in creds {
-        s.push_str(&format!("{{{},{}}},\n", lua_str(&c.token), lua_str(&c.domain)));
-    }
-    s.push_str("}\n");
-    s.push_str(&format!(
-        "local path = {}\nlocal body = {}\nlocal out_path = {}\n",
+/// The Lua script for wrk: requests (credentials read from `creds_path`, one
+/// `token domain` per line: LuaJIT refuses a table literal of 100,000 entries),
+/// and a `done` that writes the summary as JSON.
+fn wrk_script(creds_path: &Path, workload: &Workload, out: &Path) -> String {
+    let mut s = format!(
+        "local creds_path = {}\nlocal path = {}\nlocal body = {}\nlocal out_path = {}\n",
+        lua_str(&creds_path.display().to_string()),
         lua_str(CONFIG_PATH),
         lua_str(EXAMPLE_BODY),
         lua_str(&out.display().to_string())
-    ));
+    );
     let (method, fraction) = match workload {
         Workload::Fixed(m) => (*m, -1.0),
         Workload::Mixed { post_fraction } => ("MIXED", *post_fraction),
@@ -428,9 +462,15 @@ local function make(c, m)
   return wrk.format("GET", path, h)
 end
 
+local creds = {}
 local reqs = {}
 local i = 0
 function init(args)
+  for line in io.lines(creds_path) do
+    local token, domain = line:match("^(%S+) (%S+)$")
+    if token then creds[#creds + 1] = { token, domain } end
+  end
+  assert(#creds > 0, "no credentials in " .. creds_path)
   local t = tid or 1
   math.randomseed(t * 7919)
   if method ~= "MIXED" then
@@ -474,8 +514,14 @@ pub fn prepare_wrk(
 ) -> Result<(PathBuf, PathBuf), String> {
     let out = work.join(format!("wrk-{label}.json"));
     let script = work.join(format!("wrk-{label}.lua"));
+    let creds_path = work.join(format!("wrk-{label}.creds"));
+    let mut lines = String::with_capacity(creds.len() * 80);
+    for c in creds {
+        lines.push_str(&format!("{} {}\n", c.token, c.domain));
+    }
+    write(&creds_path, &lines)?;
     let mut f = File::create(&script).map_err(|e| format!("{}: {e}", script.display()))?;
-    f.write_all(wrk_script(creds, workload, &out).as_bytes())
+    f.write_all(wrk_script(&creds_path, workload, &out).as_bytes())
         .map_err(|e| e.to_string())?;
     Ok((script, out))
 }
