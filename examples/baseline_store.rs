@@ -3,15 +3,18 @@
 //! fdatasync, one flusher thread for all waiters), and nothing else: no
 //! authentication, no encryption, no validation, no logging.
 //!
-//! POST stores the JSON document oidcvault answers under the key named by the
-//! `X-Enterprise-Domain` header, waits until it is durable, and answers the
-//! document; GET answers the stored value (404 when none). The sled cache is
+//! POST stores the JSON document oidcvault answers (behind an 8-byte sequence
+//! number, so that every write changes the value: sled skips a write of the
+//! value already stored) under the key named by the `X-Enterprise-Domain`
+//! header, waits until it is durable, and answers the document; GET answers the
+//! stored document (404 when none). The sled cache is
 //! oidcvault's default (64 MiB); workers one per core, as oidcvault's default.
 //!
 //! `baseline_store DATA_DIR [BIND]`; prints `listening on http://ADDR` on stderr.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use oidcvault::store::GroupCommit;
@@ -23,6 +26,7 @@ const PATH: &str = "/api/v1/enterprises/oidc/config/";
 struct State {
     tree: sled::Tree,
     commit: GroupCommit,
+    seq: AtomicU64,
 }
 
 fn key(req: &HttpRequest) -> Vec<u8> {
@@ -40,7 +44,7 @@ fn json(body: impl actix_web::body::MessageBody + 'static) -> HttpResponse {
 
 async fn get(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
     match state.tree.get(key(&req)) {
-        Ok(Some(v)) => json(v.to_vec()),
+        Ok(Some(v)) => json(v.get(8..).unwrap_or_default().to_vec()),
         Ok(None) => HttpResponse::NotFound().finish(),
         Err(_) => HttpResponse::InternalServerError().finish(),
     }
@@ -48,7 +52,13 @@ async fn get(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
 
 async fn post(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> HttpResponse {
     std::hint::black_box(body);
-    if state.tree.insert(key(&req), DOC.as_bytes()).is_err() {
+    // A new value every time, as oidcvault's record (updated_at, a fresh nonce):
+    // sled skips an insert of the value already stored, which would make this
+    // "write" free.
+    let mut value = Vec::with_capacity(8 + DOC.len());
+    value.extend_from_slice(&state.seq.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+    value.extend_from_slice(DOC.as_bytes());
+    if state.tree.insert(key(&req), value).is_err() {
         return HttpResponse::InternalServerError().finish();
     }
     match state.commit.wait().await {
@@ -71,7 +81,11 @@ fn main() -> std::io::Result<()> {
         .map_err(std::io::Error::other)?;
     let tree = db.open_tree("configs").map_err(std::io::Error::other)?;
     let commit = GroupCommit::start(db, dir).map_err(std::io::Error::other)?;
-    let state = web::Data::new(State { tree, commit });
+    let state = web::Data::new(State {
+        tree,
+        commit,
+        seq: AtomicU64::new(0),
+    });
     let result = actix_web::rt::System::new().block_on({
         let state = state.clone();
         async move {

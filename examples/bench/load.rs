@@ -2,7 +2,6 @@
 //! side, same wrk, same requests, at 1, 32 and 256 connections, GET and POST.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -14,9 +13,9 @@ use crate::Args;
 const TARGETS: [&str; 3] = ["oidcvault", "http_ceiling", "storage_ceiling"];
 
 pub fn run(args: &Args) -> Result<(), String> {
-    let duration: u64 = args.get("duration", 10)?;
+    let duration: u64 = args.get("duration", 5)?;
     let conns = args.list("conns", &[1, 32, 256])?;
-    let rounds: usize = args.get("rounds", 1)?;
+    let rounds: usize = args.get("rounds", 3)?;
     let n_domains: usize = args.get("domains", 256)?;
     let wrk_threads: usize = args.get("wrk-threads", 1)?;
     // oidcvault's log level (the shipped default is info: one line per request).
@@ -39,7 +38,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         loaded.seconds, loaded.kdf_ms
     );
 
-    let mut oidcvault_cmd = Command::new(util::binary("oidcvault")?);
+    let mut oidcvault_cmd = util::command(util::binary("oidcvault")?);
     oidcvault_cmd
         .arg("--config")
         .arg(&config_path)
@@ -55,11 +54,13 @@ pub fn run(args: &Args) -> Result<(), String> {
         Some("/readyz"),
         Some(addr),
     )?;
-    let mut http_cmd = Command::new(util::binary("baseline_http")?);
+    let mut http_cmd = util::command(util::binary("baseline_http")?);
     http_cmd.arg("127.0.0.1:0");
     let http = Server::spawn("http_ceiling", http_cmd, &work.join("http.log"), None)?;
-    let mut store_cmd = Command::new(util::binary("baseline_store")?);
-    store_cmd.arg(work.join("baseline-store")).arg("127.0.0.1:0");
+    let mut store_cmd = util::command(util::binary("baseline_store")?);
+    store_cmd
+        .arg(work.join("baseline-store"))
+        .arg("127.0.0.1:0");
     let store = Server::spawn("storage_ceiling", store_cmd, &work.join("store.log"), None)?;
     let servers: BTreeMap<&str, &Server> = [
         ("oidcvault", &oidcvault),
@@ -104,7 +105,8 @@ pub fn run(args: &Args) -> Result<(), String> {
                 let mut order = TARGETS.to_vec();
                 order.rotate_left(round % TARGETS.len());
                 for name in order {
-                    let mut v = util::run_wrk(servers[name], script, out, c, wrk_threads, duration)?;
+                    let mut v =
+                        util::run_wrk(servers[name], script, out, c, wrk_threads, duration)?;
                     v["target"] = json!(name);
                     v["method"] = json!(method);
                     v["conns"] = json!(c);
@@ -136,6 +138,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         "machine": machine,
         "loadavg_at_end": util::loadavg(),
         "settings": {
+            "nice": util::nice(),
             "duration_secs": duration, "conns": conns, "rounds": rounds,
             "domains": n_domains, "wrk_threads": wrk_threads, "oidcvault_log_level": log_level,
             "post_body": util::EXAMPLE_BODY,
@@ -153,10 +156,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     util::write(&results_dir.join(format!("load-{stamp}.json")), &text)?;
     util::write(&results_dir.join("load.json"), &text)?;
     util::write(&results_dir.join("load.md"), &md)?;
-    println!(
-        "written to {}/load.json and load.md",
-        results_dir.display()
-    );
+    println!("written to {}/load.json and load.md", results_dir.display());
     Ok(())
 }
 
@@ -211,14 +211,40 @@ fn summarize(runs: &[Value], conns: &[usize]) -> Value {
                         .filter_map(|r| r["cpu"]["other_cores"].as_f64()).collect()),
                 });
             }
-            let ours = pick(method, c, "oidcvault", "rps");
-            row["ratio_vs_http_ceiling"] = json!(ours / pick(method, c, "http_ceiling", "rps"));
-            row["ratio_vs_storage_ceiling"] =
-                json!(ours / pick(method, c, "storage_ceiling", "rps"));
+            // Ratios within each round (the three runs back to back, so under
+            // about the same noise), then the median over rounds.
+            let round_ratio = |ceiling: &str| -> f64 {
+                let rps = |round: u64, target: &str| {
+                    runs.iter()
+                        .find(|r| {
+                            r["method"] == method
+                                && r["conns"] == c
+                                && r["round"] == round
+                                && r["target"] == target
+                        })
+                        .and_then(|r| r["rps"].as_f64())
+                };
+                let rounds: std::collections::BTreeSet<u64> = runs
+                    .iter()
+                    .filter(|r| r["method"] == method && r["conns"] == c)
+                    .filter_map(|r| r["round"].as_u64())
+                    .collect();
+                median(
+                    rounds
+                        .into_iter()
+                        .filter_map(|round| Some(rps(round, "oidcvault")? / rps(round, ceiling)?))
+                        .collect(),
+                )
+            };
+            row["ratio_vs_http_ceiling"] = json!(round_ratio("http_ceiling"));
+            row["ratio_vs_storage_ceiling"] = json!(round_ratio("storage_ceiling"));
             rows.push(row);
         }
     }
-    let find = |method: &str, c: usize| rows.iter().find(|r| r["method"] == method && r["conns"] == c);
+    let find = |method: &str, c: usize| {
+        rows.iter()
+            .find(|r| r["method"] == method && r["conns"] == c)
+    };
     let mut goals = Vec::new();
     if let Some(r) = find("GET", 32) {
         let v = r["ratio_vs_http_ceiling"].as_f64().unwrap_or(f64::NAN);
@@ -271,7 +297,11 @@ fn markdown(summary: &Value) -> String {
             "| {} | {:.2} | {} |\n",
             g["goal"].as_str().unwrap_or(""),
             g["value"].as_f64().unwrap_or(f64::NAN),
-            if g["met"].as_bool().unwrap_or(false) { "yes" } else { "**no**" }
+            if g["met"].as_bool().unwrap_or(false) {
+                "yes"
+            } else {
+                "**no**"
+            }
         ));
     }
     s

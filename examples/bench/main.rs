@@ -17,7 +17,8 @@
 //! and after mixed load, and bytes on disk per domain. `profile` counts where
 //! the instructions of a POST go (callgrind).
 //!
-//! Results go to `target/bench-results/` (JSON and a Markdown table); scratch
+//! Servers and wrk run under `nice -n -5` (`--nice N`), so that other work on a
+//! shared machine disturbs them less. Results go to `target/bench-results/` (JSON and a Markdown table); scratch
 //! data to `target/bench-work/` (both ignored by git). Only 127.0.0.1 is loaded.
 #![forbid(unsafe_code)]
 
@@ -30,6 +31,7 @@ mod util;
 use std::process::ExitCode;
 
 fn usage() -> ExitCode {
+    eprintln!("(every command also takes --nice N: priority of servers and wrk, default -5)");
     eprintln!(
         "usage: bench load [--duration SECS] [--conns 1,32,256] [--rounds N] [--domains N] [--wrk-threads N] [--log-level info]\n       \
          bench scale [--domains 10000,100000] [--mixed-secs SECS]\n       \
@@ -49,9 +51,7 @@ impl Args {
             let name = flag
                 .strip_prefix("--")
                 .ok_or_else(|| format!("unexpected argument {flag:?}"))?;
-            let value = it
-                .next()
-                .ok_or_else(|| format!("--{name} needs a value"))?;
+            let value = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
             out.push((name.to_owned(), value.clone()));
         }
         Ok(Self(out))
@@ -59,7 +59,9 @@ impl Args {
 
     pub fn get<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T, String> {
         match self.0.iter().rev().find(|(n, _)| n == name) {
-            Some((_, v)) => v.parse().map_err(|_| format!("--{name}: invalid value {v:?}")),
+            Some((_, v)) => v
+                .parse()
+                .map_err(|_| format!("--{name}: invalid value {v:?}")),
             None => Ok(default),
         }
     }
@@ -101,15 +103,29 @@ fn main() -> ExitCode {
             return usage();
         }
     };
+    match args.get("nice", util::nice()) {
+        Ok(n) => util::set_nice(n),
+        Err(e) => {
+            eprintln!("bench: {e}");
+            return usage();
+        }
+    }
     let result = match command.as_str() {
         "load" => args
-            .check_known(&["duration", "conns", "rounds", "domains", "wrk-threads", "log-level"])
+            .check_known(&[
+                "duration",
+                "conns",
+                "rounds",
+                "domains",
+                "wrk-threads",
+                "log-level",
+            ])
             .and_then(|()| load::run(&args)),
         "profile" => args
-            .check_known(&["duration", "conns", "server", "method"])
+            .check_known(&["duration", "conns", "server", "method", "nice"])
             .and_then(|()| profile::run(&args)),
         "scale" => args
-            .check_known(&["domains", "mixed-secs"])
+            .check_known(&["domains", "mixed-secs", "nice"])
             .and_then(|()| scale::run(&args)),
         _ => return usage(),
     };

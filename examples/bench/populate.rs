@@ -77,7 +77,10 @@ pub fn populate(config_path: &Path, n: usize) -> Result<Loaded, String> {
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("loader thread panicked".into())))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("loader thread panicked".into()))
+            })
             .collect()
     });
     let mut creds = Vec::with_capacity(n);

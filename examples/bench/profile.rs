@@ -36,10 +36,16 @@ const PARTS: &[(&str, &[&str])] = &[
         "enterprise domain lookup",
         &["oidcvault::api::enterprise_domain"],
     ),
-    ("validation (parse_patch)", &["oidcvault::api::oidc_config::parse_patch"]),
+    (
+        "validation (parse_patch)",
+        &["oidcvault::api::oidc_config::parse_patch"],
+    ),
     (
         "sealing the secret (AES-256-GCM)",
-        &["oidcvault::crypto::keyring::Keyring>::seal", "Keyring>::seal"],
+        &[
+            "oidcvault::crypto::keyring::Keyring>::seal",
+            "Keyring>::seal",
+        ],
     ),
     (
         "store update: sled transaction",
@@ -47,7 +53,10 @@ const PARTS: &[(&str, &[&str])] = &[
     ),
     (
         "store update: sled compare-and-swap",
-        &["sled::tree::Tree>::compare_and_swap", "Tree::compare_and_swap"],
+        &[
+            "sled::tree::Tree>::compare_and_swap",
+            "Tree::compare_and_swap",
+        ],
     ),
     (
         "group commit: sled flush + fdatasync (flusher thread)",
@@ -69,7 +78,10 @@ const PARTS: &[(&str, &[&str])] = &[
         "log lines (tracing-subscriber fmt)",
         &["tracing_core::event::Event::dispatch"],
     ),
-    ("memset (all callers)", &["__memset_avx2_unaligned_erms", "memset"]),
+    (
+        "memset (all callers)",
+        &["__memset_avx2_unaligned_erms", "memset"],
+    ),
     ("malloc (all callers)", &["malloc.c:malloc"]),
 ];
 
@@ -89,7 +101,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     let config = populate::write_home(&home)?;
     let loaded = populate::populate(&config, 64)?;
     let out = work.join("callgrind.out");
-    let mut cmd = Command::new("valgrind");
+    let mut cmd = util::command("valgrind");
     cmd.arg("--tool=callgrind")
         .arg("--instr-atstart=no")
         .arg(format!("--callgrind-out-file={}", out.display()));

@@ -2,7 +2,6 @@
 //! Argon2 derivation apart), resident memory after start and after mixed load,
 //! bytes on disk per domain; and how each grows from the first N to the last.
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -43,8 +42,9 @@ pub fn run(args: &Args) -> Result<(), String> {
             let b = last[key].as_f64().unwrap_or(f64::NAN);
             growth[key] = json!((b / a * 100.0).round() / 100.0);
         }
-        growth["domains"] = json!(last["domains"].as_f64().unwrap_or(0.0)
-            / first["domains"].as_f64().unwrap_or(1.0));
+        growth["domains"] = json!(
+            last["domains"].as_f64().unwrap_or(0.0) / first["domains"].as_f64().unwrap_or(1.0)
+        );
     }
     let goals = rows.last().map(|r| {
         let startup = r["startup_ms_without_kdf"].as_f64().unwrap_or(f64::NAN);
@@ -62,7 +62,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         "benchmark": "scale",
         "machine": machine,
         "loadavg_at_end": util::loadavg(),
-        "settings": {"mixed_secs": mixed_secs, "mixed_conns": MIXED_CONNS, "post_fraction": POST_FRACTION},
+        "settings": {"nice": util::nice(), "mixed_secs": mixed_secs, "mixed_conns": MIXED_CONNS, "post_fraction": POST_FRACTION},
         "rows": rows,
         "growth_last_over_first": growth,
         "goals": goals,
@@ -72,7 +72,10 @@ pub fn run(args: &Args) -> Result<(), String> {
     let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
     util::write(&results_dir.join("scale.json"), &text)?;
     util::write(&results_dir.join("scale.md"), &md)?;
-    println!("written to {}/scale.json and scale.md", results_dir.display());
+    println!(
+        "written to {}/scale.json and scale.md",
+        results_dir.display()
+    );
     Ok(())
 }
 
@@ -89,14 +92,20 @@ fn mib(kib: u64) -> f64 {
 }
 
 fn start(home: &std::path::Path, log: &str) -> Result<Server, String> {
-    let mut cmd = Command::new(util::binary("oidcvault")?);
+    let mut cmd = util::command(util::binary("oidcvault")?);
     cmd.arg("--config")
         .arg(home.join("config.toml"))
         .arg("serve")
         .env("OIDCVAULT_MASTER_PASSPHRASE", util::PASSPHRASE);
     let addr = util::free_addr()?;
     cmd.env("OIDCVAULT_SERVER__BIND", &addr);
-    Server::spawn_at("oidcvault", cmd, &home.join(log), Some("/readyz"), Some(addr))
+    Server::spawn_at(
+        "oidcvault",
+        cmd,
+        &home.join(log),
+        Some("/readyz"),
+        Some(addr),
+    )
 }
 
 fn measure(work: &std::path::Path, n: usize, mixed_secs: u64) -> Result<Value, String> {
@@ -185,7 +194,11 @@ fn markdown(report: &Value) -> String {
             "| {} | {:.2} | {} |\n",
             g["goal"].as_str().unwrap_or(""),
             g["value"].as_f64().unwrap_or(f64::NAN),
-            if g["met"].as_bool().unwrap_or(false) { "yes" } else { "**no**" }
+            if g["met"].as_bool().unwrap_or(false) {
+                "yes"
+            } else {
+                "**no**"
+            }
         ));
     }
     s
