@@ -1,0 +1,116 @@
+//! Load-benchmark baseline 2, the *storage ceiling*: actix-web + sled with
+//! oidcvault's own group commit (`oidcvault::store::GroupCommit`: sled flush +
+//! fdatasync, one flusher thread for all waiters), and nothing else: no
+//! authentication, no encryption, no validation, no logging.
+//!
+//! POST stores the JSON document oidcvault answers (behind an 8-byte sequence
+//! number, so that every write changes the value: sled skips a write of the
+//! value already stored) under the key named by the `X-Enterprise-Domain`
+//! header, waits until it is durable, and answers the document; GET answers the
+//! stored document (404 when none). The sled cache is
+//! oidcvault's default (64 MiB); workers one per core, as oidcvault's default.
+//!
+//! `baseline_store DATA_DIR [BIND]`; prints `listening on http://ADDR` on stderr.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use oidcvault::store::GroupCommit;
+
+/// What oidcvault answers for the seed's example body.
+const DOC: &str = r#"{"id":1,"enterprise_domain":1,"client_id":"enterprise-app-123","client_secret":"********0rd!","client_secret_masked":"********0rd!","discovery_url":null,"authorization_endpoint":null,"token_endpoint":null,"userinfo_endpoint":null,"created_at":"2026-11-29T15:04:05.123456Z","updated_at":"2026-11-29T15:04:05.123456Z"}"#;
+const PATH: &str = "/api/v1/enterprises/oidc/config/";
+
+struct State {
+    tree: sled::Tree,
+    commit: GroupCommit,
+    seq: AtomicU64,
+}
+
+fn key(req: &HttpRequest) -> Vec<u8> {
+    req.headers()
+        .get("X-Enterprise-Domain")
+        .map(|v| v.as_bytes().to_vec())
+        .unwrap_or_else(|| b"default".to_vec())
+}
+
+fn json(body: impl actix_web::body::MessageBody + 'static) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body)
+}
+
+async fn get(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
+    match state.tree.get(key(&req)) {
+        Ok(Some(v)) => json(v.get(8..).unwrap_or_default().to_vec()),
+        Ok(None) => HttpResponse::NotFound().finish(),
+        Err(_) => HttpResponse::InternalServerError().finish(),
+    }
+}
+
+async fn post(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> HttpResponse {
+    std::hint::black_box(body);
+    // A new value every time, as oidcvault's record (updated_at, a fresh nonce):
+    // sled skips an insert of the value already stored, which would make this
+    // "write" free.
+    let mut value = Vec::with_capacity(8 + DOC.len());
+    value.extend_from_slice(&state.seq.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+    value.extend_from_slice(DOC.as_bytes());
+    if state.tree.insert(key(&req), value).is_err() {
+        return HttpResponse::InternalServerError().finish();
+    }
+    match state.commit.wait().await {
+        Ok(()) => json(DOC),
+        Err(_) => HttpResponse::InternalServerError().finish(),
+    }
+}
+
+fn main() -> std::io::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let dir = PathBuf::from(
+        args.next()
+            .unwrap_or_else(|| "target/bench-work/baseline-store".into()),
+    );
+    let bind = args.next().unwrap_or_else(|| "127.0.0.1:0".into());
+    let db = sled::Config::new()
+        .path(&dir)
+        .cache_capacity(64 << 20)
+        .open()
+        .map_err(std::io::Error::other)?;
+    let tree = db.open_tree("configs").map_err(std::io::Error::other)?;
+    let commit = GroupCommit::start(db, dir, None).map_err(std::io::Error::other)?;
+    let state = web::Data::new(State {
+        tree,
+        commit,
+        seq: AtomicU64::new(0),
+    });
+    let result = actix_web::rt::System::new().block_on({
+        let state = state.clone();
+        async move {
+            let server = HttpServer::new(move || {
+                // One static resource per spelling, as oidcvault registers its path.
+                App::new()
+                    .app_data(state.clone())
+                    .service(
+                        web::resource(PATH)
+                            .route(web::get().to(get))
+                            .route(web::post().to(post)),
+                    )
+                    .service(
+                        web::resource(PATH.trim_end_matches('/'))
+                            .route(web::get().to(get))
+                            .route(web::post().to(post)),
+                    )
+            })
+            .bind(&bind)?;
+            for addr in server.addrs() {
+                eprintln!("listening on http://{addr}");
+            }
+            server.run().await
+        }
+    });
+    state.commit.shutdown();
+    result
+}

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Every benchmark of BENCHMARKS.md, with one command. Not a test: not run by CI
+# or scripts/test.sh. Takes about 15 minutes on 2 cores (builds not counted).
+#
+#   scripts/bench.sh            # micro + load + scale
+#   scripts/bench.sh micro      # only the criterion micro-benchmarks
+#   scripts/bench.sh load [bench options]    e.g. load --duration 5 --rounds 2
+#   scripts/bench.sh scale [bench options]   e.g. scale --domains 10000 --mixed-secs 60
+#   scripts/bench.sh profile [bench options] where a POST's instructions go (callgrind)
+#
+# Results: target/bench-results/{micro,load,scale,profile}.json and .md tables.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+what="${1:-all}"
+[ $# -gt 0 ] && shift
+
+# ---- the load generator (wrk, from Debian) ---------------------------------------
+if [ "$what" != micro ] && ! command -v wrk >/dev/null; then
+  echo "== installing wrk"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
+fi
+
+if [ "$what" = profile ] && ! command -v valgrind >/dev/null; then
+  echo "== installing valgrind"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind
+fi
+
+build() {
+  echo "== cargo build --release (server, baselines, bench driver)"
+  cargo build --release --bin oidcvault --example baseline_http \
+    --example baseline_store --example bench
+}
+
+# Benchmarks run at a higher priority (nice -5; needs root, else nice warns and
+# runs them as they are), so that other work on a shared machine disturbs less.
+micro() { nice -n -5 cargo bench --bench micro -- "$@"; }
+
+case "$what" in
+  micro) micro "$@" ;;
+  load) build; target/release/examples/bench load "$@" ;;
+  scale) build; target/release/examples/bench scale "$@" ;;
+  profile) build; target/release/examples/bench profile "$@" ;;
+  all)
+    build
+    target/release/examples/bench load
+    target/release/examples/bench scale
+    micro
+    ;;
+  *) echo "usage: scripts/bench.sh [all|micro|load|scale|profile] [options]" >&2; exit 2 ;;
+esac
