@@ -99,7 +99,10 @@ pub fn populate(config_path: &Path, n: usize) -> Result<Loaded, String> {
 
 async fn one(vault: &Vault, i: usize) -> Result<Cred, String> {
     let name = domain_name(i);
-    let domain = vault.add_domain(&name, None).await.map_err(|e| e.to_string())?;
+    let domain = vault
+        .add_domain(&name, None)
+        .await
+        .map_err(|e| e.to_string())?;
     let (_, token) = vault
         .create_token(&TokenTarget::Domain(name.clone()), None)
         .await

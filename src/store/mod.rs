@@ -478,6 +478,10 @@ impl Store {
         domain_id: u64,
         build: impl Fn(Option<&ConfigRecord>, u64) -> Result<(ConfigRecord, AuditRecord), E>,
     ) -> Result<(ConfigRecord, bool), Abort<E>> {
+        if let Some(updated) = self.update_config(domain_id, &build)? {
+            self.durable().await?;
+            return Ok((updated, false));
+        }
         let r = self.apply_audited(|audit_id| {
             (&self.meta, &self.domains, &self.configs, &self.audit).transaction(
                 |(meta, domains, configs, log)| -> TxResult<(ConfigRecord, bool), E> {
@@ -504,6 +508,44 @@ impl Store {
         let out = r?;
         self.durable().await?;
         Ok(out)
+    }
+
+    /// The update half of [`Store::upsert_config`], without a sled transaction:
+    /// every sled transaction seals and writes sled's current IO buffer under its
+    /// process-wide lock, which made updates several times dearer than plain
+    /// writes (BENCHMARKS.md). Instead, every writer of `configs` (this, the
+    /// audited transactions, re-encryption) holds the write-order lock, so the
+    /// record read here is still current when the new one is written. The audit
+    /// event is written first: sled recovers a prefix of its log, so a change
+    /// that survives a crash always has its event (an event may survive without
+    /// its change only if neither was acknowledged). `None` when there is no
+    /// config yet: the caller creates it in a transaction.
+    fn update_config<E>(
+        &self,
+        domain_id: u64,
+        build: &impl Fn(Option<&ConfigRecord>, u64) -> Result<(ConfigRecord, AuditRecord), E>,
+    ) -> Result<Option<ConfigRecord>, Abort<E>> {
+        self.writable()?;
+        let _order = self
+            .write_order
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let _gate = self.shared();
+        let key = domain_id.to_be_bytes();
+        // A config exists only while its domain does (they are removed together).
+        let Some(bytes) = self.configs.get(key).map_err(|e| self.sled_err(e))? else {
+            return Ok(None);
+        };
+        let current: ConfigRecord = decode("configs", &key, &bytes)?;
+        let (record, event) = build(Some(&current), current.id).map_err(Abort::Caller)?;
+        let audit_id = self.audit_id()?;
+        self.audit
+            .insert(audit_id, encode(&event))
+            .map_err(|e| self.sled_err(e))?;
+        self.configs
+            .insert(key, encode(&record))
+            .map_err(|e| self.sled_err(e))?;
+        Ok(Some(record))
     }
 
     /// Delete the config of `domain_id`; false when there was none.
@@ -637,26 +679,27 @@ impl Store {
         reseal: impl Fn(&ConfigRecord) -> Result<Option<Vec<u8>>, E>,
     ) -> Result<bool, Abort<E>> {
         self.writable()?;
-        let guard = self.shared();
-        let r = self.configs.transaction(|configs| -> TxResult<bool, E> {
-            let key = domain_id.to_be_bytes();
-            let Some(bytes) = configs.get(key)? else {
-                return Ok(false);
-            };
-            let mut record: ConfigRecord = tx_decode("configs", &key, &bytes)?;
-            match reseal(&record)
-                .map_err(|e| ConflictableTransactionError::Abort(Abort::Caller(e)))?
-            {
-                Some(sealed) => {
-                    record.secret_sealed = sealed;
-                    configs.insert(&key, encode(&record))?;
-                    Ok(true)
-                }
-                None => Ok(false),
+        // Config writers take turns (see `update_config`): no update is lost.
+        let _order = self
+            .write_order
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let _gate = self.shared();
+        let key = domain_id.to_be_bytes();
+        let Some(bytes) = self.configs.get(key).map_err(|e| self.sled_err(e))? else {
+            return Ok(false);
+        };
+        let mut record: ConfigRecord = decode("configs", &key, &bytes)?;
+        match reseal(&record).map_err(Abort::Caller)? {
+            Some(sealed) => {
+                record.secret_sealed = sealed;
+                self.configs
+                    .insert(key, encode(&record))
+                    .map_err(|e| self.sled_err(e))?;
+                Ok(true)
             }
-        });
-        drop(guard);
-        self.flatten(r)
+            None => Ok(false),
+        }
     }
 
     /// Every config record, decoded (for verify, re-encryption and counts).
