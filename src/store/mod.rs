@@ -275,6 +275,17 @@ impl Store {
         }
     }
 
+    /// One record by key, decoded; refused once the store has stopped.
+    fn read<T: bincode::Decode<()>>(
+        &self,
+        tree: &sled::Tree,
+        name: &'static str,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        self.usable()?;
+        tree.get(key)?.map(|v| decode(name, key, &v)).transpose()
+    }
+
     /// Held shared by every mutation while it applies.
     fn shared(&self) -> std::sync::RwLockReadGuard<'_, ()> {
         self.gate
@@ -376,12 +387,7 @@ impl Store {
     }
 
     pub fn domain(&self, id: u64) -> Result<Option<DomainRecord>, StoreError> {
-        self.usable()?;
-        let key = id.to_be_bytes();
-        self.domains
-            .get(key)?
-            .map(|v| decode("domains", &key, &v))
-            .transpose()
+        self.read(&self.domains, "domains", &id.to_be_bytes())
     }
 
     pub fn domain_by_name(&self, name: &str) -> Result<Option<DomainRecord>, StoreError> {
@@ -457,12 +463,7 @@ impl Store {
     // ---- OIDC configs --------------------------------------------------------
 
     pub fn config(&self, domain_id: u64) -> Result<Option<ConfigRecord>, StoreError> {
-        self.usable()?;
-        let key = domain_id.to_be_bytes();
-        self.configs
-            .get(key)?
-            .map(|v| decode("configs", &key, &v))
-            .transpose()
+        self.read(&self.configs, "configs", &domain_id.to_be_bytes())
     }
 
     pub fn count_configs(&self) -> usize {
@@ -615,12 +616,7 @@ impl Store {
     }
 
     pub fn token(&self, id: u64) -> Result<Option<TokenRecord>, StoreError> {
-        self.usable()?;
-        let key = id.to_be_bytes();
-        self.tokens
-            .get(key)?
-            .map(|v| decode("tokens", &key, &v))
-            .transpose()
+        self.read(&self.tokens, "tokens", &id.to_be_bytes())
     }
 
     pub fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
