@@ -249,21 +249,14 @@ impl Store {
         }
     }
 
-    /// Apply an audited mutation: refused when the store cannot write; its event
-    /// id is taken and the transaction applied under the write-order lock (events
-    /// become visible in id order, so a reader paging by id misses none), and
-    /// under the shared gate (a backup sees no write half-way).
+    /// Apply an audited mutation in a writer's turn: its event id is taken and
+    /// its transaction applied before the next writer's.
     fn apply_audited<T, E>(
         &self,
         tx: impl FnOnce([u8; 8]) -> Result<T, TransactionError<Abort<E>>>,
     ) -> Result<T, Abort<E>> {
-        self.writable()?;
-        let _order = self
-            .write_order
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _turn = self.writer_turn()?;
         let audit_id = self.audit_id()?;
-        let _gate = self.shared();
         self.flatten(tx(audit_id))
     }
 
@@ -284,6 +277,27 @@ impl Store {
     ) -> Result<Option<T>, StoreError> {
         self.usable()?;
         tree.get(key)?.map(|v| decode(name, key, &v)).transpose()
+    }
+
+    /// A writer's turn: refused when the store cannot write; then the write-order
+    /// lock (writers of configs and audit events take turns, so events become
+    /// visible in id order and no config update is lost) and the shared gate (a
+    /// backup sees no write half-way).
+    fn writer_turn(
+        &self,
+    ) -> Result<
+        (
+            std::sync::MutexGuard<'_, ()>,
+            std::sync::RwLockReadGuard<'_, ()>,
+        ),
+        StoreError,
+    > {
+        self.writable()?;
+        let order = self
+            .write_order
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Ok((order, self.shared()))
     }
 
     /// Held shared by every mutation while it applies.
@@ -526,12 +540,7 @@ impl Store {
         domain_id: u64,
         build: &impl Fn(Option<&ConfigRecord>, u64) -> Result<(ConfigRecord, AuditRecord), E>,
     ) -> Result<Option<ConfigRecord>, Abort<E>> {
-        self.writable()?;
-        let _order = self
-            .write_order
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let _gate = self.shared();
+        let _turn = self.writer_turn()?;
         let key = domain_id.to_be_bytes();
         // A config exists only while its domain does (they are removed together).
         let Some(bytes) = self.configs.get(key).map_err(|e| self.sled_err(e))? else {
@@ -674,13 +683,8 @@ impl Store {
         domain_id: u64,
         reseal: impl Fn(&ConfigRecord) -> Result<Option<Vec<u8>>, E>,
     ) -> Result<bool, Abort<E>> {
-        self.writable()?;
         // Config writers take turns (see `update_config`): no update is lost.
-        let _order = self
-            .write_order
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let _gate = self.shared();
+        let _turn = self.writer_turn()?;
         let key = domain_id.to_be_bytes();
         let Some(bytes) = self.configs.get(key).map_err(|e| self.sled_err(e))? else {
             return Ok(false);
@@ -735,12 +739,8 @@ impl Store {
     /// Append an event on its own (for actions that change no record: a key
     /// rotation, a backup). Durable when this returns.
     pub async fn append_audit(&self, event: &AuditRecord) -> Result<(), StoreError> {
-        self.writable()?;
         {
-            let _order = self
-                .write_order
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let _turn = self.writer_turn()?;
             let id = self.audit_id()?;
             self.audit
                 .insert(id, encode(event))
