@@ -284,17 +284,21 @@ impl Outbound {
         self.resolve_discovery_on_save
     }
 
-    /// Check a URL without fetching it: the URL rules, then the addresses its
-    /// host resolves to. Used for every endpoint a discovery document names.
-    pub fn check(&self, raw: &str) -> Result<(), FetchError> {
-        let deadline = Instant::now() + self.timeout;
-        let url = self
-            .policy
+    /// The URL rules of the policy (scheme, credentials, allowlists), as a fetch error.
+    fn checked_url(&self, raw: &str) -> Result<Url, FetchError> {
+        self.policy
             .check_url(raw)
             .map_err(|reason| FetchError::Refused {
                 url: raw.to_owned(),
                 reason,
-            })?;
+            })
+    }
+
+    /// Check a URL without fetching it: the URL rules, then the addresses its
+    /// host resolves to. Used for every endpoint a discovery document names.
+    pub fn check(&self, raw: &str) -> Result<(), FetchError> {
+        let deadline = Instant::now() + self.timeout;
+        let url = self.checked_url(raw)?;
         self.resolve_checked(&url, deadline).map(|_| ())
     }
 
@@ -480,13 +484,7 @@ impl Outbound {
     /// GET `raw` through the guard, following redirects to the same host only.
     pub fn get(&self, raw: &str, accept: &str) -> Result<Response, FetchError> {
         let deadline = Instant::now() + self.timeout;
-        let mut url = self
-            .policy
-            .check_url(raw)
-            .map_err(|reason| FetchError::Refused {
-                url: raw.to_owned(),
-                reason,
-            })?;
+        let mut url = self.checked_url(raw)?;
         let origin_host = url.host_str().unwrap_or_default().to_ascii_lowercase();
         let mut hops = 0;
         loop {
@@ -547,13 +545,7 @@ impl Outbound {
         body: &FormBody,
     ) -> Result<Response, FetchError> {
         let deadline = Instant::now() + self.timeout;
-        let url = self
-            .policy
-            .check_url(raw)
-            .map_err(|reason| FetchError::Refused {
-                url: raw.to_owned(),
-                reason,
-            })?;
+        let url = self.checked_url(raw)?;
         self.send_once(&url, deadline, |agent| {
             let mut req = agent
                 .request_url("POST", &url)

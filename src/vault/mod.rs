@@ -881,18 +881,15 @@ impl Vault {
     /// Revoke a token; false when there was none.
     pub async fn revoke_token(&self, id: u64, actor: Option<u64>) -> Result<bool, VaultError> {
         let now = now_micros();
-        let domains: BTreeMap<u64, Domain> = self
-            .list_domains()?
-            .into_iter()
-            .map(|d| (d.id, d))
-            .collect();
+        // The token's domain, for its event: a token's scope never changes, so it
+        // is read once here rather than listing every domain.
+        let domain = match self.store.token(id)?.map(|t| t.scope) {
+            Some(TokenScope::Domain(d)) => self.store.domain(d)?.map(Domain::from),
+            _ => None,
+        };
         let stored_event: Mutex<Option<AuditRecord>> = Mutex::new(None);
         let token_event = |r: &TokenRecord| {
-            let domain = match r.scope {
-                TokenScope::Domain(d) => domains.get(&d),
-                TokenScope::Operator => None,
-            };
-            let mut e = audit::event(now, actor, "token.revoke", domain);
+            let mut e = audit::event(now, actor, "token.revoke", domain.as_ref());
             e.detail = Some(format!("token {}", r.id));
             *stored_event
                 .lock()
