@@ -160,7 +160,8 @@ fn execute(cli: Cli) -> Result<(), CliError> {
     let command = cli.command.unwrap_or(Command::Serve);
     let serving = matches!(command, Command::Serve);
     // Offline commands: warnings, and the audit line of each change they make.
-    crate::logging::init(
+    // Held to the end: dropping it writes out every pending log line.
+    let _log_writer = crate::logging::init(
         &config.log,
         if serving {
             None

@@ -35,7 +35,7 @@ fn usage() -> ExitCode {
     eprintln!(
         "usage: bench load [--duration SECS] [--conns 1,32,256] [--rounds N] [--domains N] [--wrk-threads N] [--log-level info]\n       \
          bench scale [--domains 10000,100000] [--mixed-secs SECS]\n       \
-         bench profile [--duration SECS] [--conns N] [--server oidcvault|http_ceiling|storage_ceiling] [--method POST|GET]"
+         bench profile [--duration SECS] [--conns N] [--server oidcvault|http_ceiling|storage_ceiling] [--method POST|GET] [--tool callgrind|perf]"
     );
     ExitCode::from(2)
 }
@@ -122,7 +122,7 @@ fn main() -> ExitCode {
             ])
             .and_then(|()| load::run(&args)),
         "profile" => args
-            .check_known(&["duration", "conns", "server", "method", "nice"])
+            .check_known(&["duration", "conns", "server", "method", "nice", "tool"])
             .and_then(|()| profile::run(&args)),
         "scale" => args
             .check_known(&["domains", "mixed-secs", "nice"])

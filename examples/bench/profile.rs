@@ -86,6 +86,13 @@ const PARTS: &[(&str, &[&str])] = &[
 ];
 
 pub fn run(args: &Args) -> Result<(), String> {
+    let tool: String = args.get("tool", "callgrind".to_owned())?;
+    if tool == "perf" {
+        return run_perf(args);
+    }
+    if tool != "callgrind" {
+        return Err(format!("--tool {tool}: callgrind or perf"));
+    }
     let secs: u64 = args.get("duration", 20)?;
     let conns: usize = args.get("conns", 4)?;
     // The ceilings can be profiled the same way, for comparison.
@@ -208,6 +215,114 @@ pub fn run(args: &Args) -> Result<(), String> {
         "written to {}/{name}.{{json,md}}; raw: {} (callgrind_annotate it for more)",
         results_dir.display(),
         out.display()
+    );
+    Ok(())
+}
+
+/// `--tool perf`: where the wall-clock CPU time of the server goes, kernel
+/// included (callgrind counts only user-space instructions, and on this VM most of
+/// a durable POST's CPU is in the kernel: thread switches, syscalls). `perf
+/// record -e cpu-clock` samples the running release server (no valgrind
+/// slow-down) while wrk loads it at full speed; the report lists the hottest
+/// symbols (self time) and the shares of user space and kernel.
+fn run_perf(args: &Args) -> Result<(), String> {
+    let secs: u64 = args.get("duration", 10)?;
+    let conns: usize = args.get("conns", 32)?;
+    let target: String = args.get("server", "oidcvault".to_owned())?;
+    let method: String = args.get("method", "POST".to_owned())?;
+    let method: &'static str = match method.as_str() {
+        "POST" => "POST",
+        "GET" => "GET",
+        other => return Err(format!("--method {other}: GET or POST")),
+    };
+    let (results_dir, work) = util::dirs("profile-perf")?;
+    let home = work.join("oidcvault");
+    let config = populate::write_home(&home)?;
+    let loaded = populate::populate(&config, 256)?;
+    let (cmd, ready) = match target.as_str() {
+        "oidcvault" => {
+            let mut cmd = util::command(util::binary("oidcvault")?);
+            cmd.arg("--config")
+                .arg(&config)
+                .arg("serve")
+                .env("OIDCVAULT_MASTER_PASSPHRASE", util::PASSPHRASE);
+            (cmd, Some("/readyz"))
+        }
+        "storage_ceiling" => {
+            let mut cmd = util::command(util::binary("baseline_store")?);
+            cmd.arg(work.join("baseline-store")).arg("127.0.0.1:0");
+            (cmd, None)
+        }
+        "http_ceiling" => {
+            let mut cmd = util::command(util::binary("baseline_http")?);
+            cmd.arg("127.0.0.1:0");
+            (cmd, None)
+        }
+        other => {
+            return Err(format!(
+                "--server {other}: oidcvault, http_ceiling or storage_ceiling"
+            ))
+        }
+    };
+    println!(
+        "== profile: {target} under perf (cpu-clock), {method} at {conns} connections for {secs} s"
+    );
+    let server = Server::spawn(&target, cmd, &work.join("server.log"), ready)?;
+    let data = work.join("perf.data");
+    let mut perf = Command::new("perf")
+        .args(["record", "-e", "cpu-clock", "-F", "4000", "-g", "-o"])
+        .arg(&data)
+        .args(["-p", &server.pid().to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("perf: {e} (apt-get install linux-perf)"))?;
+    let (script, wrk_out) =
+        util::prepare_wrk(&work, method, &loaded.creds, &Workload::Fixed(method))?;
+    let load = util::run_wrk(&server, &script, &wrk_out, conns, 1, secs)?;
+    // perf writes its data on SIGINT.
+    let _ = Command::new("kill")
+        .args(["-INT", &perf.id().to_string()])
+        .status();
+    let _ = perf.wait();
+    server.stop()?;
+    let report = Command::new("perf")
+        .args([
+            "report",
+            "--no-children",
+            "--stdio",
+            "-g",
+            "none",
+            "--percent-limit",
+            "0.3",
+            "--sort",
+            "dso,sym",
+            "-i",
+        ])
+        .arg(&data)
+        .output()
+        .map_err(|e| format!("perf report: {e}"))?;
+    let text = String::from_utf8_lossy(&report.stdout).into_owned();
+    let kernel: f64 = text
+        .lines()
+        .filter(|l| l.contains("[kernel.kallsyms]"))
+        .filter_map(|l| l.trim().split('%').next()?.trim().parse::<f64>().ok())
+        .sum();
+    let summary = format!(
+        "{target}: {method} at {conns} connections, {} req/s, server CPU {} cores; \
+         kernel symbols above 0.3 %: {kernel:.1} % of the samples",
+        load["rps"], load["cpu"]["server_cores"]
+    );
+    println!("{summary}\n{text}");
+    let name = format!("profile-perf-{target}-{method}");
+    util::write(
+        &results_dir.join(format!("{name}.txt")),
+        &format!("{summary}\n\n{text}"),
+    )?;
+    println!(
+        "written to {}/{name}.txt; raw: {} (perf report -i it for call graphs)",
+        results_dir.display(),
+        data.display()
     );
     Ok(())
 }
