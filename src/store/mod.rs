@@ -22,7 +22,6 @@ mod records;
 mod space;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::PoisonError;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
@@ -166,7 +165,7 @@ pub struct Store {
     commit: GroupCommit,
     gate: std::sync::RwLock<()>,
     /// Free bytes a write needs on the data directory's file system (`space`).
-    disk_reserve: AtomicU64,
+    space: space::Guard,
 }
 
 impl std::fmt::Debug for Store {
@@ -231,7 +230,7 @@ impl Store {
             dir: dir.to_path_buf(),
             commit,
             gate: std::sync::RwLock::new(()),
-            disk_reserve: AtomicU64::new(0),
+            space: space::Guard::new(),
         })
     }
 
@@ -334,7 +333,7 @@ impl Store {
 
     /// Refuse writes (`DiskFull`) while the file system has less than `bytes` free.
     pub fn set_disk_reserve(&self, bytes: u64) {
-        self.disk_reserve.store(bytes, Ordering::Relaxed);
+        self.space.set_reserve(bytes);
     }
 
     /// Every read and write first: after a failed group commit, memory may hold
@@ -350,7 +349,7 @@ impl Store {
     /// Every write first: usable, and room on disk (checked before sled is touched).
     fn writable(&self) -> Result<(), StoreError> {
         self.usable()?;
-        space::check(&self.dir, self.disk_reserve.load(Ordering::Relaxed))
+        self.space.check(&self.dir)
     }
 
     pub fn commit_stats(&self) -> &CommitStats {
