@@ -83,7 +83,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("data"),
-            cache_capacity_mib: 64,
+            cache_capacity_mib: 16,
             backup_dir: PathBuf::from("backups"),
         }
     }
@@ -593,13 +593,13 @@ mod tests {
             Some(&path),
             &env(&[
                 ("OIDCVAULT_SERVER__BIND", "127.0.0.1:9"),
-                ("OIDCVAULT_STORAGE__CACHE_CAPACITY_MIB", "16"),
+                ("OIDCVAULT_STORAGE__CACHE_CAPACITY_MIB", "24"),
                 ("OIDCVAULT_MASTER_PASSPHRASE", "not a config key"),
             ]),
         )
         .unwrap();
         assert_eq!(c.server.bind, "127.0.0.1:9");
-        assert_eq!(c.storage.cache_capacity_mib, 16);
+        assert_eq!(c.storage.cache_capacity_mib, 24);
         assert_eq!(c.data_dir(), dir.path().join("d"));
         assert_eq!(c.master_key_file(), dir.path().join("master.key"));
     }

@@ -32,7 +32,7 @@ pub fn write_home(home: &Path) -> Result<PathBuf, String> {
     let path = home.join("config.toml");
     crate::util::write(
         &path,
-        "# Shipped defaults (Argon2id 64 MiB/3/4, 64 MiB cache, one worker per core,\n\
+        "# Shipped defaults (Argon2id 64 MiB/3/4, 16 MiB cache, one worker per core,\n\
          # info logs), listening on a free port.\n\
          [server]\nbind = \"127.0.0.1:0\"\n[storage]\ndata_dir = \"data\"\n",
     )?;
