@@ -6,7 +6,8 @@
 #   scripts/bench.sh micro      # only the criterion micro-benchmarks
 #   scripts/bench.sh load [bench options]    e.g. load --duration 5 --rounds 2
 #   scripts/bench.sh scale [bench options]   e.g. scale --domains 10000 --mixed-secs 60
-#   scripts/bench.sh profile [bench options] where a POST's instructions go (callgrind)
+#   scripts/bench.sh profile [bench options] where a POST's instructions go (callgrind;
+#                                            --tool perf: its CPU, kernel included)
 #
 # Results: target/bench-results/{micro,load,scale,profile}.json and .md tables.
 set -euo pipefail
@@ -20,6 +21,12 @@ if [ "$what" != micro ] && ! command -v wrk >/dev/null; then
   echo "== installing wrk"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
+fi
+
+if [ "$what" = profile ] && [[ " $* " == *" perf "* ]] && ! command -v perf >/dev/null; then
+  echo "== installing perf"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf
 fi
 
 if [ "$what" = profile ] && ! command -v valgrind >/dev/null; then

@@ -156,7 +156,9 @@ impl Write for BatchedStderr {
             if was_empty {
                 self.shared.wake.notify_one();
             }
-            p.bytes.len() > MAX_PENDING_BYTES
+            // After the guard has stopped the writer thread (the process is
+            // ending), each line is written at once.
+            p.bytes.len() > MAX_PENDING_BYTES || p.stop
         };
         if over {
             self.shared.flush();
@@ -421,6 +423,8 @@ mod tests {
             "not written by the logger"
         );
         drop(guard);
+        // A line logged after the guard is gone is written at once.
+        writer.make_writer().write_all(b"late\n").unwrap();
         let text = out.text();
         for t in 0..4 {
             let mine: Vec<&str> = text
@@ -430,6 +434,10 @@ mod tests {
             let expected: Vec<String> = (0..2000).map(|i| format!("t{t} line {i:05}")).collect();
             assert_eq!(mine, expected, "thread {t}");
         }
+        assert!(
+            text.ends_with("late\n"),
+            "the line after the guard is missing"
+        );
     }
 
     /// One event of each field kind the code base logs.

@@ -100,8 +100,16 @@ pub fn run(args: &Args) -> Result<(), String> {
         for name in TARGETS {
             util::run_wrk(servers[name], script, out, 32, wrk_threads, 2)?;
         }
-        for &c in &conns {
-            for round in 0..rounds {
+        // Rounds outermost, connection counts alternating in order: every POST
+        // stores an audit event, so the store grows through the run, and runs
+        // late in it must not all be one connection count's (the first version
+        // ran every 32-connection round before every 256 one).
+        for round in 0..rounds {
+            let mut levels = conns.clone();
+            if round % 2 == 1 {
+                levels.reverse();
+            }
+            for c in levels {
                 let mut order = TARGETS.to_vec();
                 order.rotate_left(round % TARGETS.len());
                 for name in order {
