@@ -56,9 +56,9 @@ pub fn init(config: &LogConfig, level_override: Option<&str>) -> LogGuard {
 /// Log lines gathered in memory and written by one thread, at most
 /// [`FLUSH_INTERVAL`] after the first of them.
 ///
-/// Why: one `write(2)` per request line cost a GET about 2 µs of CPU, an eighth
-/// of all it costs (BENCHMARKS.md); a channel to a writer thread that wakes per
-/// line (`tracing-appender`) cost more. Here a line is appended to a shared
+/// Why: the request line, formatted and written with a `write(2)` of its own,
+/// cost a GET about 2.5 µs of its 16 µs of CPU (BENCHMARKS.md); a channel to a
+/// writer thread that wakes per line (`tracing-appender`) cost more. Here a line is appended to a shared
 /// buffer under a short lock; the writer thread is woken only when the buffer
 /// goes from empty to non-empty, waits the interval, and writes everything
 /// gathered with one system call. Idle, it sleeps. The cost: a line reaches
