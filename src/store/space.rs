@@ -17,9 +17,10 @@ use super::StoreError;
 
 /// After a check finds at least this much room above the reserve, writes skip
 /// the check for [`SKIP_FOR`]. Why: `statvfs` is a system call on every write
-/// (2 % of a POST's CPU, BENCHMARKS.md), and with this much room no burst of
-/// writes can reach the reserve in that time (at oidcvault's highest measured
-/// rate it appends a few MiB per second). Near the reserve, every write checks.
+/// (3 % of the request threads' CPU under POST load, BENCHMARKS.md), and with
+/// this much room no burst of writes can reach the reserve in that time: at its
+/// highest measured POST rate oidcvault's log grows by about 13 MiB a second,
+/// 1.3 MiB per 100 ms. Near the reserve, every write checks.
 const HEADROOM: u64 = 256 << 20;
 const SKIP_FOR: Duration = Duration::from_millis(100);
 
