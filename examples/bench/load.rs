@@ -299,18 +299,7 @@ fn markdown(summary: &Value) -> String {
             other,
         ));
     }
-    s.push_str("\n| goal | value | met |\n|---|---:|---|\n");
-    for g in summary["goals"].as_array().into_iter().flatten() {
-        s.push_str(&format!(
-            "| {} | {:.2} | {} |\n",
-            g["goal"].as_str().unwrap_or(""),
-            g["value"].as_f64().unwrap_or(f64::NAN),
-            if g["met"].as_bool().unwrap_or(false) {
-                "yes"
-            } else {
-                "**no**"
-            }
-        ));
-    }
+    s.push('\n');
+    s.push_str(&util::goal_rows("goal", &summary["goals"]));
     s
 }

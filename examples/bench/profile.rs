@@ -85,16 +85,28 @@ const PARTS: &[(&str, &[&str])] = &[
     ("malloc (all callers)", &["malloc.c:malloc"]),
 ];
 
-pub fn run(args: &Args) -> Result<(), String> {
-    let tool: String = args.get("tool", "callgrind".to_owned())?;
-    if tool == "perf" {
-        return run_perf(args);
-    }
-    if tool != "callgrind" {
-        return Err(format!("--tool {tool}: callgrind or perf"));
-    }
-    let secs: u64 = args.get("duration", 20)?;
-    let conns: usize = args.get("conns", 4)?;
+/// What both tools profile: the target, the method and load, and the data loaded
+/// through the library into a fresh work folder.
+struct Setup {
+    secs: u64,
+    conns: usize,
+    target: String,
+    method: &'static str,
+    results_dir: std::path::PathBuf,
+    work: std::path::PathBuf,
+    config: std::path::PathBuf,
+    creds: Vec<util::Cred>,
+}
+
+fn setup(
+    args: &Args,
+    name: &str,
+    secs: u64,
+    conns: usize,
+    domains: usize,
+) -> Result<Setup, String> {
+    let secs: u64 = args.get("duration", secs)?;
+    let conns: usize = args.get("conns", conns)?;
     // The ceilings can be profiled the same way, for comparison.
     let target: String = args.get("server", "oidcvault".to_owned())?;
     let method: String = args.get("method", "POST".to_owned())?;
@@ -103,40 +115,74 @@ pub fn run(args: &Args) -> Result<(), String> {
         "GET" => "GET",
         other => return Err(format!("--method {other}: GET or POST")),
     };
-    let (results_dir, work) = util::dirs("profile")?;
-    let home = work.join("oidcvault");
-    let config = populate::write_home(&home)?;
-    let loaded = populate::populate(&config, 64)?;
+    let (results_dir, work) = util::dirs(name)?;
+    let config = populate::write_home(&work.join("oidcvault"))?;
+    let creds = populate::populate(&config, domains)?.creds;
+    Ok(Setup {
+        secs,
+        conns,
+        target,
+        method,
+        results_dir,
+        work,
+        config,
+        creds,
+    })
+}
+
+/// Append the target server's program and arguments to `cmd` (a tool such as
+/// valgrind may come first); the path that says it is ready, if it has one.
+fn add_target(cmd: &mut Command, s: &Setup) -> Result<Option<&'static str>, String> {
+    match s.target.as_str() {
+        "oidcvault" => {
+            cmd.arg(util::binary("oidcvault")?)
+                .arg("--config")
+                .arg(&s.config)
+                .arg("serve")
+                .env("OIDCVAULT_MASTER_PASSPHRASE", util::PASSPHRASE);
+            Ok(Some("/readyz"))
+        }
+        "storage_ceiling" => {
+            cmd.arg(util::binary("baseline_store")?)
+                .arg(s.work.join("baseline-store"))
+                .arg("127.0.0.1:0");
+            Ok(None)
+        }
+        "http_ceiling" => {
+            cmd.arg(util::binary("baseline_http")?).arg("127.0.0.1:0");
+            Ok(None)
+        }
+        other => Err(format!(
+            "--server {other}: oidcvault, http_ceiling or storage_ceiling"
+        )),
+    }
+}
+
+pub fn run(args: &Args) -> Result<(), String> {
+    let tool: String = args.get("tool", "callgrind".to_owned())?;
+    if tool == "perf" {
+        return run_perf(args);
+    }
+    if tool != "callgrind" {
+        return Err(format!("--tool {tool}: callgrind or perf"));
+    }
+    let setup = setup(args, "profile", 20, 4, 64)?;
+    let Setup {
+        secs,
+        conns,
+        ref target,
+        method,
+        ref results_dir,
+        ref work,
+        ref creds,
+        ..
+    } = setup;
     let out = work.join("callgrind.out");
     let mut cmd = util::command("valgrind");
     cmd.arg("--tool=callgrind")
         .arg("--instr-atstart=no")
         .arg(format!("--callgrind-out-file={}", out.display()));
-    let ready = match target.as_str() {
-        "oidcvault" => {
-            cmd.arg(util::binary("oidcvault")?)
-                .arg("--config")
-                .arg(&config)
-                .arg("serve")
-                .env("OIDCVAULT_MASTER_PASSPHRASE", util::PASSPHRASE);
-            Some("/readyz")
-        }
-        "storage_ceiling" => {
-            cmd.arg(util::binary("baseline_store")?)
-                .arg(work.join("baseline-store"))
-                .arg("127.0.0.1:0");
-            None
-        }
-        "http_ceiling" => {
-            cmd.arg(util::binary("baseline_http")?).arg("127.0.0.1:0");
-            None
-        }
-        other => {
-            return Err(format!(
-                "--server {other}: oidcvault, http_ceiling or storage_ceiling"
-            ))
-        }
-    };
+    let ready = add_target(&mut cmd, &setup)?;
     println!("== profile: {target} under callgrind, {method} at {conns} connections for {secs} s");
     let server = Server::spawn(
         &format!("{target} (callgrind)"),
@@ -155,8 +201,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             String::from_utf8_lossy(&on.stderr)
         ));
     }
-    let (script, wrk_out) =
-        util::prepare_wrk(&work, method, &loaded.creds, &Workload::Fixed(method))?;
+    let (script, wrk_out) = util::prepare_wrk(work, method, creds, &Workload::Fixed(method))?;
     let load = util::run_wrk(&server, &script, &wrk_out, conns, 1, secs)?;
     server.stop()?;
     let requests = load["requests"].as_f64().unwrap_or(0.0);
@@ -226,44 +271,19 @@ pub fn run(args: &Args) -> Result<(), String> {
 /// slow-down) while wrk loads it at full speed; the report lists the hottest
 /// symbols (self time) and the shares of user space and kernel.
 fn run_perf(args: &Args) -> Result<(), String> {
-    let secs: u64 = args.get("duration", 10)?;
-    let conns: usize = args.get("conns", 32)?;
-    let target: String = args.get("server", "oidcvault".to_owned())?;
-    let method: String = args.get("method", "POST".to_owned())?;
-    let method: &'static str = match method.as_str() {
-        "POST" => "POST",
-        "GET" => "GET",
-        other => return Err(format!("--method {other}: GET or POST")),
-    };
-    let (results_dir, work) = util::dirs("profile-perf")?;
-    let home = work.join("oidcvault");
-    let config = populate::write_home(&home)?;
-    let loaded = populate::populate(&config, 256)?;
-    let (cmd, ready) = match target.as_str() {
-        "oidcvault" => {
-            let mut cmd = util::command(util::binary("oidcvault")?);
-            cmd.arg("--config")
-                .arg(&config)
-                .arg("serve")
-                .env("OIDCVAULT_MASTER_PASSPHRASE", util::PASSPHRASE);
-            (cmd, Some("/readyz"))
-        }
-        "storage_ceiling" => {
-            let mut cmd = util::command(util::binary("baseline_store")?);
-            cmd.arg(work.join("baseline-store")).arg("127.0.0.1:0");
-            (cmd, None)
-        }
-        "http_ceiling" => {
-            let mut cmd = util::command(util::binary("baseline_http")?);
-            cmd.arg("127.0.0.1:0");
-            (cmd, None)
-        }
-        other => {
-            return Err(format!(
-                "--server {other}: oidcvault, http_ceiling or storage_ceiling"
-            ))
-        }
-    };
+    let setup = setup(args, "profile-perf", 10, 32, 256)?;
+    let Setup {
+        secs,
+        conns,
+        ref target,
+        method,
+        ref results_dir,
+        ref work,
+        ref creds,
+        ..
+    } = setup;
+    let mut cmd = util::niced();
+    let ready = add_target(&mut cmd, &setup)?;
     println!(
         "== profile: {target} under perf (cpu-clock), {method} at {conns} connections for {secs} s"
     );
@@ -277,8 +297,7 @@ fn run_perf(args: &Args) -> Result<(), String> {
         .stderr(std::process::Stdio::null())
         .spawn()
         .map_err(|e| format!("perf: {e} (apt-get install linux-perf)"))?;
-    let (script, wrk_out) =
-        util::prepare_wrk(&work, method, &loaded.creds, &Workload::Fixed(method))?;
+    let (script, wrk_out) = util::prepare_wrk(work, method, creds, &Workload::Fixed(method))?;
     let load = util::run_wrk(&server, &script, &wrk_out, conns, 1, secs)?;
     // perf writes its data on SIGINT.
     let _ = Command::new("kill")

@@ -201,20 +201,9 @@ fn markdown(report: &Value) -> String {
         ));
     }
     s.push_str(&format!(
-        "\ngrowth, last / first: {}\n\n| goal (largest size) | value | met |\n|---|---:|---|\n",
+        "\ngrowth, last / first: {}\n\n",
         report["growth_last_over_first"]
     ));
-    for g in report["goals"].as_array().into_iter().flatten() {
-        s.push_str(&format!(
-            "| {} | {:.2} | {} |\n",
-            g["goal"].as_str().unwrap_or(""),
-            g["value"].as_f64().unwrap_or(f64::NAN),
-            if g["met"].as_bool().unwrap_or(false) {
-                "yes"
-            } else {
-                "**no**"
-            }
-        ));
-    }
+    s.push_str(&util::goal_rows("goal (largest size)", &report["goals"]));
     s
 }

@@ -38,9 +38,34 @@ pub fn nice() -> i32 {
 
 /// `program` run under `nice -n N` (same pid: nice execs it).
 pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
-    let mut cmd = Command::new("nice");
-    cmd.arg("-n").arg(nice().to_string()).arg(program);
+    let mut cmd = niced();
+    cmd.arg(program);
     cmd
+}
+
+/// `nice -n N`, the program and its arguments still to be added.
+pub fn niced() -> Command {
+    let mut cmd = Command::new("nice");
+    cmd.arg("-n").arg(nice().to_string());
+    cmd
+}
+
+/// The goals table of a results file: `| <header> | value | met |`.
+pub fn goal_rows(header: &str, goals: &Value) -> String {
+    let mut s = format!("| {header} | value | met |\n|---|---:|---|\n");
+    for g in goals.as_array().into_iter().flatten() {
+        s.push_str(&format!(
+            "| {} | {:.2} | {} |\n",
+            g["goal"].as_str().unwrap_or(""),
+            g["value"].as_f64().unwrap_or(f64::NAN),
+            if g["met"].as_bool().unwrap_or(false) {
+                "yes"
+            } else {
+                "**no**"
+            }
+        ));
+    }
+    s
 }
 
 pub fn binary(name: &str) -> Result<PathBuf, String> {
