@@ -287,7 +287,7 @@ fn run_perf(args: &Args) -> Result<(), String> {
     println!(
         "== profile: {target} under perf (cpu-clock), {method} at {conns} connections for {secs} s"
     );
-    let server = Server::spawn(&target, cmd, &work.join("server.log"), ready)?;
+    let server = Server::spawn(target, cmd, &work.join("server.log"), ready)?;
     let data = work.join("perf.data");
     let mut perf = Command::new("perf")
         .args(["record", "-e", "cpu-clock", "-F", "4000", "-g", "-o"])
