@@ -35,10 +35,11 @@ use zeroize::Zeroizing;
 const PASSPHRASE: &str = "micro-benchmark passphrase";
 const SECRET_64: [u8; 64] = [0x5a; 64];
 
-fn ctx(domain_id: u64) -> SealContext {
+fn ctx(domain_id: u64) -> SealContext<'static> {
     SealContext {
         domain_id,
         field: Field::ClientSecret,
+        origin: Some("https://idp.example.com"),
     }
 }
 
@@ -205,6 +206,7 @@ fn record(domain_id: u64, sealed: &[u8], id: u64, now: i64) -> ConfigRecord {
         created_at: now,
         updated_at: now,
         discovered_endpoints: Vec::new(),
+        secret_origin: Some("https://idp.example.com".into()),
     }
 }
 

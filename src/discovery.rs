@@ -319,20 +319,66 @@ pub struct TestInput {
     pub token_endpoint: Option<String>,
     pub userinfo_endpoint: Option<String>,
     pub client_id: String,
+    /// The only origin the client secret may be sent to (`None`: nowhere).
+    pub secret_origin: Option<String>,
 }
 
-/// Quote provider text: cut, control characters dropped, and the secret (should
-/// a provider echo it) redacted.
-fn quote(text: &str, secret: &SecretString) -> String {
-    let mut s: String = text
+/// The origin (`scheme://host[:port]`) of a URL, as compared with a binding.
+fn origin(url: &str) -> Option<String> {
+    let origin = url::Url::parse(url).ok()?.origin();
+    origin.is_tuple().then(|| origin.ascii_serialization())
+}
+
+/// Every spelling of the credentials a provider might echo back: the secret
+/// raw, form- and percent-encoded, in base64 and base64url (padded or not), and
+/// the HTTP Basic credentials (`id:secret`, form-encoded first, as sent, and
+/// raw), encoded the same ways. Longest first, so that a longer form is
+/// replaced before a shorter one inside it.
+fn secret_spellings(client_id: &str, secret: &SecretString) -> Vec<Zeroizing<String>> {
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    let raw = secret.expose();
+    if raw.is_empty() {
+        return Vec::new();
+    }
+    let form = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let basic_sent = Zeroizing::new(format!("{}:{}", form(client_id), form(raw)));
+    let basic_raw = Zeroizing::new(format!("{client_id}:{raw}"));
+    let mut out: Vec<Zeroizing<String>> = Vec::new();
+    for text in [raw, basic_sent.as_str(), basic_raw.as_str()] {
+        out.push(Zeroizing::new(text.to_owned()));
+        out.push(Zeroizing::new(form(text)));
+        let pct = utf8_percent_encode(text, NON_ALPHANUMERIC).to_string();
+        out.push(Zeroizing::new(pct.to_ascii_lowercase()));
+        out.push(Zeroizing::new(pct));
+        for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
+            out.push(Zeroizing::new(engine.encode(text.as_bytes())));
+        }
+    }
+    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out.dedup_by(|a, b| a.as_str() == b.as_str());
+    out
+}
+
+/// Quote provider text: every spelling of the credentials redacted (before
+/// anything is cut, so no part of one survives at the cut), control characters
+/// dropped, then cut.
+fn quote(text: &str, spellings: &[Zeroizing<String>]) -> String {
+    let redact = |mut s: String| {
+        for needle in spellings {
+            if s.contains(needle.as_str()) {
+                s = s.replace(needle.as_str(), "[redacted]");
+            }
+        }
+        s
+    };
+    // Twice: once as given, once with control characters gone (which could
+    // otherwise split a spelling in two).
+    let clean: String = redact(text.to_owned())
         .chars()
         .filter(|c| !c.is_control())
-        .take(PROVIDER_TEXT_MAX)
         .collect();
-    if !secret.expose().is_empty() && s.contains(secret.expose()) {
-        s = s.replace(secret.expose(), "[redacted]");
-    }
-    s
+    redact(clean).chars().take(PROVIDER_TEXT_MAX).collect()
 }
 
 fn reachability(
@@ -493,14 +539,36 @@ fn token_form(code: &str, post_credentials: Option<(&str, &SecretString)>) -> Fo
     bytes
 }
 
+/// Whether the secret may be sent to `url`: only to the origin it is bound to.
+/// `Err` says why not, for the operator.
+pub fn may_send_secret(url: &str, bound: Option<&str>) -> Result<(), String> {
+    let target = origin(url);
+    match bound {
+        Some(b) if target.as_deref() == Some(b) => Ok(()),
+        Some(b) => Err(format!(
+            "Not sent: the client secret is bound to {b}, the token endpoint it was written \
+             with, and is never sent to another origin ({}). If the provider really moved, \
+             save the client secret again together with the new token endpoint.",
+            target.as_deref().unwrap_or(url)
+        )),
+        None => Err(format!(
+            "Not sent: the client secret was written without a token endpoint, so it is \
+             bound to none. Save the client secret again together with the token endpoint \
+             ({}) to bind it there.",
+            target.as_deref().unwrap_or(url)
+        )),
+    }
+}
+
 fn client_step(
     outbound: &Outbound,
     token_endpoint: Option<&str>,
     methods: Option<&[String]>,
-    client_id: &str,
+    input: &TestInput,
     secret: &SecretString,
 ) -> Step {
     const NAME: &str = "client_authentication";
+    let client_id = input.client_id.as_str();
     let Some(url) = token_endpoint else {
         return Step::new(
             NAME,
@@ -509,6 +577,11 @@ fn client_step(
             "No token endpoint to authenticate the client against.".into(),
         );
     };
+    // The one check that keeps the secret where its writer bound it, whatever
+    // the stored endpoints or the discovery document say by now.
+    if let Err(why) = may_send_secret(url, input.secret_origin.as_deref()) {
+        return Step::new(NAME, StepStatus::Fail, Some(url), why);
+    }
     let supports = |m: &str| methods.is_none_or(|ms| ms.iter().any(|x| x == m));
     let basic = supports("client_secret_basic");
     if !basic && !supports("client_secret_post") {
@@ -548,11 +621,12 @@ fn client_step(
         Err(e) => return Step::new(NAME, StepStatus::Fail, Some(url), e.to_string()),
     };
     let json = resp.json();
+    let spellings = secret_spellings(client_id, secret);
     let text = |k: &str| {
         json.as_ref()
             .and_then(|v| v.get(k))
             .and_then(Value::as_str)
-            .map(|s| quote(s, secret))
+            .map(|s| quote(s, &spellings))
     };
     let provider_error = ProviderError {
         status: resp.status,
@@ -704,7 +778,7 @@ pub fn test_connection(outbound: &Outbound, input: &TestInput, secret: &SecretSt
         token.as_deref(),
         meta.as_ref()
             .and_then(|m| m.token_endpoint_auth_methods_supported.as_deref()),
-        &input.client_id,
+        input,
         secret,
     ));
     steps
@@ -853,12 +927,60 @@ mod tests {
 
     #[test]
     fn provider_text_is_cut_and_never_echoes_the_secret() {
-        let secret = SecretString::new("hunter2-very-secret".into());
-        let q = quote("bad secret hunter2-very-secret\nfor client", &secret);
-        assert!(
-            !q.contains("hunter2-very-secret") && q.contains("[redacted]"),
-            "{q}"
-        );
-        assert_eq!(quote(&"x".repeat(5000), &secret).len(), PROVIDER_TEXT_MAX);
+        let raw = "hunter2 very/secret+=?";
+        let secret = SecretString::new(raw.into());
+        let spellings = secret_spellings("my client", &secret);
+        let pct: String =
+            percent_encoding::utf8_percent_encode(raw, percent_encoding::NON_ALPHANUMERIC)
+                .to_string();
+        let form: String = url::form_urlencoded::byte_serialize(raw.as_bytes()).collect();
+        let basic = basic_authorization("my client", &secret);
+        let basic_b64 = basic.strip_prefix("Basic ").unwrap().to_owned();
+        use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
+        let echoes = [
+            raw.to_owned(),
+            pct.clone(),
+            pct.to_ascii_lowercase(),
+            form,
+            STANDARD.encode(raw),
+            URL_SAFE.encode(raw),
+            URL_SAFE_NO_PAD.encode(raw),
+            basic_b64.clone(),
+            format!("my client:{raw}"),
+            basic.to_string(),
+        ];
+        for echo in &echoes {
+            let q = quote(&format!("bad credentials {echo} for client"), &spellings);
+            assert!(q.contains("[redacted]"), "{echo} -> {q}");
+            for e in &echoes {
+                assert!(!q.contains(e.as_str()), "{e} survives in {q}");
+            }
+        }
+        // A secret split by a control character is found, too.
+        let q = quote("x hunter2 very/\u{7}secret+=? y", &spellings);
+        assert!(!q.contains("very/secret"), "{q}");
+        // Redacted before the cut: no prefix of the secret survives at the end.
+        let near_cut = format!("{}{raw}", "x".repeat(PROVIDER_TEXT_MAX - 8));
+        let q = quote(&near_cut, &spellings);
+        assert!(!q.contains("hunter2 "), "{q}");
+        assert_eq!(quote(&"x".repeat(5000), &spellings).len(), PROVIDER_TEXT_MAX);
+    }
+
+    #[test]
+    fn the_secret_goes_only_to_its_bound_origin() {
+        let bound = Some("https://idp.example.com");
+        assert!(may_send_secret("https://idp.example.com/oauth/token", bound).is_ok());
+        assert!(may_send_secret("https://idp.example.com:443/t", bound).is_ok());
+        for elsewhere in [
+            "https://attacker.example/t",
+            "https://idp.example.com:444/t",
+            "http://idp.example.com/t",
+            "https://idp.example.com.attacker.example/t",
+            "not a url",
+        ] {
+            let e = may_send_secret(elsewhere, bound).unwrap_err();
+            assert!(e.starts_with("Not sent"), "{e}");
+        }
+        assert!(may_send_secret("https://idp.example.com/t", None).is_err());
     }
 }

@@ -17,6 +17,7 @@ async fn revealed(env: &Env, domain: &oidcvault::vault::Domain) -> String {
         .reveal_secret(domain)
         .expect("reveal")
         .expect("a config")
+        .secret
         .expose()
         .to_owned()
 }

@@ -293,7 +293,7 @@ async fn rotation_re_encrypts_and_drops_the_old_term() {
             format!("rotation-secret-{i}")
         };
         let plain = env.vault.reveal_secret(d).unwrap().unwrap();
-        assert_eq!(plain.expose(), expected);
+        assert_eq!(plain.secret.expose(), expected);
     }
     let report = env.vault.verify().unwrap();
     assert!(report.failures.is_empty(), "{report:?}");

@@ -212,7 +212,9 @@ async fn resolve_on_save_fills_unset_endpoints_and_explicit_ones_win() {
         "an unchanged discovery URL is not fetched again"
     );
 
-    // Clearing a hand-set endpoint while naming the discovery URL hands it to discovery.
+    // Clearing a hand-set endpoint while naming the discovery URL hands it to
+    // discovery; as that moves the token endpoint to another origin than the
+    // secret is bound to, the request must carry the secret (issue 11).
     let p = call(
         &app,
         post_json(
@@ -222,9 +224,29 @@ async fn resolve_on_save_fills_unset_endpoints_and_explicit_ones_win() {
         ),
     )
     .await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST, "{p:?}");
+    assert!(
+        p.body["client_secret"][0]
+            .as_str()
+            .unwrap()
+            .contains("bound to https://hand.example.com"),
+        "{p:?}"
+    );
+    assert_eq!(idp.discovery_hits(), 2, "fetched to learn the new origin");
+    let p = call(
+        &app,
+        post_json(
+            CONFIG_PATH,
+            &token,
+            &json!({"discovery_url": idp.discovery_url(), "token_endpoint": null,
+                    "client_secret": SECRET})
+            .to_string(),
+        ),
+    )
+    .await;
     assert_eq!(p.status, StatusCode::OK, "{p:?}");
     assert_eq!(p.body["token_endpoint"], idp.url("/token"), "{p:?}");
-    assert_eq!(idp.discovery_hits(), 2);
+    assert_eq!(idp.discovery_hits(), 3);
 
     let events = audit_actions(&env).await;
     let saves: Vec<&Value> = events
@@ -476,7 +498,10 @@ async fn refresh_reports_what_changed_and_never_overwrites_a_hand_set_endpoint()
     );
     assert_eq!(r.body["kept"][0]["value"], hand);
     assert_eq!(r.body["kept"][0]["discovered"], idp.url("/auth"));
-    assert_eq!(audit_actions(&env).await.len(), before);
+    // Only the attempt is recorded (before the fetch), no change.
+    let events = audit_actions(&env).await;
+    assert_eq!(events.len(), before + 1, "{events:?}");
+    assert_eq!(events[before]["action"], "config.refresh.start");
 
     // The provider moves its token endpoint and drops userinfo.
     idp.set("token_endpoint", json!(idp.url("/token2")));

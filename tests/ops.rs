@@ -916,7 +916,10 @@ fn audited_changes() -> (Vec<Value>, String, String, Vec<String>) {
     let op = operator.as_str();
     let tenants = add_tenants(&server, op, "logged", 2);
     let secret = format!("logged-secret-{}", crate::binary::random_hex(8));
-    let body = json!({"client_id": "logged-app", "client_secret": secret});
+    // With a token endpoint: the secret is bound to its origin, so the update
+    // below may move the endpoint within it without the secret (issue 11).
+    let body = json!({"client_id": "logged-app", "client_secret": secret,
+                      "token_endpoint": "https://logged0.test/t0"});
     server.expect(
         200,
         "POST",
@@ -1027,9 +1030,9 @@ fn each_change_is_one_audit_event_without_secrets() {
             r#"token.create "logged0.test" []"#,
             r#"domain.add "logged1.test" []"#,
             r#"token.create "logged1.test" []"#,
-            r#"config.create "logged0.test" ["client_id","client_secret"]"#,
+            r#"config.create "logged0.test" ["client_id","client_secret","token_endpoint"]"#,
             r#"config.update "logged0.test" ["client_id","token_endpoint"]"#,
-            r#"config.create "logged1.test" ["client_id","client_secret"]"#,
+            r#"config.create "logged1.test" ["client_id","client_secret","token_endpoint"]"#,
             r#"config.delete "logged1.test" []"#,
             r#"token.revoke "logged1.test" []"#,
             r#"domain.remove "logged1.test" []"#,

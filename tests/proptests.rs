@@ -289,10 +289,11 @@ fn any_body_to_the_oidc_routes_is_a_2xx_or_a_drf_4xx_and_a_4xx_changes_nothing()
 
 // ---- decoders ------------------------------------------------------------------------
 
-fn ctx(domain_id: u64) -> SealContext {
+fn ctx(domain_id: u64) -> SealContext<'static> {
     SealContext {
         domain_id,
         field: Field::ClientSecret,
+        origin: Some("https://idp.example.com"),
     }
 }
 

@@ -12,7 +12,8 @@ use super::{authenticate, enterprise_domain, method_not_allowed, ApiError};
 use crate::discovery::{self, ProviderMetadata, Step, StepStatus, TestInput};
 use crate::time::{format_micros, now_micros};
 use crate::vault::{
-    field_error, needs_discovery_fetch, ConfigPatch, Domain, EndpointSource, Patch, Vault,
+    field_error, needs_discovery_fetch, BoundSecret, ConfigPatch, Domain, EndpointSource, Patch,
+    Vault,
 };
 
 pub const REFRESH: &str = "/api/v1/enterprises/oidc/config/refresh/";
@@ -62,6 +63,8 @@ pub(super) async fn resolve_on_save(
         // A create without its required fields: refused by the vault, unfetched.
         return Ok(());
     }
+    // A save the secret binding refuses anyway fetches nothing either.
+    vault.check_discovery_binding(domain, patch)?;
     let doc = if needs_discovery_fetch(patch, current.as_ref()) {
         let url = url.clone();
         Some(fetch(vault, &url).await?.endpoints())
@@ -74,6 +77,17 @@ pub(super) async fn resolve_on_save(
 
 fn opt(v: &Option<String>) -> Value {
     v.as_ref().map_or(Value::Null, |s| Value::String(s.clone()))
+}
+
+/// The answer while a test or refresh of the same domain runs.
+const BUSY: &str = "A connection test or discovery refresh of this domain is already running; \
+                    try again when it has finished.";
+
+/// The origin of a URL, for audit details.
+fn origin_label(url: &str) -> String {
+    url::Url::parse(url)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|_| "an invalid URL".into())
 }
 
 /// Re-read the discovery document and bring managed endpoints up to date.
@@ -89,6 +103,17 @@ async fn refresh(req: HttpRequest, vault: web::Data<Vault>) -> Result<HttpRespon
             "No discovery URL is configured: set discovery_url first.",
         )));
     };
+    let _job = vault
+        .begin_outbound_job(&domain)
+        .ok_or(ApiError::Busy(BUSY))?;
+    vault
+        .record_outbound_start(
+            &domain,
+            Some(caller.token_id()),
+            "config.refresh.start",
+            format!("fetching the discovery document from {}", origin_label(&url)),
+        )
+        .await?;
     let meta = fetch(&vault, &url).await?;
     let report = vault
         .refresh_discovery(&domain, &url, &meta.endpoints(), Some(caller.token_id()))
@@ -101,7 +126,7 @@ async fn refresh(req: HttpRequest, vault: web::Data<Vault>) -> Result<HttpRespon
         })).collect::<Vec<_>>(),
         "kept": report.kept.iter().map(|k| json!({
             "field": k.field, "value": opt(&k.value), "discovered": opt(&k.discovered),
-            "reason": "set by hand: a refresh never overwrites it",
+            "reason": k.reason,
         })).collect::<Vec<_>>(),
         "discovered_endpoints": report.config.discovered_endpoints.clone(),
         "config": ConfigResponse::from(report.config),
@@ -126,12 +151,35 @@ fn step_json(s: &Step) -> Value {
 async fn test(req: HttpRequest, vault: web::Data<Vault>) -> Result<HttpResponse, ApiError> {
     let caller = authenticate(&req, &vault)?;
     let domain = enterprise_domain(&req, &vault, caller)?;
+    if vault.get_config(&domain)?.is_none() {
+        return Err(ApiError::NotFound("Not found."));
+    }
+    let _job = vault
+        .begin_outbound_job(&domain)
+        .ok_or(ApiError::Busy(BUSY))?;
+    // Audited (durably) before the secret is decrypted, naming where it may go.
+    let Some(bound) = vault.secret_origin(&domain)? else {
+        return Err(ApiError::NotFound("Not found."));
+    };
+    vault
+        .record_outbound_start(
+            &domain,
+            Some(caller.token_id()),
+            "config.test.start",
+            match &bound {
+                Some(origin) => format!("connection test; the client secret may be sent to {origin}"),
+                None => "connection test; the client secret is bound to no token endpoint and is not sent".into(),
+            },
+        )
+        .await?;
+    // Read again after the event: the config the test runs on, and its secret,
+    // decrypted for this request only into a zeroizing buffer that the blocking
+    // task drops (and wipes) as soon as the test is over. The secret goes only
+    // to the origin it is bound to (checked where it is sent).
     let Some(config) = vault.get_config(&domain)? else {
         return Err(ApiError::NotFound("Not found."));
     };
-    // Decrypted for this request only, into a zeroizing buffer that the
-    // blocking task drops (and wipes) as soon as the test is over.
-    let Some(secret) = vault.reveal_secret(&domain)? else {
+    let Some(BoundSecret { secret, origin }) = vault.reveal_secret(&domain)? else {
         return Err(ApiError::NotFound("Not found."));
     };
     let input = TestInput {
@@ -140,6 +188,7 @@ async fn test(req: HttpRequest, vault: web::Data<Vault>) -> Result<HttpResponse,
         token_endpoint: config.token_endpoint,
         userinfo_endpoint: config.userinfo_endpoint,
         client_id: config.client_id,
+        secret_origin: origin,
     };
     let outbound = vault.outbound().clone();
     let started = now_micros();

@@ -38,6 +38,9 @@ pub enum ApiError {
     Validation(FieldErrors),
     #[error("too many failed authentications; retry after {retry_after_secs} s")]
     TooManyRequests { retry_after_secs: u64 },
+    /// 429: the same work is already running (one at a time per domain).
+    #[error("busy: {0}")]
+    Busy(&'static str),
     #[error("the request body did not arrive in time")]
     RequestTimeout,
     #[error("request head larger than {0} bytes")]
@@ -111,7 +114,7 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BadRequest(_) | ApiError::Validation(_) => StatusCode::BAD_REQUEST,
-            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyRequests { .. } | ApiError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::Unavailable { .. } | ApiError::DiskFull | ApiError::StoreFailed { .. } => {
@@ -147,6 +150,7 @@ impl ResponseError for ApiError {
                 "Too many failed authentication attempts from this address. \
                  Expected available in {retry_after_secs} seconds."
             )}),
+            ApiError::Busy(detail) => json!({ "detail": detail }),
             ApiError::RequestTimeout => {
                 json!({"detail": "The request body did not arrive in time."})
             }
@@ -191,7 +195,7 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed { allow, .. } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
-            ApiError::Unavailable { .. } => {
+            ApiError::Unavailable { .. } | ApiError::Busy(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::DiskFull => {

@@ -2,11 +2,15 @@
 //!
 //! Layout (all integers big-endian):
 //! ```text
-//! [version: u8 = 1][term: u32][nonce: 12 bytes][AES-256-GCM ciphertext ‖ 16-byte tag]
+//! [version: u8 = 2][term: u32][nonce: 12 bytes][AES-256-GCM ciphertext ‖ 16-byte tag]
 //! ```
-//! The associated data binds the ciphertext to the envelope header, the domain id
-//! and the field name, so a ciphertext copied onto another domain's record (or into
-//! another field) fails authentication instead of decrypting.
+//! The associated data binds the ciphertext to the envelope header, the domain id,
+//! the field name and (from version 2) the origin the secret may be sent to, so a
+//! ciphertext copied onto another domain's record (or into another field), or a
+//! record whose bound origin was edited on disk, fails authentication instead of
+//! decrypting. Version 1 envelopes (written before the origin binding) still open:
+//! their associated data has no origin; the next write of the secret, or a
+//! re-encryption after a key rotation, seals it as version 2.
 
 use aes_gcm::aead::{Aead, AeadCore, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -15,7 +19,9 @@ use zeroize::Zeroizing;
 
 use super::{CryptoError, Keyring};
 
-pub(super) const ENVELOPE_VERSION: u8 = 1;
+pub(super) const ENVELOPE_VERSION: u8 = 2;
+/// Envelopes written before the origin binding: still opened, never written.
+const ENVELOPE_VERSION_1: u8 = 1;
 const HEADER_LEN: usize = 1 + 4;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
@@ -34,20 +40,36 @@ impl Field {
     }
 }
 
-/// The record a ciphertext belongs to.
+/// The record a ciphertext belongs to, and where its plaintext may be sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SealContext {
+pub struct SealContext<'a> {
     pub domain_id: u64,
     pub field: Field,
+    /// The origin (`scheme://host[:port]`) the secret is bound to: the only place
+    /// it may ever be sent. `None`: bound nowhere (it is never sent).
+    pub origin: Option<&'a str>,
 }
 
-impl SealContext {
+impl SealContext<'_> {
     fn aad(&self, header: &[u8]) -> Vec<u8> {
-        let mut aad = Vec::with_capacity(48);
-        aad.extend_from_slice(b"oidcvault/secret/v1\0");
+        let legacy = header.first() == Some(&ENVELOPE_VERSION_1);
+        let origin = self.origin.unwrap_or_default().as_bytes();
+        let mut aad = Vec::with_capacity(64 + origin.len());
+        aad.extend_from_slice(if legacy {
+            b"oidcvault/secret/v1\0"
+        } else {
+            b"oidcvault/secret/v2\0"
+        });
         aad.extend_from_slice(header);
         aad.extend_from_slice(&self.domain_id.to_be_bytes());
         aad.extend_from_slice(self.field.name());
+        if !legacy {
+            // Length-prefixed, with a presence byte: `None` and `Some("")` differ,
+            // and no origin can be extended into another.
+            aad.push(u8::from(self.origin.is_some()));
+            aad.extend_from_slice(&(origin.len() as u64).to_be_bytes());
+            aad.extend_from_slice(origin);
+        }
         aad
     }
 }
@@ -91,7 +113,7 @@ impl Keyring {
         let (header, rest) = envelope.split_at(HEADER_LEN);
         let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
         let (version, term_bytes) = header.split_at(1);
-        if version != [ENVELOPE_VERSION] {
+        if version != [ENVELOPE_VERSION] && version != [ENVELOPE_VERSION_1] {
             return Err(CryptoError::EnvelopeVersion(
                 version.first().copied().unwrap_or_default(),
             ));
@@ -115,6 +137,11 @@ impl Keyring {
     }
 }
 
+/// The format version of an envelope (1: no origin binding; 2: bound).
+pub fn envelope_version(envelope: &[u8]) -> Option<u8> {
+    envelope.first().copied()
+}
+
 /// The key term an envelope was sealed under, without opening it.
 pub fn envelope_term(envelope: &[u8]) -> Option<u32> {
     let bytes: [u8; 4] = envelope.get(1..HEADER_LEN)?.try_into().ok()?;
@@ -126,11 +153,68 @@ pub fn envelope_term(envelope: &[u8]) -> Option<u32> {
 mod tests {
     use super::*;
 
-    fn ctx(domain_id: u64) -> SealContext {
+    fn ctx(domain_id: u64) -> SealContext<'static> {
         SealContext {
             domain_id,
             field: Field::ClientSecret,
+            origin: Some("https://idp.example.com"),
         }
+    }
+
+    #[test]
+    fn the_bound_origin_is_authenticated() {
+        let kr = Keyring::generate();
+        let sealed = kr.seal(b"bound", ctx(5)).unwrap();
+        assert_eq!(envelope_version(&sealed), Some(2));
+        for other in [
+            None,
+            Some(""),
+            Some("https://attacker.example"),
+            Some("https://idp.example.com:8443"),
+            Some("http://idp.example.com"),
+        ] {
+            let moved = SealContext {
+                origin: other,
+                ..ctx(5)
+            };
+            assert!(
+                matches!(kr.open(&sealed, moved), Err(CryptoError::Tampered)),
+                "{other:?}"
+            );
+        }
+        let unbound = SealContext {
+            origin: None,
+            ..ctx(5)
+        };
+        let sealed = kr.seal(b"unbound", unbound).unwrap();
+        assert!(kr.open(&sealed, ctx(5)).is_err());
+        assert_eq!(&*kr.open(&sealed, unbound).unwrap(), b"unbound");
+    }
+
+    /// An envelope written before the origin binding (version 1: no origin in
+    /// the associated data) still opens, whatever origin the record now has.
+    #[test]
+    fn version_1_envelopes_still_open() {
+        let kr = Keyring::generate();
+        let term = kr.active_term();
+        let cipher = kr.cipher(term).unwrap();
+        let header = [&[ENVELOPE_VERSION_1][..], &term.to_be_bytes()[..]].concat();
+        let mut aad = b"oidcvault/secret/v1\0".to_vec();
+        aad.extend_from_slice(&header);
+        aad.extend_from_slice(&9u64.to_be_bytes());
+        aad.extend_from_slice(b"client_secret");
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let ct = cipher
+            .encrypt(&nonce, Payload { msg: b"legacy", aad: &aad })
+            .unwrap();
+        let envelope = [&header[..], nonce.as_slice(), &ct[..]].concat();
+        assert_eq!(&*kr.open(&envelope, ctx(9)).unwrap(), b"legacy");
+        let no_origin = SealContext {
+            origin: None,
+            ..ctx(9)
+        };
+        assert_eq!(&*kr.open(&envelope, no_origin).unwrap(), b"legacy");
+        assert!(kr.open(&envelope, ctx(10)).is_err());
     }
 
     #[test]

@@ -388,6 +388,7 @@ mod tests {
         let ctx = SealContext {
             domain_id: 9,
             field: Field::ClientSecret,
+            origin: None,
         };
         let old = kr.seal(b"old", ctx).unwrap();
         let next = kr.rotated();
@@ -436,6 +437,7 @@ mod tests {
         let ctx = SealContext {
             domain_id: 1,
             field: Field::ClientSecret,
+            origin: None,
         };
         let sealed = kr.seal(b"value", ctx).unwrap();
         let file = wrap(&kr, "a long passphrase");

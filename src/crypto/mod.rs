@@ -11,7 +11,7 @@
 //! ```text
 //! master passphrase / key file ──Argon2id(salt, params)──▶ KEK (never stored)
 //! KEK ──AES-256-GCM──▶ keyring file (data/keyring): data keys by term
-//! data key[term] ──AES-256-GCM, AAD = domain id + field──▶ each client_secret
+//! data key[term] ──AES-256-GCM, AAD = domain id + field + bound origin──▶ each client_secret
 //! ```
 //! Because records are sealed under data keys, a passphrase change only re-wraps
 //! the keyring, and a key rotation only adds a term.
@@ -29,7 +29,7 @@ mod keyring;
 mod secret;
 pub mod token;
 
-pub use envelope::{envelope_term, Field, SealContext};
+pub use envelope::{envelope_term, envelope_version, Field, SealContext};
 pub use kdf::KdfParams;
 pub use keyring::{Kek, Keyring, KeyringFile, KEYRING_FILE_NAME};
 pub use secret::{mask_secret, MasterSecret, SecretString};

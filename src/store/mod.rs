@@ -28,7 +28,9 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::Transactional;
 
 pub use commit::{CommitMetrics, CommitStats};
-pub use records::{AuditRecord, ConfigRecord, DomainRecord, TokenRecord, TokenScope};
+pub use records::{
+    origin_of, AuditRecord, ConfigRecord, DomainRecord, TokenRecord, TokenScope, Versioned,
+};
 
 pub use commit::GroupCommit;
 use records::{decode, encode};
@@ -93,7 +95,7 @@ fn abort<T, E>(e: StoreError) -> TxResult<T, E> {
     Err(ConflictableTransactionError::Abort(Abort::Store(e)))
 }
 
-fn tx_decode<T: bincode::Decode<()>, E>(
+fn tx_decode<T: Versioned, E>(
     tree: &'static str,
     key: &[u8],
     bytes: &[u8],
@@ -268,7 +270,7 @@ impl Store {
     }
 
     /// One record by key, decoded; refused once the store has stopped.
-    fn read<T: bincode::Decode<()>>(
+    fn read<T: Versioned>(
         &self,
         tree: &sled::Tree,
         name: &'static str,
@@ -899,6 +901,7 @@ mod tests {
             created_at: 1,
             updated_at: 1,
             discovered_endpoints: Vec::new(),
+            secret_origin: None,
         }
     }
 

@@ -5,12 +5,36 @@ use bincode::{Decode, Encode};
 
 use super::StoreError;
 
-const RECORD_VERSION: u8 = 1;
 /// No record is anywhere near this; a corrupt length prefix must not allocate more.
 const DECODE_LIMIT: usize = 1 << 20;
 
 fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<DECODE_LIMIT>()
+}
+
+/// A record type and its on-disk format version (the first byte of every
+/// stored value). A change to a record's layout bumps its version and keeps a
+/// reader for the older ones in [`Versioned::decode_older`].
+pub trait Versioned: Encode + Decode<()> + Sized {
+    const VERSION: u8;
+
+    /// Decode a body written under an older `version`, with the bytes used;
+    /// `None` for a version this build does not know.
+    fn decode_older(_version: u8, _body: &[u8]) -> Option<Result<(Self, usize), String>> {
+        None
+    }
+}
+
+impl Versioned for DomainRecord {
+    const VERSION: u8 = 1;
+}
+
+impl Versioned for TokenRecord {
+    const VERSION: u8 = 1;
+}
+
+impl Versioned for AuditRecord {
+    const VERSION: u8 = 1;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
@@ -24,10 +48,18 @@ pub struct DomainRecord {
     pub token_ids: Vec<u64>,
 }
 
-/// Fields are encoded in declaration order. `discovered_endpoints` was added
-/// after version 1 shipped, at the end: a record written before it simply ends
-/// earlier, and decodes with an empty list (see the `Decode` impl below).
-#[derive(Clone, PartialEq, Eq, Encode)]
+/// The origin (`scheme://host[:port]`, default ports left out) of an absolute
+/// URL; `None` for a URL without one (unparseable, or an opaque origin).
+pub fn origin_of(url: &str) -> Option<String> {
+    let origin = url::Url::parse(url).ok()?.origin();
+    origin.is_tuple().then(|| origin.ascii_serialization())
+}
+
+/// Version 2 (the current one). Fields are encoded in declaration order.
+/// Version 1 had neither `discovered_endpoints` (added later at its end without
+/// a version bump: such records simply end earlier) nor `secret_origin`; see
+/// [`ConfigRecordV1`].
+#[derive(Clone, PartialEq, Eq, Encode, Decode)]
 pub struct ConfigRecord {
     pub id: u64,
     pub domain_id: u64,
@@ -46,47 +78,91 @@ pub struct ConfigRecord {
     /// discovery document and kept current by a refresh); an endpoint not listed
     /// was set by hand, or is empty.
     pub discovered_endpoints: Vec<String>,
+    /// The origin of the token endpoint the secret was written for: the only
+    /// origin the secret may ever be sent to. Also in the sealed envelope's
+    /// associated data (envelope version 2), so an edit on disk fails to open.
+    /// `None`: the secret was written without a token endpoint; it is sent nowhere.
+    pub secret_origin: Option<String>,
 }
 
-impl<Context> Decode<Context> for ConfigRecord {
+impl Versioned for ConfigRecord {
+    const VERSION: u8 = 2;
+
+    fn decode_older(version: u8, body: &[u8]) -> Option<Result<(Self, usize), String>> {
+        (version == 1).then(|| {
+            bincode::decode_from_slice::<ConfigRecordV1, _>(body, config())
+                .map(|(r, used)| (r.into(), used))
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// The layout of version 1, for reading records written before version 2.
+struct ConfigRecordV1 {
+    id: u64,
+    domain_id: u64,
+    client_id: String,
+    secret_sealed: Vec<u8>,
+    secret_masked: String,
+    discovery_url: Option<String>,
+    authorization_endpoint: Option<String>,
+    token_endpoint: Option<String>,
+    userinfo_endpoint: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+    discovered_endpoints: Vec<String>,
+}
+
+impl<Context> Decode<Context> for ConfigRecordV1 {
     fn decode<D: bincode::de::Decoder<Context = Context>>(
         d: &mut D,
     ) -> Result<Self, bincode::error::DecodeError> {
         use bincode::de::read::Reader;
-        let id = Decode::decode(d)?;
-        let domain_id = Decode::decode(d)?;
-        let client_id = Decode::decode(d)?;
-        let secret_sealed = Decode::decode(d)?;
-        let secret_masked = Decode::decode(d)?;
-        let discovery_url = Decode::decode(d)?;
-        let authorization_endpoint = Decode::decode(d)?;
-        let token_endpoint = Decode::decode(d)?;
-        let userinfo_endpoint = Decode::decode(d)?;
-        let created_at = Decode::decode(d)?;
-        let updated_at = Decode::decode(d)?;
-        // Written by later code only: absent from records written before it.
-        let discovered_endpoints = if d.reader().peek_read(1).is_some() {
-            Decode::decode(d)?
-        } else {
-            Vec::new()
-        };
         Ok(Self {
-            id,
-            domain_id,
-            client_id,
-            secret_sealed,
-            secret_masked,
-            discovery_url,
-            authorization_endpoint,
-            token_endpoint,
-            userinfo_endpoint,
-            created_at,
-            updated_at,
-            discovered_endpoints,
+            id: Decode::decode(d)?,
+            domain_id: Decode::decode(d)?,
+            client_id: Decode::decode(d)?,
+            secret_sealed: Decode::decode(d)?,
+            secret_masked: Decode::decode(d)?,
+            discovery_url: Decode::decode(d)?,
+            authorization_endpoint: Decode::decode(d)?,
+            token_endpoint: Decode::decode(d)?,
+            userinfo_endpoint: Decode::decode(d)?,
+            created_at: Decode::decode(d)?,
+            updated_at: Decode::decode(d)?,
+            // Added at the end of version 1 without a bump: absent from the
+            // records written before it.
+            discovered_endpoints: if d.reader().peek_read(1).is_some() {
+                Decode::decode(d)?
+            } else {
+                Vec::new()
+            },
         })
     }
 }
-bincode::impl_borrow_decode!(ConfigRecord);
+
+impl From<ConfigRecordV1> for ConfigRecord {
+    /// A secret written before the origin binding takes its record's current
+    /// token endpoint's origin (the migration rule).
+    fn from(r: ConfigRecordV1) -> Self {
+        let secret_origin = r.token_endpoint.as_deref().and_then(origin_of);
+        Self {
+            id: r.id,
+            domain_id: r.domain_id,
+            client_id: r.client_id,
+            secret_sealed: r.secret_sealed,
+            secret_masked: r.secret_masked,
+            discovery_url: r.discovery_url,
+            authorization_endpoint: r.authorization_endpoint,
+            token_endpoint: r.token_endpoint,
+            userinfo_endpoint: r.userinfo_endpoint,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            discovered_endpoints: r.discovered_endpoints,
+            secret_origin,
+        }
+    }
+}
 
 impl std::fmt::Debug for ConfigRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -95,6 +171,7 @@ impl std::fmt::Debug for ConfigRecord {
             .field("domain_id", &self.domain_id)
             .field("client_id", &self.client_id)
             .field("secret_masked", &self.secret_masked)
+            .field("secret_origin", &self.secret_origin)
             .finish_non_exhaustive()
     }
 }
@@ -140,8 +217,8 @@ pub struct AuditRecord {
     pub detail: Option<String>,
 }
 
-pub(super) fn encode<T: Encode>(record: &T) -> Vec<u8> {
-    let mut out = vec![RECORD_VERSION];
+pub(super) fn encode<T: Versioned>(record: &T) -> Vec<u8> {
+    let mut out = vec![T::VERSION];
     // Encoding into a Vec cannot fail for these plain types.
     if let Ok(body) = bincode::encode_to_vec(record, config()) {
         out.extend_from_slice(&body);
@@ -149,7 +226,7 @@ pub(super) fn encode<T: Encode>(record: &T) -> Vec<u8> {
     out
 }
 
-pub(super) fn decode<T: Decode<()>>(
+pub(super) fn decode<T: Versioned>(
     tree: &'static str,
     key: &[u8],
     bytes: &[u8],
@@ -162,11 +239,13 @@ pub(super) fn decode<T: Decode<()>>(
     let (version, body) = bytes
         .split_first()
         .ok_or_else(|| corrupt("empty record".into()))?;
-    if *version != RECORD_VERSION {
-        return Err(corrupt(format!("unsupported record version {version}")));
-    }
-    let (record, used) =
-        bincode::decode_from_slice(body, config()).map_err(|e| corrupt(e.to_string()))?;
+    let (record, used) = if *version == T::VERSION {
+        bincode::decode_from_slice(body, config()).map_err(|e| corrupt(e.to_string()))?
+    } else {
+        T::decode_older(*version, body)
+            .ok_or_else(|| corrupt(format!("unsupported record version {version}")))?
+            .map_err(corrupt)?
+    };
     if used != body.len() {
         return Err(corrupt("trailing bytes".into()));
     }
@@ -194,7 +273,7 @@ mod tests {
             token_ids: vec![1, 2],
         };
         let bytes = encode(&r);
-        assert_eq!(bytes[0], RECORD_VERSION);
+        assert_eq!(bytes[0], DomainRecord::VERSION);
         let back: DomainRecord = decode("domains", &3u64.to_be_bytes(), &bytes).unwrap();
         assert_eq!(back, r);
         let mut future = bytes.clone();
@@ -203,9 +282,10 @@ mod tests {
         assert!(err.to_string().contains("domains/3"), "{err}");
     }
 
-    /// The layout of a config record before `discovered_endpoints` existed.
+    /// The layout of a config record before `discovered_endpoints` existed
+    /// (version 1, as first shipped).
     #[derive(Encode)]
-    struct ConfigRecordV1 {
+    struct ConfigRecordV1First {
         id: u64,
         domain_id: u64,
         client_id: String,
@@ -219,9 +299,19 @@ mod tests {
         updated_at: i64,
     }
 
+    fn v1_bytes(old: &ConfigRecordV1First, discovered: Option<&[&str]>) -> Vec<u8> {
+        let mut bytes = vec![1u8];
+        bytes.extend(bincode::encode_to_vec(old, config()).unwrap());
+        if let Some(d) = discovered {
+            let list: Vec<String> = d.iter().map(|s| s.to_string()).collect();
+            bytes.extend(bincode::encode_to_vec(list, config()).unwrap());
+        }
+        bytes
+    }
+
     #[test]
-    fn config_records_written_before_discovered_endpoints_still_decode() {
-        let old = ConfigRecordV1 {
+    fn version_1_config_records_still_decode_and_take_their_token_endpoints_origin() {
+        let old = ConfigRecordV1First {
             id: 1,
             domain_id: 2,
             client_id: "app".into(),
@@ -229,28 +319,56 @@ mod tests {
             secret_masked: "********".into(),
             discovery_url: Some("https://idp.example.com/.well-known/openid-configuration".into()),
             authorization_endpoint: None,
-            token_endpoint: Some("https://idp.example.com/token".into()),
+            token_endpoint: Some("https://idp.example.com:443/oauth/token?x=1".into()),
             userinfo_endpoint: None,
             created_at: 5,
             updated_at: 6,
         };
-        let bytes = encode(&old);
-        let r: ConfigRecord = decode("configs", &2u64.to_be_bytes(), &bytes).unwrap();
+        // As first shipped: no discovered_endpoints.
+        let r: ConfigRecord = decode("configs", &2u64.to_be_bytes(), &v1_bytes(&old, None)).unwrap();
         assert_eq!(r.client_id, "app");
-        assert_eq!(
-            r.token_endpoint.as_deref(),
-            Some("https://idp.example.com/token")
-        );
         assert_eq!(r.updated_at, 6);
         assert!(r.discovered_endpoints.is_empty());
-        // And the new layout round-trips, the list included.
+        assert_eq!(r.secret_origin.as_deref(), Some("https://idp.example.com"));
+        // Version 1 with the list appended.
+        let r: ConfigRecord = decode(
+            "configs",
+            b"k",
+            &v1_bytes(&old, Some(&["token_endpoint"])),
+        )
+        .unwrap();
+        assert_eq!(r.discovered_endpoints, ["token_endpoint"]);
+        // No token endpoint: bound nowhere.
+        let none = ConfigRecordV1First {
+            token_endpoint: None,
+            ..old
+        };
+        let r: ConfigRecord = decode("configs", b"k", &v1_bytes(&none, None)).unwrap();
+        assert_eq!(r.secret_origin, None);
+        // Version 2 round-trips every field, and is written as version 2.
         let mut new = r.clone();
         new.discovered_endpoints = vec!["token_endpoint".into()];
-        let back: ConfigRecord = decode("configs", b"k", &encode(&new)).unwrap();
+        new.secret_origin = Some("https://idp.example.com:8443".into());
+        let bytes = encode(&new);
+        assert_eq!(bytes[0], 2);
+        let back: ConfigRecord = decode("configs", b"k", &bytes).unwrap();
         assert_eq!(back, new);
-        // A truncated new record is an error, not a silent default.
-        let full = encode(&new);
-        assert!(decode::<ConfigRecord>("configs", b"k", &full[..full.len() - 1]).is_err());
+        // A truncated version 2 record is an error, not a silent default.
+        assert!(decode::<ConfigRecord>("configs", b"k", &bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn origins() {
+        assert_eq!(
+            origin_of("https://IdP.Example.com:443/t").as_deref(),
+            Some("https://idp.example.com")
+        );
+        assert_eq!(
+            origin_of("http://127.0.0.1:8080/t").as_deref(),
+            Some("http://127.0.0.1:8080")
+        );
+        assert_eq!(origin_of("not a url"), None);
+        assert_eq!(origin_of("data:text/plain,x"), None);
     }
 
     #[test]
@@ -260,7 +378,7 @@ mod tests {
             let _ = decode::<ConfigRecord>("configs", b"k", &junk);
             let _ = decode::<TokenRecord>("tokens", b"k", &junk);
         }
-        let mut huge = vec![RECORD_VERSION];
+        let mut huge = vec![DomainRecord::VERSION];
         huge.extend_from_slice(&[0xFF; 16]);
         assert!(decode::<DomainRecord>("domains", b"k", &huge).is_err());
     }
@@ -287,6 +405,7 @@ mod properties {
             created_at: 1,
             updated_at: 2,
             discovered_endpoints: Vec::new(),
+            secret_origin: Some("https://idp.example.com".into()),
         }
     }
 
@@ -302,9 +421,11 @@ mod properties {
         #[test]
         fn any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
             decode_all(&bytes);
-            let mut versioned = vec![RECORD_VERSION];
-            versioned.extend_from_slice(&bytes);
-            decode_all(&versioned);
+            for version in [1, 2] {
+                let mut versioned = vec![version];
+                versioned.extend_from_slice(&bytes);
+                decode_all(&versioned);
+            }
         }
 
         #[test]

@@ -102,16 +102,7 @@ fn becomes_managed(patch: &Patch<String>, current: Option<&ConfigRecord>, field:
 /// Whether a save with `patch` must fetch the discovery document: the request
 /// sets a new discovery URL, or an endpoint becomes managed that was not.
 pub fn needs_fetch(patch: &super::ConfigPatch, current: Option<&OidcConfig>) -> bool {
-    let Patch::Set(url) = &patch.discovery_url else {
-        return false;
-    };
-    let Some(cur) = current else {
-        return true;
-    };
-    if cur.discovery_url.as_ref() != Some(url) {
-        return true;
-    }
-    let record = ConfigRecord {
+    let record = current.map(|cur| ConfigRecord {
         id: cur.id,
         domain_id: cur.domain_id,
         client_id: String::new(),
@@ -124,9 +115,25 @@ pub fn needs_fetch(patch: &super::ConfigPatch, current: Option<&OidcConfig>) -> 
         created_at: cur.created_at,
         updated_at: cur.updated_at,
         discovered_endpoints: cur.discovered_endpoints.clone(),
+        secret_origin: None,
+    });
+    needs_fetch_record(patch, record.as_ref())
+}
+
+/// [`needs_fetch`] on the stored record: asked again inside the write, so that
+/// a decision made on an earlier snapshot is never applied to a newer record.
+pub(super) fn needs_fetch_record(patch: &super::ConfigPatch, current: Option<&ConfigRecord>) -> bool {
+    let Patch::Set(url) = &patch.discovery_url else {
+        return false;
     };
+    let Some(cur) = current else {
+        return true;
+    };
+    if cur.discovery_url.as_ref() != Some(url) {
+        return true;
+    }
     ENDPOINTS.iter().any(|f| {
-        becomes_managed(patch_of(patch, f), Some(&record), f) && !is_managed(Some(&record), f)
+        becomes_managed(patch_of(patch, f), Some(cur), f) && !is_managed(Some(cur), f)
     })
 }
 
@@ -192,13 +199,19 @@ pub struct EndpointChange {
     pub new: Option<String>,
 }
 
-/// One endpoint set by hand that differs from the discovery document: kept.
+/// One endpoint a refresh did not follow: set by hand, or a token endpoint the
+/// document moves to another origin than the client secret is bound to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointKept {
     pub field: &'static str,
     pub value: Option<String>,
     pub discovered: Option<String>,
+    /// Why, in words for the operator.
+    pub reason: String,
 }
+
+/// The reason of an endpoint kept because it was set by hand.
+pub const KEPT_SET_BY_HAND: &str = "set by hand: a refresh never overwrites it";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshReport {
@@ -223,7 +236,21 @@ fn plan_refresh(
         let cur = endpoint(current, field);
         let fresh = doc.get(field).cloned();
         let managed = is_managed(Some(current), field);
-        if managed || cur.is_none() {
+        let bound_elsewhere = (field == "token_endpoint" && cur != fresh)
+            .then(|| super::binding::refresh_refusal(current, fresh.as_deref()))
+            .flatten();
+        if let (Some(reason), true) = (bound_elsewhere, managed || cur.is_none()) {
+            // The secret never follows the endpoint to another origin.
+            if managed {
+                managed_now.push(field.to_owned());
+            }
+            kept.push(EndpointKept {
+                field,
+                value: cur,
+                discovered: fresh,
+                reason,
+            });
+        } else if managed || cur.is_none() {
             if fresh.is_some() || managed {
                 managed_now.push(field.to_owned());
             }
@@ -240,6 +267,7 @@ fn plan_refresh(
                 field,
                 value: cur,
                 discovered: fresh,
+                reason: KEPT_SET_BY_HAND.to_owned(),
             });
         }
     }
@@ -316,6 +344,44 @@ impl Vault {
         })
     }
 
+    /// Before a save fetches the discovery document of `patch`: refuse (400 on
+    /// `client_secret`) a save that keeps the stored secret while moving the
+    /// discovery URL to another origin, so nothing is fetched for it.
+    pub fn check_discovery_binding(
+        &self,
+        domain: &Domain,
+        patch: &super::ConfigPatch,
+    ) -> Result<(), VaultError> {
+        let Some(cur) = self.store.config(domain.id)? else {
+            return Ok(());
+        };
+        let new_secret = patch
+            .client_secret
+            .as_ref()
+            .is_some_and(|s| s.expose() != cur.secret_masked);
+        if new_secret {
+            return Ok(());
+        }
+        let next = patch.discovery_url.apply(cur.discovery_url.clone());
+        super::binding::check_discovery_move(&cur, next.as_deref()).map_err(VaultError::Invalid)
+    }
+
+    /// Record, before any outbound request, that an outbound job starts:
+    /// `config.test.start` (before the secret is decrypted) or
+    /// `config.refresh.start`, naming where it goes. Durable before it returns,
+    /// so a dropped connection cannot lose it.
+    pub async fn record_outbound_start(
+        &self,
+        domain: &Domain,
+        actor: Option<u64>,
+        action: &'static str,
+        detail: String,
+    ) -> Result<(), VaultError> {
+        let mut event = audit::event(now_micros(), actor, action, Some(domain));
+        event.detail = Some(detail);
+        self.record(event).await
+    }
+
     /// Record that a connection test ran (it decrypted the client secret).
     pub async fn record_connection_test(
         &self,
@@ -348,6 +414,7 @@ mod tests {
             created_at: 1,
             updated_at: 1,
             discovered_endpoints: managed.iter().map(|s| s.to_string()).collect(),
+            secret_origin: t.and_then(crate::store::origin_of),
         }
     }
 

@@ -181,6 +181,7 @@ impl Vault {
                     let ctx = SealContext {
                         domain_id,
                         field: Field::ClientSecret,
+                        origin: record.secret_origin.as_deref(),
                     };
                     let plain = keyring.open(&record.secret_sealed, ctx)?;
                     Ok::<_, VaultError>(Some(keyring.seal(&plain, ctx)?))
@@ -315,6 +316,7 @@ impl Vault {
             let ctx = SealContext {
                 domain_id: record.domain_id,
                 field: Field::ClientSecret,
+                origin: record.secret_origin.as_deref(),
             };
             match keyring.open(&record.secret_sealed, ctx) {
                 Ok(plain) => {

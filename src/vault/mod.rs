@@ -7,6 +7,7 @@
 
 mod audit;
 mod backup;
+mod binding;
 mod discovery;
 mod keys;
 
@@ -165,6 +166,30 @@ pub struct ConfigPatch {
     pub endpoint_source: EndpointSource,
 }
 
+/// A running outbound job of one domain (see [`Vault::begin_outbound_job`]).
+#[derive(Debug)]
+pub struct OutboundJob<'a> {
+    jobs: &'a Mutex<std::collections::HashSet<u64>>,
+    domain_id: u64,
+}
+
+impl Drop for OutboundJob<'_> {
+    fn drop(&mut self) {
+        self.jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.domain_id);
+    }
+}
+
+/// A decrypted client secret and the one origin it may be sent to.
+#[derive(Debug)]
+pub struct BoundSecret {
+    pub secret: SecretString,
+    /// `None`: written without a token endpoint, so it may go nowhere.
+    pub origin: Option<String>,
+}
+
 /// Who is calling, as established from a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Caller {
@@ -280,6 +305,8 @@ pub struct Vault {
     wake: tokio::sync::Notify,
     metrics: Metrics,
     outbound: crate::outbound::Outbound,
+    /// Domains with a connection test or discovery refresh running.
+    outbound_jobs: Mutex<std::collections::HashSet<u64>>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -413,6 +440,7 @@ impl Vault {
                 audit_retention_days: config.audit.retention_days,
                 rotation: tokio::sync::Mutex::new(()),
                 wake: tokio::sync::Notify::new(),
+                outbound_jobs: Mutex::default(),
                 metrics,
                 outbound,
             },
@@ -508,11 +536,13 @@ impl Vault {
         &self,
         domain_id: u64,
         secret: &SecretString,
+        origin: Option<&str>,
     ) -> Result<(Vec<u8>, String, String), VaultError> {
         let keyring = self.keyring();
         let ctx = SealContext {
             domain_id,
             field: Field::ClientSecret,
+            origin,
         };
         Ok((
             keyring.seal(secret.expose().as_bytes(), ctx)?,
@@ -616,6 +646,7 @@ impl Vault {
          -> Result<(ConfigRecord, AuditRecord), VaultError> {
             let mut fields: Vec<String> = Vec::new();
             let mut fingerprint = None;
+            let mut url_changes = None;
             let record = match current {
                 None => {
                     let mut missing = FieldErrors::new();
@@ -629,14 +660,12 @@ impl Vault {
                     let Some(client_id) = &patch.client_id else {
                         return Err(VaultError::Invalid(missing));
                     };
-                    let (secret_sealed, secret_masked, fp) = self.seal_secret(domain.id, secret)?;
-                    fingerprint = Some(fp);
                     let record = ConfigRecord {
                         id,
                         domain_id: domain.id,
                         client_id: client_id.clone(),
-                        secret_sealed,
-                        secret_masked,
+                        secret_sealed: Vec::new(),
+                        secret_masked: String::new(),
                         discovery_url: patch.discovery_url.apply(None),
                         authorization_endpoint: None,
                         token_endpoint: None,
@@ -644,13 +673,31 @@ impl Vault {
                         created_at: now,
                         updated_at: now,
                         discovered_endpoints: Vec::new(),
+                        secret_origin: None,
                     };
-                    let record = discovery::merge_endpoints(&patch, None, record);
+                    let mut record = discovery::merge_endpoints(&patch, None, record);
+                    // Bound to the token endpoint it is written with (see `binding`).
+                    record.secret_origin = binding::origin_for(&record);
+                    let (sealed, masked, fp) =
+                        self.seal_secret(domain.id, secret, record.secret_origin.as_deref())?;
+                    (record.secret_sealed, record.secret_masked) = (sealed, masked);
+                    fingerprint = Some(fp);
                     fields.extend(["client_id".into(), "client_secret".into()]);
                     fields.extend(changed_urls(None, &record));
                     record
                 }
                 Some(cur) => {
+                    if matches!(patch.endpoint_source, EndpointSource::Discovery(None))
+                        && discovery::needs_fetch_record(&patch, Some(cur))
+                    {
+                        // Decided on a snapshot read before this write, and the
+                        // stored config has changed since: not this document's.
+                        return Err(VaultError::Invalid(field_error(
+                            "discovery_url",
+                            "The configuration changed while it was being saved; send the \
+                             request again.",
+                        )));
+                    }
                     let mut next = cur.clone();
                     if let Some(client_id) = &patch.client_id {
                         next.client_id.clone_from(client_id);
@@ -658,17 +705,27 @@ impl Vault {
                     if next.client_id != cur.client_id {
                         fields.push("client_id".into());
                     }
-                    if let Some(secret) = &patch.client_secret {
-                        if secret.expose() != cur.secret_masked {
-                            let (sealed, masked, fp) = self.seal_secret(domain.id, secret)?;
+                    next.discovery_url = patch.discovery_url.apply(next.discovery_url);
+                    let mut next = discovery::merge_endpoints(&patch, Some(cur), next);
+                    let new_secret = patch
+                        .client_secret
+                        .as_ref()
+                        .filter(|s| s.expose() != cur.secret_masked);
+                    match new_secret {
+                        Some(secret) => {
+                            next.secret_origin = binding::origin_for(&next);
+                            let (sealed, masked, fp) =
+                                self.seal_secret(domain.id, secret, next.secret_origin.as_deref())?;
                             (next.secret_sealed, next.secret_masked) = (sealed, masked);
                             fingerprint = Some(fp);
                             fields.push("client_secret".into());
                         }
+                        None => {
+                            binding::check_kept_secret(cur, &next).map_err(VaultError::Invalid)?
+                        }
                     }
-                    next.discovery_url = patch.discovery_url.apply(next.discovery_url);
-                    let mut next = discovery::merge_endpoints(&patch, Some(cur), next);
                     fields.extend(changed_urls(Some(cur), &next));
+                    url_changes = url_change_detail(cur, &next);
                     // `updated_at` moves on every update, even within one microsecond.
                     next.updated_at = now.max(cur.updated_at + 1);
                     next
@@ -682,7 +739,10 @@ impl Vault {
             let mut event = audit::event(now, actor, action, Some(domain));
             event.fields = fields;
             event.secret_fingerprint = fingerprint;
-            event.detail = discovery::save_detail(&patch, &record);
+            event.detail = match (discovery::save_detail(&patch, &record), url_changes) {
+                (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+                (a, b) => a.or(b),
+            };
             *stored_event
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(event.clone());
@@ -714,8 +774,29 @@ impl Vault {
         Ok(deleted)
     }
 
-    /// Decrypt a domain's client secret (for `verify` and the connection test).
-    pub fn reveal_secret(&self, domain: &Domain) -> Result<Option<SecretString>, VaultError> {
+    /// Mark an outbound job (connection test, discovery refresh) of `domain` as
+    /// running; `None` while one already runs. The turn ends when dropped.
+    pub fn begin_outbound_job(&self, domain: &Domain) -> Option<OutboundJob<'_>> {
+        let mut busy = self
+            .outbound_jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        busy.insert(domain.id).then_some(OutboundJob {
+            jobs: &self.outbound_jobs,
+            domain_id: domain.id,
+        })
+    }
+
+    /// The origin a domain's client secret is bound to, without decrypting it:
+    /// `None` when there is no config, `Some(None)` when bound nowhere.
+    pub fn secret_origin(&self, domain: &Domain) -> Result<Option<Option<String>>, VaultError> {
+        Ok(self.store.config(domain.id)?.map(|r| r.secret_origin))
+    }
+
+    /// Decrypt a domain's client secret, for a request to the origin it is
+    /// bound to (returned beside it; `None`: bound nowhere, never to be sent).
+    /// The caller must not send it anywhere else.
+    pub fn reveal_secret(&self, domain: &Domain) -> Result<Option<BoundSecret>, VaultError> {
         let Some(record) = self.store.config(domain.id)? else {
             return Ok(None);
         };
@@ -724,6 +805,7 @@ impl Vault {
             SealContext {
                 domain_id: domain.id,
                 field: Field::ClientSecret,
+                origin: record.secret_origin.as_deref(),
             },
         )?;
         let text = String::from_utf8(plain.to_vec()).map_err(|e| {
@@ -731,7 +813,10 @@ impl Vault {
             zeroize::Zeroize::zeroize(&mut bytes);
             CryptoError::MalformedEnvelope("plaintext is not UTF-8")
         })?;
-        Ok(Some(SecretString::new(text)))
+        Ok(Some(BoundSecret {
+            secret: SecretString::new(text),
+            origin: record.secret_origin,
+        }))
     }
 
     // ---- domains -----------------------------------------------------------------
@@ -909,26 +994,41 @@ impl Vault {
     }
 }
 
+/// The URL fields of a config, in API order.
+fn url_fields(r: &ConfigRecord) -> [(&'static str, Option<&str>); 4] {
+    [
+        ("discovery_url", r.discovery_url.as_deref()),
+        ("authorization_endpoint", r.authorization_endpoint.as_deref()),
+        ("token_endpoint", r.token_endpoint.as_deref()),
+        ("userinfo_endpoint", r.userinfo_endpoint.as_deref()),
+    ]
+}
+
+/// Old and new values of the URL fields an update changes (for its audit event:
+/// URLs only, never the secret).
+fn url_change_detail(before: &ConfigRecord, after: &ConfigRecord) -> Option<String> {
+    let changes: Vec<String> = url_fields(before)
+        .into_iter()
+        .zip(url_fields(after))
+        .filter(|((_, old), (_, new))| old != new)
+        .map(|((name, old), (_, new))| {
+            format!(
+                "{name}: {} -> {}",
+                old.unwrap_or("none"),
+                new.unwrap_or("none")
+            )
+        })
+        .collect();
+    (!changes.is_empty()).then(|| changes.join("; "))
+}
+
 /// Names of the URL fields that differ between `before` and `after`.
 fn changed_urls(before: Option<&ConfigRecord>, after: &ConfigRecord) -> Vec<String> {
-    let urls = |r: &ConfigRecord| {
-        [
-            ("discovery_url", r.discovery_url.clone()),
-            ("authorization_endpoint", r.authorization_endpoint.clone()),
-            ("token_endpoint", r.token_endpoint.clone()),
-            ("userinfo_endpoint", r.userinfo_endpoint.clone()),
-        ]
-    };
-    let old = before.map(urls);
-    urls(after)
+    let old = before.map(url_fields);
+    url_fields(after)
         .into_iter()
         .enumerate()
-        .filter(|(i, (_, v))| {
-            old.as_ref()
-                .and_then(|o| o.get(*i))
-                .and_then(|(_, ov)| ov.clone())
-                != *v
-        })
+        .filter(|(i, (_, v))| old.as_ref().and_then(|o| o.get(*i)).and_then(|(_, ov)| *ov) != *v)
         .map(|(_, (name, _))| name.to_owned())
         .collect()
 }
