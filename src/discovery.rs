@@ -963,7 +963,10 @@ mod tests {
         let near_cut = format!("{}{raw}", "x".repeat(PROVIDER_TEXT_MAX - 8));
         let q = quote(&near_cut, &spellings);
         assert!(!q.contains("hunter2 "), "{q}");
-        assert_eq!(quote(&"x".repeat(5000), &spellings).len(), PROVIDER_TEXT_MAX);
+        assert_eq!(
+            quote(&"x".repeat(5000), &spellings).len(),
+            PROVIDER_TEXT_MAX
+        );
     }
 
     #[test]

@@ -111,7 +111,10 @@ async fn refresh(req: HttpRequest, vault: web::Data<Vault>) -> Result<HttpRespon
             &domain,
             Some(caller.token_id()),
             "config.refresh.start",
-            format!("fetching the discovery document from {}", origin_label(&url)),
+            format!(
+                "fetching the discovery document from {}",
+                origin_label(&url)
+            ),
         )
         .await?;
     let meta = fetch(&vault, &url).await?;

@@ -205,7 +205,13 @@ mod tests {
         aad.extend_from_slice(b"client_secret");
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         let ct = cipher
-            .encrypt(&nonce, Payload { msg: b"legacy", aad: &aad })
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: b"legacy",
+                    aad: &aad,
+                },
+            )
             .unwrap();
         let envelope = [&header[..], nonce.as_slice(), &ct[..]].concat();
         assert_eq!(&*kr.open(&envelope, ctx(9)).unwrap(), b"legacy");

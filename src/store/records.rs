@@ -325,18 +325,15 @@ mod tests {
             updated_at: 6,
         };
         // As first shipped: no discovered_endpoints.
-        let r: ConfigRecord = decode("configs", &2u64.to_be_bytes(), &v1_bytes(&old, None)).unwrap();
+        let r: ConfigRecord =
+            decode("configs", &2u64.to_be_bytes(), &v1_bytes(&old, None)).unwrap();
         assert_eq!(r.client_id, "app");
         assert_eq!(r.updated_at, 6);
         assert!(r.discovered_endpoints.is_empty());
         assert_eq!(r.secret_origin.as_deref(), Some("https://idp.example.com"));
         // Version 1 with the list appended.
-        let r: ConfigRecord = decode(
-            "configs",
-            b"k",
-            &v1_bytes(&old, Some(&["token_endpoint"])),
-        )
-        .unwrap();
+        let r: ConfigRecord =
+            decode("configs", b"k", &v1_bytes(&old, Some(&["token_endpoint"]))).unwrap();
         assert_eq!(r.discovered_endpoints, ["token_endpoint"]);
         // No token endpoint: bound nowhere.
         let none = ConfigRecordV1First {

@@ -34,7 +34,10 @@ fn describe(origin: Option<&str>) -> &str {
 
 /// A save that keeps the stored secret: refused (400 on `client_secret`) when
 /// it moves the token endpoint or the discovery URL to another origin.
-pub(super) fn check_kept_secret(cur: &ConfigRecord, next: &ConfigRecord) -> Result<(), FieldErrors> {
+pub(super) fn check_kept_secret(
+    cur: &ConfigRecord,
+    next: &ConfigRecord,
+) -> Result<(), FieldErrors> {
     let bound = cur.secret_origin.as_deref();
     let token_now = origin_for(next);
     if let Some(new) = token_now.as_deref() {
@@ -55,7 +58,10 @@ pub(super) fn check_kept_secret(cur: &ConfigRecord, next: &ConfigRecord) -> Resu
 
 /// The discovery half of [`check_kept_secret`]: also asked before a discovery
 /// document is fetched for a save, so that a save refused anyway fetches nothing.
-pub(super) fn check_discovery_move(cur: &ConfigRecord, next: Option<&str>) -> Result<(), FieldErrors> {
+pub(super) fn check_discovery_move(
+    cur: &ConfigRecord,
+    next: Option<&str>,
+) -> Result<(), FieldErrors> {
     let disc_before = cur.discovery_url.as_deref().and_then(origin_of);
     let disc_now = next.and_then(origin_of);
     match disc_now.as_deref() {
@@ -120,7 +126,10 @@ mod tests {
             "https://sub.idp.example.com/token",
         ] {
             let e = check_kept_secret(&cur, &record(Some(elsewhere), None)).unwrap_err();
-            assert!(e["client_secret"][0].contains("bound to https://idp.example.com"), "{e:?}");
+            assert!(
+                e["client_secret"][0].contains("bound to https://idp.example.com"),
+                "{e:?}"
+            );
         }
         // Clearing needs no secret; setting it back to the bound origin neither.
         let cleared = record(None, None);
@@ -157,7 +166,10 @@ mod tests {
     #[test]
     fn a_refresh_keeps_the_token_endpoint_on_its_origin() {
         let cur = record(Some("https://idp.example.com/token"), None);
-        assert_eq!(refresh_refusal(&cur, Some("https://idp.example.com/t2")), None);
+        assert_eq!(
+            refresh_refusal(&cur, Some("https://idp.example.com/t2")),
+            None
+        );
         assert_eq!(refresh_refusal(&cur, None), None);
         let why = refresh_refusal(&cur, Some("https://attacker.example/t")).unwrap();
         assert!(why.contains("https://attacker.example"), "{why}");

@@ -122,7 +122,10 @@ pub fn needs_fetch(patch: &super::ConfigPatch, current: Option<&OidcConfig>) -> 
 
 /// [`needs_fetch`] on the stored record: asked again inside the write, so that
 /// a decision made on an earlier snapshot is never applied to a newer record.
-pub(super) fn needs_fetch_record(patch: &super::ConfigPatch, current: Option<&ConfigRecord>) -> bool {
+pub(super) fn needs_fetch_record(
+    patch: &super::ConfigPatch,
+    current: Option<&ConfigRecord>,
+) -> bool {
     let Patch::Set(url) = &patch.discovery_url else {
         return false;
     };
@@ -132,9 +135,9 @@ pub(super) fn needs_fetch_record(patch: &super::ConfigPatch, current: Option<&Co
     if cur.discovery_url.as_ref() != Some(url) {
         return true;
     }
-    ENDPOINTS.iter().any(|f| {
-        becomes_managed(patch_of(patch, f), Some(cur), f) && !is_managed(Some(cur), f)
-    })
+    ENDPOINTS
+        .iter()
+        .any(|f| becomes_managed(patch_of(patch, f), Some(cur), f) && !is_managed(Some(cur), f))
 }
 
 /// Apply the request's endpoints (and a fetched document) onto `next`, whose

@@ -781,7 +781,12 @@ impl Vault {
             .outbound_jobs
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        busy.insert(domain.id).then_some(OutboundJob {
+        // Not `then_some`: it would build (and drop, so release) a job also
+        // when the domain is busy.
+        if !busy.insert(domain.id) {
+            return None;
+        }
+        Some(OutboundJob {
             jobs: &self.outbound_jobs,
             domain_id: domain.id,
         })
@@ -998,7 +1003,10 @@ impl Vault {
 fn url_fields(r: &ConfigRecord) -> [(&'static str, Option<&str>); 4] {
     [
         ("discovery_url", r.discovery_url.as_deref()),
-        ("authorization_endpoint", r.authorization_endpoint.as_deref()),
+        (
+            "authorization_endpoint",
+            r.authorization_endpoint.as_deref(),
+        ),
         ("token_endpoint", r.token_endpoint.as_deref()),
         ("userinfo_endpoint", r.userinfo_endpoint.as_deref()),
     ]
