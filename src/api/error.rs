@@ -46,6 +46,10 @@ pub enum ApiError {
     DiskFull,
     #[error("the store stopped after a failed write ({correlation_id})")]
     StoreFailed { correlation_id: String },
+    /// Every outbound slot is in use (`outbound.max_concurrent_fetches`): 503
+    /// with `Retry-After`, not 429, since no client is over a limit of its own.
+    #[error("outbound capacity in use: {0}")]
+    OutboundBusy(String),
     #[error("service unavailable ({correlation_id})")]
     Unavailable { correlation_id: String },
     #[error("internal error ({correlation_id})")]
@@ -62,6 +66,21 @@ impl ApiError {
         let correlation_id = correlation_id();
         tracing::error!(%correlation_id, error = %cause, "internal error");
         ApiError::Internal { correlation_id }
+    }
+
+    /// A discovery document that cannot be used: 400 on `discovery_url` with the
+    /// reason, or 503 ([`ApiError::OutboundBusy`]) when the server's outbound
+    /// capacity is all in use (nothing was fetched: trying again may work).
+    pub fn discovery(e: &crate::discovery::DiscoveryError) -> Self {
+        match e {
+            crate::discovery::DiscoveryError::Fetch(
+                f @ crate::outbound::FetchError::Busy { .. },
+            ) => ApiError::OutboundBusy(f.to_string()),
+            other => ApiError::Validation(crate::vault::field_error(
+                "discovery_url",
+                other.to_string(),
+            )),
+        }
     }
 
     fn unavailable(cause: &dyn std::fmt::Display) -> Self {
@@ -114,9 +133,10 @@ impl ResponseError for ApiError {
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            ApiError::Unavailable { .. } | ApiError::DiskFull | ApiError::StoreFailed { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Unavailable { .. }
+            | ApiError::DiskFull
+            | ApiError::StoreFailed { .. }
+            | ApiError::OutboundBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -164,6 +184,7 @@ impl ResponseError for ApiError {
                            it recovers exactly what is on disk.",
                 "correlation_id": correlation_id,
             }),
+            ApiError::OutboundBusy(detail) => json!({ "detail": detail }),
             ApiError::Unavailable { correlation_id } => json!({
                 "detail": "The store is unavailable; the change was not made durable. Try again later.",
                 "correlation_id": correlation_id,
@@ -191,7 +212,7 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed { allow, .. } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
-            ApiError::Unavailable { .. } => {
+            ApiError::Unavailable { .. } | ApiError::OutboundBusy(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::DiskFull => {
