@@ -29,11 +29,12 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::Transactional;
 
 pub use commit::{CommitMetrics, CommitStats};
-pub use counts::Counts;
 pub use records::{AuditRecord, ConfigRecord, DomainRecord, TokenRecord, TokenScope};
 
 pub use commit::GroupCommit;
 use records::{decode, encode};
+
+pub use counts::Counts;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
