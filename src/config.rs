@@ -169,8 +169,12 @@ pub struct OutboundConfig {
     pub timeout_secs: u64,
     /// Largest response body read; a larger one is refused.
     pub max_response_bytes: u64,
-    /// Redirects followed per fetch (to the same host only).
+    /// Redirects followed per fetch (within the same origin only).
     pub max_redirects: u32,
+    /// Outbound fetches at once, over the whole server; one more fails at once
+    /// (503). Also the most DNS lookups in flight, a lookup abandoned after a
+    /// timeout counting until it ends.
+    pub max_concurrent_fetches: u32,
     /// Hosts (exact names or IP addresses) that may be reached over plain `http`.
     /// A list, or one comma-separated string (for the environment variable).
     #[serde(deserialize_with = "string_list")]
@@ -194,6 +198,7 @@ impl Default for OutboundConfig {
             timeout_secs: 15,
             max_response_bytes: 1 << 20,
             max_redirects: 3,
+            max_concurrent_fetches: 16,
             allow_http_hosts: Vec::new(),
             allow_private_hosts: Vec::new(),
             extra_ca_file: None,
@@ -688,6 +693,14 @@ mod tests {
         for (bad, named) in [
             ("[outbound]\ntimeout_secs = 0\n", "outbound.timeout_secs"),
             ("[outbound]\nmax_redirects = 50\n", "outbound.max_redirects"),
+            (
+                "[outbound]\nmax_concurrent_fetches = 0\n",
+                "outbound.max_concurrent_fetches",
+            ),
+            (
+                "[outbound]\nmax_concurrent_fetches = 1025\n",
+                "outbound.max_concurrent_fetches",
+            ),
             (
                 "[outbound]\nallow_private_hosts = [\"10.0.0.0/40\"]\n",
                 "allow_private_hosts",

@@ -23,7 +23,7 @@ pub mod vault;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
-use actix_web::middleware::{from_fn, DefaultHeaders};
+use actix_web::middleware::{from_fn, Condition, DefaultHeaders};
 use actix_web::{web, App};
 
 pub use vault::Vault;
@@ -44,10 +44,42 @@ pub fn app(
     app_with_limits(vault, web::Data::new(limits::Limits::default()))
 }
 
-/// [`app`] with the given limits (shared by every worker of a server).
+/// [`app`] with the given limits (shared by every worker of a server), served
+/// over plain HTTP.
 pub fn app_with_limits(
     vault: web::Data<Vault>,
     limits: web::Data<limits::Limits>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    app_serving(vault, limits, Transport::PlainHttp)
+}
+
+/// How the server is reached, for the headers that depend on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    PlainHttp,
+    /// `server.tls_cert` / `server.tls_key`: every response carries [`HSTS`].
+    Tls,
+}
+
+/// `Strict-Transport-Security` sent on every response over TLS: a year, and
+/// neither `includeSubDomains` nor `preload`, which would bind every other host
+/// of the operator's domain to HTTPS too. Browsers ignore it over plain HTTP,
+/// so it is not sent there.
+pub const HSTS: &str = "max-age=31536000";
+
+/// [`app_with_limits`] for a server reached over `transport`.
+pub fn app_serving(
+    vault: web::Data<Vault>,
+    limits: web::Data<limits::Limits>,
+    transport: Transport,
 ) -> App<
     impl ServiceFactory<
         ServiceRequest,
@@ -67,6 +99,11 @@ pub fn app_with_limits(
         )
         .wrap(from_fn(limits::check_request_head))
         .wrap(from_fn(logging::log_request))
+        // Outermost, so the answers of the middleware above carry it too.
+        .wrap(Condition::new(
+            transport == Transport::Tls,
+            DefaultHeaders::new().add((actix_web::http::header::STRICT_TRANSPORT_SECURITY, HSTS)),
+        ))
         .configure(api::configure)
         .default_service(web::to(api::not_found))
 }

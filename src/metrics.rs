@@ -1,8 +1,10 @@
-//! Prometheus metrics (the `prometheus` crate), served at `GET /metrics`.
+//! Prometheus metrics (the `prometheus` crate), served at `GET /metrics` to an
+//! operator token.
 //!
 //! Request counts and latency by route and status are recorded by the request
 //! middleware; group-commit batch sizes and fsync latency by the flusher thread;
-//! store size, counts and key-term figures are read when the metrics are scraped.
+//! store size, counts and key-term figures are read when the metrics are scraped
+//! (the counts from memory, kept by each write: `store::counts`).
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,

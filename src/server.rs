@@ -42,9 +42,15 @@ pub async fn serve(config: &Config, vault: Vault) -> std::io::Result<()> {
     let vault = web::Data::new(vault);
     let factory_vault = vault.clone();
     let limits = web::Data::new(crate::limits::Limits::new(config.limits.clone()));
-    let mut server =
-        HttpServer::new(move || crate::app_with_limits(factory_vault.clone(), limits.clone()))
-            .shutdown_timeout(config.server.shutdown_timeout_secs);
+    let transport = if config.tls().is_some() {
+        crate::Transport::Tls
+    } else {
+        crate::Transport::PlainHttp
+    };
+    let mut server = HttpServer::new(move || {
+        crate::app_serving(factory_vault.clone(), limits.clone(), transport)
+    })
+    .shutdown_timeout(config.server.shutdown_timeout_secs);
     // Abuse limits: connection cap (actix counts per worker), timeouts.
     let l = &config.limits;
     server = server

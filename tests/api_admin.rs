@@ -204,6 +204,23 @@ async fn openapi_document_matches_the_routes_and_the_seed() {
                     "{m} {path} answered {} which is not documented ({documented:?})",
                     r.status
                 );
+                // The security the document states is the one served: an
+                // operation with `security: []` answers without a token, any
+                // other one asks for it (401).
+                let anonymous = TestRequest::default()
+                    .method(Method::from_bytes(m.to_uppercase().as_bytes()).unwrap())
+                    .uri(&concrete)
+                    .insert_header(("Content-Type", "application/json"))
+                    .set_payload("{}");
+                let r = call(&app, anonymous).await;
+                let open = item[m]["security"].as_array().is_some_and(Vec::is_empty);
+                assert_eq!(
+                    r.status == StatusCode::UNAUTHORIZED,
+                    !open,
+                    "{m} {path}: documented security {} but answered {} without a token",
+                    item[m]["security"],
+                    r.status
+                );
             } else {
                 assert_eq!(
                     r.status,

@@ -349,9 +349,10 @@ fn sample(samples: &[(String, f64)], prefix: &str, contains: &[&str]) -> f64 {
 async fn metrics_parse_and_move_with_requests() {
     let env = Env::new();
     let (_, token) = env.domain("acme.com").await;
+    let op = env.operator().await;
     let app = app!(env);
     let scrape = |body: String| parse_prometheus(&body);
-    let m0 = scrape(call(&app, TestRequest::get().uri("/metrics")).await.raw);
+    let m0 = scrape(call(&app, get("/metrics", &op)).await.raw);
     let route = r#"route="/api/v1/enterprises/oidc/config/""#;
     let before = sample(
         &m0,
@@ -370,7 +371,7 @@ async fn metrics_parse_and_move_with_requests() {
         )
         .await;
     }
-    let r = call(&app, TestRequest::get().uri("/metrics")).await;
+    let r = call(&app, get("/metrics", &op)).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(
         r.header("content-type").unwrap().starts_with("text/plain"),
@@ -405,5 +406,244 @@ async fn metrics_parse_and_move_with_requests() {
     assert_eq!(sample(&m1, "oidcvault_key_active_term", &[]), 1.0);
     assert!(sample(&m1, "oidcvault_key_term_encryptions", &[r#"term="1""#]) >= 3.0);
     assert!(sample(&m1, "oidcvault_store_size_bytes", &[]) > 0.0);
-    assert!(!r.raw.contains("metrics-secret") && !r.raw.contains(&token));
+    assert!(!r.raw.contains("metrics-secret") && !r.raw.contains(&token) && !r.raw.contains(&op));
+}
+
+/// `/metrics` tells how many domains and configs exist and how the keys stand:
+/// an operator token only. Without a token 401 (with the Bearer challenge),
+/// with a domain token 403.
+#[actix_web::test]
+async fn metrics_need_the_operator_token() {
+    let env = Env::new();
+    let (_, domain_token) = env.domain("acme.com").await;
+    let op = env.operator().await;
+    let app = app!(env);
+    let r = call(&app, TestRequest::get().uri("/metrics")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r:?}");
+    assert!(
+        r.header("www-authenticate")
+            .is_some_and(|v| v.starts_with("Bearer")),
+        "{r:?}"
+    );
+    assert!(!r.raw.contains("oidcvault_"), "{}", r.raw);
+    let r = call(&app, get("/metrics", "ovt_1_not-a-valid-token")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r:?}");
+    let r = call(&app, get("/metrics", &domain_token)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{r:?}");
+    assert!(!r.raw.contains("oidcvault_"), "{}", r.raw);
+    let r = call(&app, get("/metrics", &op)).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(
+        sample(&parse_prometheus(&r.raw), "oidcvault_domains", &[]),
+        1.0
+    );
+}
+
+/// The counts a full scan finds now: domains, configs, configs per key term
+/// (from each secret's envelope header). The oracle of the in-memory counts.
+fn scanned(vault: &oidcvault::Vault) -> oidcvault::store::Counts {
+    let mut c = oidcvault::store::Counts {
+        domains: vault.list_domains().unwrap().len() as u64,
+        ..Default::default()
+    };
+    for r in vault.store().configs() {
+        let r = r.unwrap();
+        c.configs += 1;
+        if let Some(term) = oidcvault::crypto::envelope_term(&r.secret_sealed) {
+            *c.configs_by_term.entry(term).or_default() += 1;
+        }
+    }
+    c
+}
+
+/// The in-memory counts, the key status and the metrics all equal the scan.
+#[track_caller]
+fn assert_counts(vault: &oidcvault::Vault, what: &str) -> oidcvault::store::Counts {
+    let scan = scanned(vault);
+    assert_eq!(
+        vault.store().counts(),
+        scan,
+        "{what}: counts and scan differ"
+    );
+    let status = vault.key_status().unwrap();
+    assert_eq!(status.total_configs, scan.configs, "{what}: key status");
+    for t in &status.terms {
+        let want = scan.configs_by_term.get(&t.term).copied().unwrap_or(0);
+        assert_eq!(t.configs, want, "{what}: key status of term {}", t.term);
+    }
+    scan
+}
+
+fn open_vault(dir: &std::path::Path) -> oidcvault::Vault {
+    let path = write_config(dir);
+    let env = vec![(
+        "OIDCVAULT_MASTER_PASSPHRASE".to_owned(),
+        PASSPHRASE.to_owned(),
+    )];
+    let config = oidcvault::config::Config::load_with_env(Some(&path), &env).unwrap();
+    oidcvault::Vault::open(&config, &env).unwrap().0
+}
+
+/// The domain, config and per-term counts behind `/metrics` and the key status
+/// are kept in memory by each write, not scanned per scrape: after every kind
+/// of write (domain add and removal, config create, secret change, update
+/// without a new secret, masked secret posted back, delete, rotation, writes
+/// under the new term, re-encryption) they equal a full scan, and a reopened
+/// vault counts the same.
+#[actix_web::test]
+async fn counts_equal_a_full_scan_after_every_kind_of_write() {
+    use oidcvault::vault::TokenTarget;
+    let dir = tempfile::tempdir().unwrap();
+    let vault = actix_web::web::Data::new(open_vault(dir.path()));
+    let app = actix_web::test::init_service(oidcvault::app(vault.clone())).await;
+    let (_, op) = vault
+        .create_token(&TokenTarget::Operator, None)
+        .await
+        .unwrap();
+    let op = op.expose().to_owned();
+    assert_counts(&vault, "empty");
+    let mut domains = Vec::new();
+    for i in 0..5 {
+        let name = format!("c{i}.example.com");
+        let d = vault.add_domain(&name, None).await.unwrap();
+        let (_, t) = vault
+            .create_token(&TokenTarget::Domain(name), None)
+            .await
+            .unwrap();
+        domains.push((d, t.expose().to_owned()));
+        assert_counts(&vault, "domain added");
+    }
+    let save = |i: usize, body: String| {
+        let token = domains[i].1.clone();
+        let app = &app;
+        async move {
+            let r = call(app, post_json(CONFIG_PATH, &token, &body)).await;
+            assert_eq!(r.status, StatusCode::OK, "{r:?}");
+            r
+        }
+    };
+    for i in 0..4 {
+        save(
+            i,
+            format!(r#"{{"client_id": "app-{i}", "client_secret": "count-secret-{i}"}}"#),
+        )
+        .await;
+        assert_counts(&vault, "config created");
+    }
+    save(0, r#"{"client_secret": "count-secret-0-new"}"#.into()).await;
+    assert_counts(&vault, "secret changed");
+    save(1, r#"{"client_id": "renamed"}"#.into()).await;
+    assert_counts(&vault, "updated without a secret");
+    let masked = save(2, r#"{"client_id": "app-2"}"#.into()).await.body["client_secret_masked"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    save(2, format!(r#"{{"client_secret": "{masked}"}}"#)).await;
+    assert_counts(&vault, "masked secret posted back");
+    let r = call(&app, delete(CONFIG_PATH, &domains[1].1)).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{r:?}");
+    assert_counts(&vault, "config deleted");
+    let c = assert_counts(&vault, "before rotation");
+    assert_eq!((c.domains, c.configs), (5, 3));
+    assert_eq!(c.configs_by_term.get(&1), Some(&3));
+
+    // A rotation: writes under the new term, a removal of a domain with a
+    // config under each term, then re-encryption moves the rest.
+    vault.rotate(None, "test").await.unwrap();
+    assert_counts(&vault, "rotated");
+    save(0, r#"{"client_secret": "count-secret-0-term-2"}"#.into()).await;
+    save(
+        1,
+        r#"{"client_id": "again", "client_secret": "count-secret-1-term-2"}"#.into(),
+    )
+    .await;
+    save(
+        4,
+        r#"{"client_id": "app-4", "client_secret": "count-secret-4"}"#.into(),
+    )
+    .await;
+    let c = assert_counts(&vault, "written under term 2");
+    assert_eq!(c.configs_by_term.get(&2), Some(&3), "{c:?}");
+    assert!(vault.remove_domain(domains[4].0.id, None).await.unwrap());
+    assert_counts(&vault, "domain with a term-2 config removed");
+    assert!(vault.remove_domain(domains[3].0.id, None).await.unwrap());
+    assert_counts(&vault, "domain with a term-1 config removed");
+    let extra = vault.add_domain("extra.example.com", None).await.unwrap();
+    assert!(vault.remove_domain(extra.id, None).await.unwrap());
+    assert_counts(&vault, "domain without a config removed");
+    let n = vault.finish_reencryption().await.unwrap();
+    assert_eq!(n, 1, "c2 was still under term 1");
+    let c = assert_counts(&vault, "re-encrypted");
+    assert_eq!(
+        (c.domains, c.configs, c.configs_by_term.clone()),
+        (3, 3, [(2, 3)].into_iter().collect())
+    );
+    // The metrics show the same figures.
+    let m = parse_prometheus(&call(&app, get("/metrics", &op)).await.raw);
+    assert_eq!(sample(&m, "oidcvault_domains", &[]), 3.0);
+    assert_eq!(sample(&m, "oidcvault_configs", &[]), 3.0);
+    assert_eq!(
+        sample(&m, "oidcvault_key_term_configs", &[r#"term="2""#]),
+        3.0
+    );
+    assert_eq!(
+        sample(&m, "oidcvault_key_term_configs", &[r#"term="1""#]),
+        0.0
+    );
+
+    // Counted again from the store when it opens.
+    drop(app);
+    vault.shutdown();
+    drop(vault);
+    let reopened = open_vault(dir.path());
+    assert_eq!(assert_counts(&reopened, "reopened"), c);
+}
+
+/// Over TLS every answer carries `Strict-Transport-Security: max-age=31536000`
+/// (neither includeSubDomains nor preload), the middleware's own answers (431)
+/// too; over plain HTTP none does.
+#[actix_web::test]
+async fn hsts_is_sent_on_every_answer_over_tls_only() {
+    let env = Env::new();
+    let limits = actix_web::web::Data::new(oidcvault::limits::Limits::default());
+    let tls = actix_web::test::init_service(oidcvault::app_serving(
+        env.vault.clone(),
+        limits.clone(),
+        oidcvault::Transport::Tls,
+    ))
+    .await;
+    let plain = app!(env);
+    let requests = || {
+        [
+            ("healthz", TestRequest::get().uri("/healthz"), 200),
+            ("no token", TestRequest::get().uri("/metrics"), 401),
+            ("unknown path", TestRequest::get().uri("/nowhere"), 404),
+            ("wrong method", TestRequest::post().uri("/healthz"), 405),
+            (
+                "head too large",
+                TestRequest::get()
+                    .uri("/healthz")
+                    .insert_header(("X-Big", "x".repeat(20_000))),
+                431,
+            ),
+        ]
+    };
+    for (what, req, status) in requests() {
+        let r = call(&tls, req).await;
+        assert_eq!(r.status.as_u16(), status, "{what}: {r:?}");
+        assert_eq!(
+            r.header("strict-transport-security"),
+            Some("max-age=31536000"),
+            "{what} over TLS: {r:?}"
+        );
+    }
+    for (what, req, status) in requests() {
+        let r = call(&plain, req).await;
+        assert_eq!(r.status.as_u16(), status, "{what}: {r:?}");
+        assert_eq!(
+            r.header("strict-transport-security"),
+            None,
+            "{what} over plain HTTP"
+        );
+    }
 }

@@ -588,6 +588,72 @@ async fn refresh_and_test_need_a_config_and_refresh_a_discovery_url() {
     );
 }
 
+/// Beyond `outbound.max_concurrent_fetches`, a fetch is refused at once: 503
+/// with Retry-After (the server's capacity, not this client's quota), nothing
+/// fetched or stored; once the running fetch ends, the same request works.
+#[actix_web::test]
+async fn a_fetch_beyond_the_global_cap_is_503_at_once() {
+    let idp = Idp::start();
+    let slow = Stub::start("127.0.0.1", |_| Reply::Silence(Duration::from_secs(4)));
+    let env = Env::with_config(&format!(
+        "{}max_concurrent_fetches = 1\n",
+        OUTBOUND.replace("timeout_secs = 5", "timeout_secs = 2")
+    ));
+    let (_, slow_token) = env.domain("slow.example").await;
+    let (_, token) = env.domain("acme.com").await;
+    let app = app!(env);
+    let hanging = call(
+        &app,
+        post_json(
+            CONFIG_PATH,
+            &slow_token,
+            &create_body(&slow.url(WELL_KNOWN), json!({})),
+        ),
+    );
+    let refused = async {
+        // While the slow provider holds the only slot.
+        actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+        let started = std::time::Instant::now();
+        let r = call(
+            &app,
+            post_json(
+                CONFIG_PATH,
+                &token,
+                &create_body(&idp.discovery_url(), json!({})),
+            ),
+        )
+        .await;
+        (r, started.elapsed())
+    };
+    let (slow_reply, (r, took)) = tokio::join!(hanging, refused);
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{r:?}");
+    assert_eq!(r.header("retry-after"), Some("1"), "{r:?}");
+    let detail = r.body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("outbound.max_concurrent_fetches"), "{r:?}");
+    assert!(
+        took < Duration::from_millis(1500),
+        "not refused at once: {took:?}"
+    );
+    assert_eq!(idp.stub.hits(), 0, "a refused fetch reached the provider");
+    assert_eq!(slow_reply.status, StatusCode::BAD_REQUEST, "{slow_reply:?}");
+    assert_eq!(
+        call(&app, get(CONFIG_PATH, &token)).await.status,
+        StatusCode::NOT_FOUND,
+        "a refused save stored nothing"
+    );
+    // The slot is free again.
+    let r = call(
+        &app,
+        post_json(
+            CONFIG_PATH,
+            &token,
+            &create_body(&idp.discovery_url(), json!({})),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+}
+
 fn step<'a>(r: &'a Value, name: &str) -> &'a Value {
     r["steps"]
         .as_array()

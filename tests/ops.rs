@@ -1820,6 +1820,8 @@ struct Answer {
     cache_control: Option<String>,
     nosniff: Option<String>,
     content_type: Option<String>,
+    /// `Strict-Transport-Security`.
+    hsts: Option<String>,
     body: String,
 }
 
@@ -1860,6 +1862,7 @@ fn request(
         cache_control: header("Cache-Control"),
         nosniff: header("X-Content-Type-Options"),
         content_type: header("Content-Type"),
+        hsts: header("Strict-Transport-Security"),
         body: r.into_string().expect("body"),
     }
 }
@@ -1937,11 +1940,13 @@ fn the_whole_api_over_tls() {
     };
     let client = server.client();
 
-    // Every API answer carries the two headers.
+    // Every API answer carries the two headers, and over TLS, HSTS (a year,
+    // neither includeSubDomains nor preload).
     let check = |what: &str, a: &Answer, status: u16| {
         assert_eq!(a.status, status, "{what}: HTTP {} {}", a.status, a.body);
         assert_eq!(a.cache_control.as_deref(), Some("no-store"), "{what}");
         assert_eq!(a.nosniff.as_deref(), Some("nosniff"), "{what}");
+        assert_eq!(a.hsts.as_deref(), Some("max-age=31536000"), "{what}");
     };
     let op = Some(operator.as_str());
     check(
@@ -1963,7 +1968,12 @@ fn the_whole_api_over_tls() {
         "{}",
         doc.body
     );
-    let metrics = request(&client, "GET", "/metrics", None, None, None);
+    check(
+        "metrics without a token",
+        &request(&client, "GET", "/metrics", None, None, None),
+        401,
+    );
+    let metrics = request(&client, "GET", "/metrics", op, None, None);
     check("metrics", &metrics, 200);
     assert!(
         metrics
@@ -2485,8 +2495,9 @@ fn prometheus_parser_is_strict() {
     }
 }
 
-fn scrape(server: &Server) -> Exposition {
-    let r = server.call("GET", "/metrics", None, None, None);
+/// `/metrics` with the operator token.
+fn scrape(server: &Server, operator: &str) -> Exposition {
+    let r = server.call("GET", "/metrics", Some(operator), None, None);
     assert_eq!(r.status, 200, "GET /metrics: {r}");
     parse_prometheus(&r.body)
         .unwrap_or_else(|e| panic!("/metrics is not Prometheus text: {e}\n{}", r.body))
@@ -2497,13 +2508,20 @@ fn metrics_parse_as_prometheus_text_and_move_with_requests() {
     let started = Instant::now();
     let (home, operator) = operator_home();
     let mut server = home.start();
-    let first = scrape(&server);
+    // Over plain HTTP no HSTS is sent (browsers ignore it there), and the
+    // metrics need the operator token.
+    let plain = request(&server.client(), "GET", "/metrics", None, None, None);
+    assert_eq!(plain.status, 401, "{}", plain.body);
+    assert_eq!(plain.hsts, None);
+    let health = request(&server.client(), "GET", "/healthz", None, None, None);
+    assert_eq!((health.status, health.hsts), (200, None));
+    let first = scrape(&server, &operator);
     assert_eq!(first.single("oidcvault_domains"), 0.0);
     assert_eq!(first.single("oidcvault_key_active_term"), 1.0);
     assert!(first.single("oidcvault_store_size_bytes") > 0.0);
 
     let tenants = add_tenants(&server, &operator, "metrics", 2);
-    let before = scrape(&server);
+    let before = scrape(&server, &operator);
     let domains = server.expect(200, "GET", DOMAINS, &operator, None, None);
     assert_eq!(
         before.single("oidcvault_domains"),
@@ -2525,7 +2543,7 @@ fn metrics_parse_as_prometheus_text_and_move_with_requests() {
     write_all(&server, &tenants[..1], "metrics", 2);
     let r = server.call("GET", CONFIG_PATH, Some(&tenants[1].token), None, None);
     assert_eq!(r.status, 200, "{r}");
-    let after = scrape(&server);
+    let after = scrape(&server, &operator);
     // Request metrics exist once a request was served (the prometheus crate leaves
     // out a labelled family with no series yet).
     for family in [
@@ -2606,13 +2624,15 @@ fn metrics_parse_as_prometheus_text_and_move_with_requests() {
         None,
     );
     assert_eq!(r.status, 404, "{r}");
-    let later = scrape(&server);
+    let later = scrape(&server, &operator);
     assert_eq!(
         on_config(&later, "GET", "404") - on_config(&after, "GET", "404"),
         1.0
     );
     // Nothing secret in the exposition.
-    let text = server.call("GET", "/metrics", None, None, None).body;
+    let text = server
+        .call("GET", "/metrics", Some(&operator), None, None)
+        .body;
     for t in &tenants {
         assert!(!text.contains(&t.token) && !text.contains("secret-0001"));
     }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use oidcvault::outbound::{AddressClass, FetchError, Outbound, Refused, Settings};
+use oidcvault::outbound::{AddressClass, Busy, FetchError, Outbound, Refused, Settings};
 
 use crate::stub_http::{closed_port, tls_for_loopback, Reply, Stub};
 
@@ -20,6 +20,7 @@ fn settings(http: &[&str], private: &[&str]) -> Settings {
         timeout: Duration::from_secs(3),
         max_response_bytes: 4096,
         max_redirects: 2,
+        max_concurrent_fetches: 16,
         allow_http_hosts: http.iter().map(|s| s.to_string()).collect(),
         allow_private_hosts: private.iter().map(|s| s.to_string()).collect(),
         extra_ca_file: None,
@@ -109,6 +110,22 @@ fn each_internal_address_class_is_refused() {
             AddressClass::CloudMetadata,
         ),
         ("reserved", "240.1.2.3", AddressClass::Reserved),
+        // Oracle Cloud's and GCP's metadata addresses; SIIT's IPv4-translated
+        // form (::ffff:0:0:0/96), refused whatever IPv4 address it carries.
+        (
+            "metadata-oracle",
+            "192.0.0.192",
+            AddressClass::CloudMetadata,
+        ),
+        ("ietf-192-0-0", "192.0.0.10", AddressClass::Reserved),
+        ("metadata-gcp6", "fd20:ce::254", AddressClass::CloudMetadata),
+        ("siit-loopback", "::ffff:0:7f00:1", AddressClass::Loopback),
+        (
+            "siit-metadata",
+            "::ffff:0:a9fe:a9fe",
+            AddressClass::CloudMetadata,
+        ),
+        ("siit-public", "::ffff:0:808:808", AddressClass::Reserved),
     ];
     let map: Vec<(String, IpAddr)> = table
         .iter()
@@ -326,6 +343,33 @@ fn redirects_stay_on_the_same_host() {
     );
 }
 
+/// A redirect may not change the port (nor the scheme): same origin only, so a
+/// provider on one port cannot send the fetch to another service on its host.
+#[test]
+fn redirects_keep_the_origin_port_and_scheme() {
+    let other = ok_stub("127.0.0.1");
+    let other_port = other.addr.port();
+    let a = Stub::start("127.0.0.1", move |r| match r.path.as_str() {
+        "/port" => Reply::redirect(302, &format!("http://127.0.0.1:{other_port}/stolen")),
+        "/scheme" => Reply::redirect(302, &format!("https://127.0.0.1:{other_port}/stolen")),
+        "/same" => Reply::redirect(302, "/doc"),
+        _ => Reply::Json(200, r#"{"ok": true}"#.into()),
+    });
+    let out = client(&["127.0.0.1"], &["127.0.0.1"]);
+    for path in ["/port", "/scheme"] {
+        match out.get(&a.url(path), "*/*") {
+            Err(e @ FetchError::Redirect { .. }) => {
+                assert!(e.to_string().contains("same origin"), "{path}: {e}")
+            }
+            other => panic!("{path}: a redirect to another port was followed: {other:?}"),
+        }
+    }
+    assert_eq!(other.hits(), 0, "the other port was reached");
+    // The same origin, written in full with its explicit port, is followed.
+    let r = out.get(&a.url("/same"), "*/*").unwrap();
+    assert_eq!((r.status, r.url.path()), (200, "/doc"));
+}
+
 #[test]
 fn oversized_answers_are_refused() {
     let a = Stub::start("127.0.0.1", |r| {
@@ -472,4 +516,150 @@ fn https_with_an_operator_ca() {
     s.extra_ca_file = Some(empty);
     let e = Outbound::new(&s).unwrap_err();
     assert!(e.contains("outbound.extra_ca_file"), "{e}");
+}
+
+/// A resolver that hangs until released, counting the lookups alive.
+#[derive(Default)]
+struct HangingResolver {
+    released: std::sync::Mutex<bool>,
+    wake: std::sync::Condvar,
+    alive: AtomicUsize,
+    most_alive: AtomicUsize,
+    calls: AtomicUsize,
+}
+
+impl HangingResolver {
+    fn resolve(&self) -> std::io::Result<Vec<IpAddr>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let now = self.alive.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_alive.fetch_max(now, Ordering::SeqCst);
+        let mut released = self.released.lock().unwrap();
+        while !*released {
+            released = self.wake.wait(released).unwrap();
+        }
+        drop(released);
+        self.alive.fetch_sub(1, Ordering::SeqCst);
+        Ok(vec!["127.0.0.1".parse().unwrap()])
+    }
+
+    fn release(&self) {
+        *self.released.lock().unwrap() = true;
+        self.wake.notify_all();
+    }
+}
+
+/// Outbound work is bounded: at most `max_concurrent_fetches` fetches at once,
+/// and as many DNS lookup threads alive, lookups given up after the deadline
+/// included. One more fails at once with `Busy`, starting no thread.
+#[test]
+fn fetches_and_hanging_lookups_are_bounded() {
+    const N: usize = 2;
+    const EXTRA: usize = 3;
+    let stub = ok_stub("127.0.0.1");
+    let port = stub.addr.port();
+    let dns = Arc::new(HangingResolver::default());
+    let mut s = settings(&["hang.test"], &["127.0.0.1"]);
+    s.timeout = Duration::from_secs(1);
+    s.max_concurrent_fetches = N;
+    let resolver = dns.clone();
+    let out = Outbound::new(&s)
+        .unwrap()
+        .with_resolver(move |_, _| resolver.resolve());
+    let url = format!("http://hang.test:{port}/doc");
+
+    // N + EXTRA fetches at once: N hang in DNS until their deadline, the rest
+    // are refused at once (no fetch slot).
+    let start = Arc::new(std::sync::Barrier::new(N + EXTRA));
+    let threads: Vec<_> = (0..N + EXTRA)
+        .map(|_| {
+            let (out, url, start) = (out.clone(), url.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                let began = Instant::now();
+                let r = out.get(&url, "*/*");
+                (r.map(|r| r.status), began.elapsed())
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let timed_out = results
+        .iter()
+        .filter(|(r, _)| matches!(r, Err(FetchError::Timeout { .. })))
+        .count();
+    let busy: Vec<_> = results
+        .iter()
+        .filter(|(r, _)| {
+            matches!(
+                r,
+                Err(FetchError::Busy {
+                    what: Busy::Fetches,
+                    limit: N
+                })
+            )
+        })
+        .collect();
+    assert_eq!((timed_out, busy.len()), (N, EXTRA), "{results:?}");
+    for (r, took) in &busy {
+        // Refused at once, not after the 1 s deadline (margin for a loaded machine).
+        assert!(*took < Duration::from_millis(900), "{r:?} took {took:?}");
+        let msg = r.as_ref().unwrap_err().to_string();
+        assert!(msg.contains("outbound.max_concurrent_fetches"), "{msg}");
+    }
+    // The N lookups given up at the deadline still hang, holding their slots.
+    assert_eq!(dns.alive.load(Ordering::SeqCst), N);
+    assert_eq!(out.lookups_in_flight(), N);
+
+    // Fetch slots are free again, but no lookup slot is: every further fetch
+    // (and check) fails at once and starts no resolver thread.
+    let threads: Vec<_> = (0..N + EXTRA)
+        .map(|_| {
+            let (out, url) = (out.clone(), url.clone());
+            std::thread::spawn(move || {
+                let began = Instant::now();
+                (out.get(&url, "*/*").map(|r| r.status), began.elapsed())
+            })
+        })
+        .collect();
+    for t in threads {
+        let (r, took) = t.join().unwrap();
+        assert!(
+            matches!(
+                r,
+                Err(FetchError::Busy {
+                    what: Busy::Lookups,
+                    limit: N
+                })
+            ),
+            "{r:?}"
+        );
+        assert!(took < Duration::from_millis(900), "took {took:?}");
+    }
+    assert!(matches!(
+        out.check("https://hang.test/x"),
+        Err(FetchError::Busy {
+            what: Busy::Lookups,
+            ..
+        })
+    ));
+    assert_eq!(
+        dns.calls.load(Ordering::SeqCst),
+        N,
+        "a lookup thread started"
+    );
+    assert_eq!(dns.most_alive.load(Ordering::SeqCst), N);
+    assert_eq!(stub.hits(), 0);
+
+    // Once the lookups end, their slots come back and fetches work again.
+    dns.release();
+    let waited = Instant::now();
+    while out.lookups_in_flight() > 0 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "lookup slots not given back"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(out.get(&url, "*/*").unwrap().status, 200);
+    assert_eq!(stub.hits(), 1);
+    assert!(dns.most_alive.load(Ordering::SeqCst) <= N);
 }

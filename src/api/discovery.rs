@@ -33,14 +33,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// Fetch a discovery document on the blocking pool; a failure is a 400 on
-/// `discovery_url` with the reason.
+/// `discovery_url` with the reason (503 when outbound capacity is all in use).
 async fn fetch(vault: &Vault, url: &str) -> Result<ProviderMetadata, ApiError> {
     let outbound = vault.outbound().clone();
     let url = url.to_owned();
     web::block(move || discovery::fetch(&outbound, &url))
         .await
         .map_err(|e| ApiError::internal(&e))?
-        .map_err(|e| ApiError::Validation(field_error("discovery_url", e.to_string())))
+        .map_err(|e| ApiError::discovery(&e))
 }
 
 /// Resolve on save: when the request sets `discovery_url` (and

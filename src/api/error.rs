@@ -49,6 +49,10 @@ pub enum ApiError {
     DiskFull,
     #[error("the store stopped after a failed write ({correlation_id})")]
     StoreFailed { correlation_id: String },
+    /// Every outbound slot is in use (`outbound.max_concurrent_fetches`): 503
+    /// with `Retry-After`, not 429, since no client is over a limit of its own.
+    #[error("outbound capacity in use: {0}")]
+    OutboundBusy(String),
     #[error("service unavailable ({correlation_id})")]
     Unavailable { correlation_id: String },
     #[error("internal error ({correlation_id})")]
@@ -65,6 +69,21 @@ impl ApiError {
         let correlation_id = correlation_id();
         tracing::error!(%correlation_id, error = %cause, "internal error");
         ApiError::Internal { correlation_id }
+    }
+
+    /// A discovery document that cannot be used: 400 on `discovery_url` with the
+    /// reason, or 503 ([`ApiError::OutboundBusy`]) when the server's outbound
+    /// capacity is all in use (nothing was fetched: trying again may work).
+    pub fn discovery(e: &crate::discovery::DiscoveryError) -> Self {
+        match e {
+            crate::discovery::DiscoveryError::Fetch(
+                f @ crate::outbound::FetchError::Busy { .. },
+            ) => ApiError::OutboundBusy(f.to_string()),
+            other => ApiError::Validation(crate::vault::field_error(
+                "discovery_url",
+                other.to_string(),
+            )),
+        }
     }
 
     fn unavailable(cause: &dyn std::fmt::Display) -> Self {
@@ -121,6 +140,7 @@ impl ResponseError for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::OutboundBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -168,6 +188,7 @@ impl ResponseError for ApiError {
                            it recovers exactly what is on disk.",
                 "correlation_id": correlation_id,
             }),
+            ApiError::OutboundBusy(detail) => json!({ "detail": detail }),
             ApiError::Unavailable { correlation_id } => json!({
                 "detail": "The store is unavailable; the change was not made durable. Try again later.",
                 "correlation_id": correlation_id,
@@ -203,6 +224,9 @@ impl ResponseError for ApiError {
             }
             ApiError::TooManyRequests { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            ApiError::OutboundBusy(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
         }

@@ -90,7 +90,9 @@ fn common_errors(responses: &mut Value, with_body: bool) {
             "503".into(),
             retry_after_response(
                 "The disk holding the data directory is full (the change was not made), or an \
-                 earlier write to disk failed and the server must be restarted.",
+                 earlier write to disk failed and the server must be restarted, or (a route \
+                 that fetches from a provider) outbound.max_concurrent_fetches fetches are \
+                 already running (nothing was fetched or stored; try again).",
             ),
         );
     }
@@ -262,9 +264,13 @@ pub fn document() -> Value {
                     json!({"201": ok_json("The backup written.", json!({"$ref": "#/components/schemas/Backup"}))}),
                     false, json!({})),
             },
-            METRICS: {"get": {"operationId": "metrics", "summary": "Prometheus metrics (text format)", "security": [],
-                "responses": {"200": {"description": "Prometheus text exposition format 0.0.4.",
-                    "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            METRICS: {
+                "get": op("metrics", "Prometheus metrics (text format); operator token",
+                    json!({"200": {"description": "Prometheus text exposition format 0.0.4.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}}}}),
+                    false,
+                    json!({"description": "Request counts and latency, group-commit figures, store size, domain and config counts, key terms. An operator token only (a domain token: 403): the figures describe every domain. Configure the scraper with `authorization: {type: Bearer, credentials_file: ...}`."})),
+            },
             INDEX: {"get": {"operationId": "ui-index", "summary": "The admin page", "security": [],
                 "responses": {"200": {"description": "HTML page.", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
             APP_JS: {"get": {"operationId": "ui-script", "summary": "The admin page's script", "security": [],

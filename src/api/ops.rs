@@ -1,9 +1,11 @@
-//! Operations: liveness, readiness and the OpenAPI document.
+//! Operations: liveness, readiness, the OpenAPI document (anonymous), and the
+//! Prometheus metrics (operator token: they tell how many domains and configs
+//! exist and how the keys stand).
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
-use super::{method_not_allowed, openapi, ApiError};
+use super::{authenticate, method_not_allowed, openapi, require_operator, ApiError};
 use crate::vault::Vault;
 
 pub const HEALTHZ: &str = "/healthz";
@@ -57,15 +59,20 @@ async fn openapi_json() -> HttpResponse {
     HttpResponse::Ok().json(openapi::document())
 }
 
-/// Prometheus text format. Figures read from the store are refreshed here.
-async fn metrics(vault: web::Data<Vault>) -> Result<HttpResponse, ApiError> {
+/// Prometheus text format, for an operator token (401 without a token, 403 for
+/// a domain token). Figures read from the store are refreshed here; the counts
+/// come from memory (`store::counts`), so a scrape costs the same however many
+/// configs there are.
+async fn metrics(req: HttpRequest, vault: web::Data<Vault>) -> Result<HttpResponse, ApiError> {
+    require_operator(authenticate(&req, &vault)?)?;
     let m = vault.metrics();
     m.store_bytes
         .set(i64::try_from(vault.store().size_on_disk()?).unwrap_or(i64::MAX));
+    let counts = vault.store().counts();
     m.domains
-        .set(i64::try_from(vault.store().count_domains()).unwrap_or(i64::MAX));
+        .set(i64::try_from(counts.domains).unwrap_or(i64::MAX));
     m.configs
-        .set(i64::try_from(vault.store().count_configs()).unwrap_or(i64::MAX));
+        .set(i64::try_from(counts.configs).unwrap_or(i64::MAX));
     let status = vault.key_status()?;
     m.active_term.set(i64::from(status.active_term));
     m.term_uses

@@ -34,9 +34,11 @@ pub enum AddressClass {
     Unspecified,
     /// 255.255.255.255.
     Broadcast,
-    /// 192.0.0.0/24, 198.18.0.0/15, 240.0.0.0/4, documentation ranges, ...
+    /// 192.0.0.0/24, 198.18.0.0/15, 240.0.0.0/4, documentation ranges, SIIT's
+    /// `::ffff:0:0:0/96`, ...
     Reserved,
-    /// 169.254.169.254, fd00:ec2::254 and other cloud instance-metadata services.
+    /// 169.254.169.254, fd00:ec2::254, fd20:ce::254, 192.0.0.192 and other cloud
+    /// instance-metadata services.
     CloudMetadata,
 }
 
@@ -59,15 +61,24 @@ impl fmt::Display for AddressClass {
 
 /// Cloud instance-metadata services (AWS, GCP, Azure, OpenStack: 169.254.169.254;
 /// AWS ECS: 169.254.170.2; Alibaba: 100.100.100.200; Azure WireServer:
-/// 168.63.129.16, a public address reachable only from inside Azure).
-const METADATA_V4: [Ipv4Addr; 4] = [
+/// 168.63.129.16, a public address reachable only from inside Azure; Oracle
+/// Cloud: 192.0.0.192, inside 192.0.0.0/24, which is refused as reserved anyway).
+/// Named here so that a network entry in `outbound.allow_private_hosts` never
+/// admits them (only the exact address does).
+const METADATA_V4: [Ipv4Addr; 5] = [
     Ipv4Addr::new(169, 254, 169, 254),
     Ipv4Addr::new(169, 254, 170, 2),
     Ipv4Addr::new(100, 100, 100, 200),
     Ipv4Addr::new(168, 63, 129, 16),
+    Ipv4Addr::new(192, 0, 0, 192),
 ];
-/// AWS's IPv6 instance-metadata address.
-const METADATA_V6: [Ipv6Addr; 1] = [Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254)];
+/// IPv6 instance-metadata addresses: AWS (fd00:ec2::254) and GCP (fd20:ce::254).
+/// Both are unique-local (refused as such), named so that a network entry never
+/// admits them.
+const METADATA_V6: [Ipv6Addr; 2] = [
+    Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254),
+    Ipv6Addr::new(0xfd20, 0x00ce, 0, 0, 0, 0, 0, 0x0254),
+];
 
 fn in_v4(ip: Ipv4Addr, net: [u8; 4], prefix: u32) -> bool {
     let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
@@ -146,6 +157,15 @@ pub fn classify_v6(ip: Ipv6Addr) -> Option<AddressClass> {
     }
     if ip.is_unspecified() {
         return Some(Unspecified);
+    }
+    if in_v6(ip, Ipv6Addr::new(0, 0, 0, 0, 0xffff, 0, 0, 0), 96) {
+        // SIIT's IPv4-translated form (`::ffff:0:a.b.c.d`, RFC 2765, obsolete):
+        // a translator may deliver it to the IPv4 address, and no public provider
+        // is reached that way, so the whole /96 is refused (as the address it
+        // carries when that is internal, so that metadata stays metadata).
+        let o = ip.octets();
+        let v4 = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+        return Some(classify_v4(v4).unwrap_or(Reserved));
     }
     if let Some(v4) = embedded_v4(ip) {
         // An IPv6 form of an IPv4 address is judged as that address (NAT64 with
@@ -471,6 +491,21 @@ mod tests {
             ("100.100.100.200", Some(CloudMetadata)),
             ("168.63.129.16", Some(CloudMetadata)),
             ("fd00:ec2::254", Some(CloudMetadata)),
+            ("fd20:ce::254", Some(CloudMetadata)),
+            ("192.0.0.192", Some(CloudMetadata)),
+            ("64:ff9b::c000:c0", Some(CloudMetadata)),
+            ("::ffff:192.0.0.192", Some(CloudMetadata)),
+            // the rest of 192.0.0.0/24 (IETF protocol assignments) and the
+            // neighbours of the GCP address
+            ("192.0.0.1", Some(Reserved)),
+            ("192.0.0.255", Some(Reserved)),
+            ("fd20:ce::253", Some(UniqueLocal)),
+            // SIIT IPv4-translated (::ffff:0:0:0/96): always refused
+            ("::ffff:0:7f00:1", Some(Loopback)),
+            ("::ffff:0:a9fe:a9fe", Some(CloudMetadata)),
+            ("::ffff:0:a00:1", Some(Private)),
+            ("::ffff:0:808:808", Some(Reserved)),
+            ("::ffff:0:0:0", Some(Unspecified)),
             // IPv6 forms of IPv4 addresses
             ("::ffff:127.0.0.1", Some(Loopback)),
             ("::ffff:10.1.2.3", Some(Private)),
@@ -608,6 +643,30 @@ mod tests {
             .is_err());
         assert!(meta
             .check_addresses(&u("https://x/"), &[v4("169.254.1.1")])
+            .is_ok());
+        // Oracle's and GCP's metadata addresses, and their SIIT form, are
+        // metadata too: a network entry that covers them does not admit them.
+        let nets = Policy::new(
+            &[],
+            &["192.0.0.0/24".into(), "fd00::/8".into(), "::/0".into()],
+        )
+        .unwrap();
+        for ip in [
+            v4("192.0.0.192"),
+            v6("fd20:ce::254"),
+            v6("::ffff:0:c000:c0"),
+            v6("::ffff:0:a9fe:a9fe"),
+        ] {
+            assert!(
+                nets.check_addresses(&u("https://x/"), &[ip]).is_err(),
+                "{ip}"
+            );
+        }
+        assert!(nets
+            .check_addresses(&u("https://x/"), &[v4("192.0.0.8")])
+            .is_ok());
+        assert!(nets
+            .check_addresses(&u("https://x/"), &[v6("fd20:ce::253")])
             .is_ok());
         let exact = Policy::new(&[], &["169.254.169.254".into()]).unwrap();
         assert!(exact

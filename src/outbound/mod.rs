@@ -6,11 +6,19 @@
 //! (https only unless allowlisted, no credentials), its host is resolved once
 //! and every address checked, and the connection goes to exactly those
 //! addresses (a pinned resolver, so a second DNS answer cannot switch it).
-//! Redirects are followed by hand, to the same host only, each hop checked
-//! again; a POST follows none. Connect and total timeouts bound a fetch, DNS
-//! included, and the body is read through `take`, so no more than
-//! `outbound.max_response_bytes` is ever buffered. No proxy from the
-//! environment is used.
+//! Redirects are followed by hand, within the same origin only (scheme, host
+//! and port), each hop checked again; a POST follows none. Connect and total
+//! timeouts bound a fetch, DNS included, and the body is read through `take`,
+//! so no more than `outbound.max_response_bytes` is ever buffered. No proxy
+//! from the environment is used.
+//!
+//! Outbound work is bounded: at most `outbound.max_concurrent_fetches` fetches
+//! run at once over the whole server, and as many DNS lookups are in flight
+//! (a lookup has no timeout of its own, so one given up at the deadline keeps
+//! its slot until its thread ends). One more fails at once with
+//! [`FetchError::Busy`] (the API answers 503 with `Retry-After`) instead of
+//! queueing or starting another thread: a slow or hanging provider or resolver
+//! cannot pile up threads or hold every blocking worker.
 
 pub mod guard;
 
@@ -18,6 +26,7 @@ use std::fmt;
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,6 +62,12 @@ pub fn validate_config(c: &OutboundConfig) -> Result<(), String> {
             c.max_response_bytes
         ));
     }
+    if !(1..=1024).contains(&c.max_concurrent_fetches) {
+        return Err(format!(
+            "outbound.max_concurrent_fetches = {} is outside 1..=1024",
+            c.max_concurrent_fetches
+        ));
+    }
     if c.max_redirects > 10 {
         return Err(format!(
             "outbound.max_redirects = {} is more than 10",
@@ -70,6 +85,8 @@ pub struct Settings {
     pub timeout: Duration,
     pub max_response_bytes: u64,
     pub max_redirects: u32,
+    /// Fetches at once (and DNS lookups in flight) over every clone of the client.
+    pub max_concurrent_fetches: usize,
     pub allow_http_hosts: Vec<String>,
     pub allow_private_hosts: Vec<String>,
     /// PEM file of extra trusted CA certificates.
@@ -87,6 +104,7 @@ impl Settings {
             timeout: Duration::from_secs(c.timeout_secs),
             max_response_bytes: c.max_response_bytes,
             max_redirects: c.max_redirects,
+            max_concurrent_fetches: c.max_concurrent_fetches as usize,
             allow_http_hosts: c.allow_http_hosts.clone(),
             allow_private_hosts: c.allow_private_hosts.clone(),
             extra_ca_file: config.extra_ca_file(),
@@ -114,6 +132,46 @@ pub struct Outbound {
     enabled: bool,
     tls: Arc<rustls::ClientConfig>,
     resolver: Arc<ResolveFn>,
+    /// Fetches running now (shared by every clone).
+    fetches: Arc<Slots>,
+    /// DNS lookup threads alive now, abandoned ones included (shared by every clone).
+    lookups: Arc<Slots>,
+}
+
+/// A counting limit without waiting: at most `max` [`Slot`]s exist at a time;
+/// a slot is given back when dropped (so a thread that owns one gives it back
+/// when it ends, however it ends).
+#[derive(Debug)]
+struct Slots {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl Slots {
+    fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            used: AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    /// A slot, or `None` when all `max` are taken.
+    fn try_take(self: &Arc<Self>) -> Option<Slot> {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(self.clone()))
+    }
+}
+
+struct Slot(Arc<Slots>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.used.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl fmt::Debug for Outbound {
@@ -124,6 +182,8 @@ impl fmt::Debug for Outbound {
             .field("timeout", &self.timeout)
             .field("max_response_bytes", &self.max_response_bytes)
             .field("max_redirects", &self.max_redirects)
+            .field("fetches", &self.fetches)
+            .field("lookups", &self.lookups)
             .finish_non_exhaustive()
     }
 }
@@ -184,13 +244,47 @@ impl Response {
 /// request header or body ever goes into one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FetchError {
-    Refused { url: String, reason: Refused },
-    Dns { host: String, error: String },
-    Connect { url: String, error: String },
-    Timeout { url: String, after: Duration },
-    TooLarge { url: String, limit: u64 },
-    Redirect { url: String, reason: String },
-    Failed { url: String, error: String },
+    Refused {
+        url: String,
+        reason: Refused,
+    },
+    Dns {
+        host: String,
+        error: String,
+    },
+    Connect {
+        url: String,
+        error: String,
+    },
+    Timeout {
+        url: String,
+        after: Duration,
+    },
+    TooLarge {
+        url: String,
+        limit: u64,
+    },
+    Redirect {
+        url: String,
+        reason: String,
+    },
+    Failed {
+        url: String,
+        error: String,
+    },
+    /// Every slot is taken (`outbound.max_concurrent_fetches`): refused at once,
+    /// nothing was looked up or sent.
+    Busy {
+        what: Busy,
+        limit: usize,
+    },
+}
+
+/// Which bound a [`FetchError::Busy`] met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Busy {
+    Fetches,
+    Lookups,
 }
 
 impl fmt::Display for FetchError {
@@ -217,6 +311,15 @@ impl fmt::Display for FetchError {
             ),
             FetchError::Redirect { url, reason } => write!(f, "{url} redirects: {reason}"),
             FetchError::Failed { url, error } => write!(f, "fetching {url} failed: {error}"),
+            FetchError::Busy { what, limit } => write!(
+                f,
+                "the server is busy: {limit} {} already (outbound.max_concurrent_fetches); \
+                 nothing was sent, try again shortly",
+                match what {
+                    Busy::Fetches => "outbound fetches are running",
+                    Busy::Lookups => "DNS lookups are in flight",
+                }
+            ),
         }
     }
 }
@@ -259,6 +362,8 @@ impl Outbound {
             enabled: settings.enabled,
             tls: Arc::new(tls),
             resolver: Arc::new(system_resolve),
+            fetches: Slots::new(settings.max_concurrent_fetches.max(1)),
+            lookups: Slots::new(settings.max_concurrent_fetches.max(1)),
         })
     }
 
@@ -282,6 +387,20 @@ impl Outbound {
 
     pub fn resolve_discovery_on_save(&self) -> bool {
         self.resolve_discovery_on_save
+    }
+
+    /// One of the `outbound.max_concurrent_fetches` fetch slots, held until the
+    /// fetch returns; `Busy` at once when all are taken.
+    fn fetch_slot(&self) -> Result<Slot, FetchError> {
+        self.fetches.try_take().ok_or(FetchError::Busy {
+            what: Busy::Fetches,
+            limit: self.fetches.max,
+        })
+    }
+
+    /// DNS lookup threads alive now (those given up after a timeout included).
+    pub fn lookups_in_flight(&self) -> usize {
+        self.lookups.used.load(Ordering::Acquire)
     }
 
     /// The URL rules of the policy (scheme, credentials, allowlists), as a fetch error.
@@ -322,10 +441,21 @@ impl Outbound {
                 let (tx, rx) = std::sync::mpsc::channel();
                 let lookup = name.clone();
                 // getaddrinfo has no timeout of its own: wait for it at most
-                // until the deadline (the thread ends when the lookup does).
-                std::thread::spawn(move || {
-                    let _ = tx.send(resolver(&lookup, port));
-                });
+                // until the deadline. The thread owns a lookup slot and gives it
+                // back when the lookup ends, so lookups that hang past their
+                // deadline can never hold more than the limit of threads.
+                let busy = || FetchError::Busy {
+                    what: Busy::Lookups,
+                    limit: self.lookups.max,
+                };
+                let slot = self.lookups.try_take().ok_or_else(busy)?;
+                std::thread::Builder::new()
+                    .name("oidcvault-dns".into())
+                    .spawn(move || {
+                        let _ = tx.send(resolver(&lookup, port));
+                        drop(slot);
+                    })
+                    .map_err(|_| busy())?;
                 let wait = deadline.saturating_duration_since(Instant::now());
                 match rx.recv_timeout(wait) {
                     Ok(Ok(a)) => a,
@@ -481,11 +611,14 @@ impl Outbound {
         })
     }
 
-    /// GET `raw` through the guard, following redirects to the same host only.
+    /// GET `raw` through the guard, following redirects within the same origin
+    /// only (scheme, host and port).
     pub fn get(&self, raw: &str, accept: &str) -> Result<Response, FetchError> {
         let deadline = Instant::now() + self.timeout;
         let mut url = self.checked_url(raw)?;
-        let origin_host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        let _slot = self.fetch_slot()?;
+        let origin = url.clone();
+        let origin_host = origin.host_str().unwrap_or_default().to_ascii_lowercase();
         let mut hops = 0;
         loop {
             let resp = self.send_once(&url, deadline, |agent| {
@@ -521,8 +654,18 @@ impl Outbound {
             let next_host = next.host_str().unwrap_or_default().to_ascii_lowercase();
             if next_host != origin_host {
                 return Err(redirect(format!(
-                    "to another host ({next_host}); redirects are followed to the same host \
-                     only: use the final URL"
+                    "to another host ({next_host}); redirects are followed within the same \
+                     origin only: use the final URL"
+                )));
+            }
+            // Same host, but another port or scheme is another service.
+            if next.scheme() != origin.scheme()
+                || next.port_or_known_default() != origin.port_or_known_default()
+            {
+                return Err(redirect(format!(
+                    "to another port or scheme ({}); redirects are followed within the same \
+                     origin (scheme, host and port) only: use the final URL",
+                    next.origin().ascii_serialization()
                 )));
             }
             url = self
@@ -546,6 +689,7 @@ impl Outbound {
     ) -> Result<Response, FetchError> {
         let deadline = Instant::now() + self.timeout;
         let url = self.checked_url(raw)?;
+        let _slot = self.fetch_slot()?;
         self.send_once(&url, deadline, |agent| {
             let mut req = agent
                 .request_url("POST", &url)

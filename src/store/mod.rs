@@ -17,6 +17,7 @@
 //! half-way through.
 
 mod commit;
+mod counts;
 pub mod fsutil;
 mod records;
 mod space;
@@ -34,6 +35,8 @@ pub use records::{
 
 pub use commit::GroupCommit;
 use records::{decode, encode};
+
+pub use counts::Counts;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -164,6 +167,8 @@ pub struct Store {
     gate: std::sync::RwLock<()>,
     /// Free bytes a write needs on the data directory's file system (`space`).
     space: space::Guard,
+    /// Domains, configs and configs per key term, kept by every write (`counts`).
+    counts: counts::Counter,
 }
 
 impl std::fmt::Debug for Store {
@@ -176,6 +181,20 @@ impl std::fmt::Debug for Store {
 
 fn is_lock_error(e: &sled::Error) -> bool {
     matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
+/// The counts as a scan finds them: once, when the store opens.
+fn initial_counts(domains: &sled::Tree, configs: &sled::Tree) -> Result<Counts, StoreError> {
+    let mut c = Counts::default();
+    for k in domains.iter().keys() {
+        k?;
+        c.domains += 1;
+    }
+    for kv in configs.iter() {
+        let (k, v) = kv?;
+        c.add(counts::Entry::of_bytes(&k, &v));
+    }
+    Ok(c)
 }
 
 impl Store {
@@ -215,11 +234,14 @@ impl Store {
                 .saturating_add(1),
             None => 1,
         };
+        let domains = db.open_tree("domains")?;
+        let configs = db.open_tree("configs")?;
+        let counts = counts::Counter::new(initial_counts(&domains, &configs)?);
         Ok(Self {
             meta: db.open_tree("meta")?,
-            domains: db.open_tree("domains")?,
+            domains,
             domain_names: db.open_tree("domain_names")?,
-            configs: db.open_tree("configs")?,
+            configs,
             tokens: db.open_tree("tokens")?,
             audit: audit.clone(),
             next_audit: std::sync::atomic::AtomicU64::new(next_audit),
@@ -229,6 +251,7 @@ impl Store {
             commit,
             gate: std::sync::RwLock::new(()),
             space: space::Guard::new(),
+            counts,
         })
     }
 
@@ -373,7 +396,7 @@ impl Store {
         audit: impl Fn(&DomainRecord) -> AuditRecord,
     ) -> Result<DomainRecord, StoreError> {
         let r = self.apply_audited(|audit_id| {
-            (&self.meta, &self.domains, &self.domain_names, &self.audit).transaction(
+            let r = (&self.meta, &self.domains, &self.domain_names, &self.audit).transaction(
                 |(meta, domains, names, log)| -> TxResult<DomainRecord, std::convert::Infallible> {
                     if names.get(name.as_bytes())?.is_some() {
                         return abort(StoreError::DomainExists);
@@ -390,7 +413,11 @@ impl Store {
                     log.insert(&audit_id, encode(&audit(&record)))?;
                     Ok(record)
                 },
-            )
+            );
+            if r.is_ok() {
+                self.counts.domain_added();
+            }
+            r
         });
         let record = store_only(r)?;
         self.durable().await?;
@@ -427,8 +454,9 @@ impl Store {
             .collect()
     }
 
-    pub fn count_domains(&self) -> usize {
-        self.domains.len()
+    /// Domains, configs and configs per key term, from memory (see `counts`).
+    pub fn counts(&self) -> Counts {
+        self.counts.get()
     }
 
     /// Remove a domain with its config and its tokens, atomically.
@@ -446,8 +474,11 @@ impl Store {
                 &self.tokens,
                 &self.audit,
             );
-            trees.transaction(
-                |(domains, names, configs, tokens, log)| -> TxResult<Option<DomainRecord>, std::convert::Infallible> {
+            let r = trees.transaction(
+                |(domains, names, configs, tokens, log)| -> TxResult<
+                    Option<(DomainRecord, Option<counts::Entry>)>,
+                    std::convert::Infallible,
+                > {
                     let key = id.to_be_bytes();
                     let Some(bytes) = domains.get(key)? else {
                         return Ok(None);
@@ -456,13 +487,19 @@ impl Store {
                     for token_id in &record.token_ids {
                         tokens.remove(&token_id.to_be_bytes())?;
                     }
-                    configs.remove(&key)?;
+                    let config = configs
+                        .remove(&key)?
+                        .map(|v| counts::Entry::of_bytes(&key, &v));
                     names.remove(record.name.as_bytes())?;
                     domains.remove(&key)?;
                     log.insert(&audit_id, encode(&audit(&record)))?;
-                    Ok(Some(record))
+                    Ok(Some((record, config)))
                 },
-            )
+            );
+            Ok(r?.map(|(record, config)| {
+                self.counts.domain_removed(config);
+                record
+            }))
         });
         let removed = store_only(r)?;
         if removed.is_some() {
@@ -475,10 +512,6 @@ impl Store {
 
     pub fn config(&self, domain_id: u64) -> Result<Option<ConfigRecord>, StoreError> {
         self.read(&self.configs, "configs", &domain_id.to_be_bytes())
-    }
-
-    pub fn count_configs(&self) -> usize {
-        self.configs.len()
     }
 
     /// Create or update the config of `domain_id` atomically. `build` gets the
@@ -495,8 +528,8 @@ impl Store {
             return Ok((updated, false));
         }
         let r = self.apply_audited(|audit_id| {
-            (&self.meta, &self.domains, &self.configs, &self.audit).transaction(
-                |(meta, domains, configs, log)| -> TxResult<(ConfigRecord, bool), E> {
+            let r = (&self.meta, &self.domains, &self.configs, &self.audit).transaction(
+                |(meta, domains, configs, log)| -> TxResult<(ConfigRecord, Option<counts::Entry>), E> {
                     let key = domain_id.to_be_bytes();
                     if domains.get(key)?.is_none() {
                         return abort(StoreError::DomainNotFound);
@@ -513,9 +546,12 @@ impl Store {
                         .map_err(|e| ConflictableTransactionError::Abort(Abort::Caller(e)))?;
                     configs.insert(&key, encode(&record))?;
                     log.insert(&audit_id, encode(&event))?;
-                    Ok((record, current.is_none()))
+                    Ok((record, current.as_ref().map(counts::Entry::of)))
                 },
-            )
+            );
+            let (record, old) = r?;
+            self.counts.config_written(old, counts::Entry::of(&record));
+            Ok((record, old.is_none()))
         });
         let out = r?;
         self.durable().await?;
@@ -552,6 +588,10 @@ impl Store {
         self.configs
             .insert(key, encode(&record))
             .map_err(|e| self.sled_err(e))?;
+        self.counts.config_written(
+            Some(counts::Entry::of(&current)),
+            counts::Entry::of(&record),
+        );
         Ok(Some(record))
     }
 
@@ -562,15 +602,23 @@ impl Store {
         audit: AuditRecord,
     ) -> Result<bool, StoreError> {
         let r = self.apply_audited(|audit_id| {
-            (&self.configs, &self.audit).transaction(
-                |(configs, log)| -> TxResult<bool, std::convert::Infallible> {
-                    let removed = configs.remove(&domain_id.to_be_bytes())?.is_some();
-                    if removed {
+            let r = (&self.configs, &self.audit).transaction(
+                |(configs, log)| -> TxResult<Option<counts::Entry>, std::convert::Infallible> {
+                    let key = domain_id.to_be_bytes();
+                    let removed = configs
+                        .remove(&key)?
+                        .map(|v| counts::Entry::of_bytes(&key, &v));
+                    if removed.is_some() {
                         log.insert(&audit_id, encode(&audit))?;
                     }
                     Ok(removed)
                 },
-            )
+            );
+            let removed = r?;
+            if let Some(old) = removed {
+                self.counts.config_removed(old);
+            }
+            Ok(removed.is_some())
         });
         let removed = store_only(r)?;
         if removed {
@@ -689,10 +737,13 @@ impl Store {
         let mut record: ConfigRecord = decode("configs", &key, &bytes)?;
         match reseal(&record).map_err(Abort::Caller)? {
             Some(sealed) => {
+                let old = counts::Entry::of(&record);
                 record.secret_sealed = sealed;
                 self.configs
                     .insert(key, encode(&record))
                     .map_err(|e| self.sled_err(e))?;
+                self.counts
+                    .config_written(Some(old), counts::Entry::of(&record));
                 Ok(true)
             }
             None => Ok(false),

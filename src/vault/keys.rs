@@ -91,7 +91,9 @@ impl Vault {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(next);
     }
 
-    /// Secrets per term, by scanning the records' envelope headers.
+    /// Secrets per term, by scanning the records' envelope headers (where a
+    /// decision rests on it: dropping terms). The key status reads the same
+    /// figures from the counts the store keeps in memory.
     fn configs_by_term(&self) -> Result<(BTreeMap<u32, u64>, u64), VaultError> {
         let mut by_term = BTreeMap::new();
         let mut total = 0;
@@ -105,9 +107,12 @@ impl Vault {
         Ok((by_term, total))
     }
 
+    /// The keys' state. The per-term counts come from memory (`store::counts`),
+    /// not from a scan: `/metrics` reads this on every scrape.
     pub fn key_status(&self) -> Result<KeyStatus, VaultError> {
         let keyring = self.keyring();
-        let (by_term, total) = self.configs_by_term()?;
+        let counts = self.store.counts();
+        let (by_term, total) = (counts.configs_by_term, counts.configs);
         let active = keyring.active_term();
         let on_active = by_term.get(&active).copied().unwrap_or(0);
         let terms: Vec<TermStatus> = keyring
