@@ -17,8 +17,8 @@ use oidcvault::vault::{ConfigPatch, VaultError};
 use oidcvault::Vault;
 
 use crate::binary::{
-    assert_one_line_failure, config_toml, random_hex, tail, Home, EXIT_TIMEOUT, PASSPHRASE,
-    REFUSE_TIMEOUT,
+    assert_one_line_failure, config_toml, random_hex, tail, Home, EXIT_TIMEOUT, OTHER_PASSPHRASE,
+    PASSPHRASE, REFUSE_TIMEOUT,
 };
 use crate::stub_http::{Reply, Stub};
 
@@ -96,6 +96,20 @@ fn a_readable_data_directory_and_backups_are_made_private_at_start() {
     make_public(&home.data_dir());
     make_public(&backups);
     let expected = modes(&home.data_dir()).len() + modes(&backups).len();
+    // A wrong master key changes nothing on disk, modes included.
+    let before = modes(&home.data_dir());
+    let wrong = home.run_with(
+        Some(Some(OTHER_PASSPHRASE)),
+        &[],
+        &["domain", "list"],
+        REFUSE_TIMEOUT,
+    );
+    assert!(wrong.failed(), "{}", wrong.describe());
+    assert_eq!(
+        modes(&home.data_dir()),
+        before,
+        "a wrong master key changed modes"
+    );
     let mut server = home.start();
     server.stop();
     assert_private("the data directory after a start", &home.data_dir());

@@ -384,8 +384,6 @@ impl Vault {
                 .into());
             }
         }
-        let permissions_tightened = fsutil::make_private_trees(&[&data_dir, &config.backup_dir()])
-            .map_err(|e| VaultError::Operation(e.to_string()))?;
         let keyring_path = data_dir.join(KEYRING_FILE_NAME);
         let fresh = match std::fs::symlink_metadata(&keyring_path) {
             Ok(_) => false,
@@ -404,7 +402,7 @@ impl Vault {
         }
         let (secret, key_file_created) = load_master_secret(&source, secrets, fresh)?;
         let mut report = OpenReport {
-            permissions_tightened,
+            permissions_tightened: 0,
             initialized: fresh,
             key_file_created: match (&source, key_file_created) {
                 (MasterSource::KeyFile(p), true) => Some(p.clone()),
@@ -439,6 +437,12 @@ impl Vault {
         };
         report.kdf_millis = started.elapsed().as_millis();
         drop(secret);
+        // Once the master key is known to be right (a wrong one changes nothing
+        // on disk), before sled opens: the data and backup directories become
+        // private to this user, or the command stops saying how to make them so.
+        report.permissions_tightened =
+            fsutil::make_private_trees(&[&data_dir, &config.backup_dir()])
+                .map_err(|e| VaultError::Operation(e.to_string()))?;
         let metrics = Metrics::new()?;
         let store = Store::open(
             &data_dir,
