@@ -150,7 +150,7 @@ impl Vault {
     /// the maintenance task (or [`Vault::finish_reencryption`]) re-seals the rest.
     pub async fn rotate(&self, actor: Option<u64>, reason: &str) -> Result<u32, VaultError> {
         let _one_at_a_time = self.rotation.lock().await;
-        let next = self.keyring().rotated();
+        let next = self.keyring().rotated()?;
         let term = next.active_term();
         let file = KeyringFile::wrap(&next, &self.kek)?;
         // Under the gate: a backup sees the keyring and the records consistently.
