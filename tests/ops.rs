@@ -756,11 +756,14 @@ fn online_backup_to_another_file_system() {
     let tenants = add_tenants(&server, &operator, "xfs", 2);
     let originals = write_all(&server, &tenants, "xfs", 1);
     let dest = home.path().join("copy");
+    // The command moves only a folder in its own storage.backup_dir: it is
+    // configured like the server.
     let out = home.run_with(
         None,
         &[
             (TOKEN_ENV, operator.as_str()),
             ("OIDCVAULT_SERVER__BIND", addr_of(&server).as_str()),
+            ("OIDCVAULT_STORAGE__BACKUP_DIR", &backup_dir_arg),
         ],
         &["backup", dest.to_str().unwrap()],
         EXIT_TIMEOUT,
