@@ -108,7 +108,7 @@ impl<E: std::fmt::Display> From<E> for CliError {
 pub fn run() -> ExitCode {
     // First, while the process has one thread (see `crate::startup`).
     crate::startup::private_umask();
-    let secrets = match crate::startup::take_secrets() {
+    let mut secrets = match crate::startup::take_secrets() {
         Ok(s) => s,
         Err(message) => {
             eprintln!("oidcvault: {message}");
@@ -131,7 +131,7 @@ pub fn run() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match execute(cli, &secrets) {
+    match execute(cli, &mut secrets) {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError(message)) => {
             eprintln!("oidcvault: {message}");
@@ -170,7 +170,7 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
     Ok(())
 }
 
-fn execute(cli: Cli, secrets: &EnvSecrets) -> Result<(), CliError> {
+fn execute(cli: Cli, secrets: &mut EnvSecrets) -> Result<(), CliError> {
     let config = Config::load(cli.config.as_deref())?;
     // Without the secret variables: `crate::startup` took them out.
     let env: Vec<(String, String)> = std::env::vars().collect();
@@ -188,6 +188,10 @@ fn execute(cli: Cli, secrets: &EnvSecrets) -> Result<(), CliError> {
     );
 
     let opened = Vault::open_with_secrets(&config, &env, secrets);
+    // The keyring is open (or never will be): the passphrase is wiped now, not
+    // kept for the rest of the run.
+    secrets.master_passphrase = None;
+    let secrets: &EnvSecrets = secrets;
     if let (Command::Backup { dest }, Err(VaultError::Store(StoreError::InUse { .. }))) =
         (&command, &opened)
     {
