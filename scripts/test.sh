@@ -36,7 +36,25 @@ if [ ! -f tests/oidc-provider/node_modules/oidc-provider/package.json ]; then
 fi
 
 # ---- the Rust test suite -----------------------------------------------------------
+# A debug build: it holds the failpoint hook the crash tests of tests/ops.rs use.
 cargo test
+
+# ---- the release build holds no fault-injection hook ----------------------------------
+# The hook (src/vault/keys.rs) is compiled with debug_assertions only. The debug
+# binary cargo test just ran must hold its strings (so the check can see them),
+# the release binary none of them.
+cargo build --release --bin oidcvault
+for s in OIDCVAULT_FAILPOINT keyring-after-tmp reencrypt-after-first; do
+    if ! grep -qaF -- "$s" target/debug/oidcvault; then
+        echo "scripts/test.sh: the debug binary lacks the failpoint string $s: the check is blind" >&2
+        exit 1
+    fi
+    if grep -qaF -- "$s" target/release/oidcvault; then
+        echo "scripts/test.sh: the release binary holds the failpoint string $s" >&2
+        exit 1
+    fi
+done
+echo "release binary: no failpoint hook"
 
 # ---- the admin page in headless Chromium, against the binary cargo just built ------
 cargo test --test integration browser:: -- --ignored --nocapture

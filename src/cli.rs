@@ -7,16 +7,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::api::{DomainResponse, TokenResponse};
-use crate::config::{Config, ENV_PASSPHRASE, MIN_PASSPHRASE_CHARS};
+use crate::config::{Config, EnvSecrets, ENV_PASSPHRASE, MIN_PASSPHRASE_CHARS};
 use crate::crypto::MasterSecret;
 use crate::store::{fsutil, StoreError};
 use crate::time::format_micros;
 use crate::vault::{BackupInfo, KeyStatus, OpenReport, TokenTarget, Vault, VaultError};
 
-/// Operator token for commands that go through a running server.
-pub const ENV_TOKEN: &str = "OIDCVAULT_TOKEN";
-/// The new passphrase of `key change-passphrase`.
-pub const ENV_NEW_PASSPHRASE: &str = "OIDCVAULT_NEW_MASTER_PASSPHRASE";
+pub use crate::config::{ENV_NEW_PASSPHRASE, ENV_TOKEN};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -109,6 +106,15 @@ impl<E: std::fmt::Display> From<E> for CliError {
 
 /// Parse the command line, run it, and return the exit code.
 pub fn run() -> ExitCode {
+    // First, while the process has one thread (see `crate::startup`).
+    crate::startup::private_umask();
+    let mut secrets = match crate::startup::take_secrets() {
+        Ok(s) => s,
+        Err(message) => {
+            eprintln!("oidcvault: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
@@ -125,7 +131,7 @@ pub fn run() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match execute(cli) {
+    match execute(cli, &mut secrets) {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError(message)) => {
             eprintln!("oidcvault: {message}");
@@ -134,7 +140,17 @@ pub fn run() -> ExitCode {
     }
 }
 
-fn report_open(report: &OpenReport) {
+fn report_open(report: &OpenReport, config: &Config) {
+    if report.permissions_tightened > 0 {
+        tracing::warn!(
+            paths = report.permissions_tightened,
+            "made {} paths under {} and {} private to this user (folders 0700, files 0600): \
+             they were readable by others",
+            report.permissions_tightened,
+            config.data_dir().display(),
+            config.backup_dir().display()
+        );
+    }
     if let Some(path) = &report.key_file_created {
         tracing::warn!(
             "created a new master key file {}: back it up now, apart from the data directory; \
@@ -154,8 +170,9 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
     Ok(())
 }
 
-fn execute(cli: Cli) -> Result<(), CliError> {
+fn execute(cli: Cli, secrets: &mut EnvSecrets) -> Result<(), CliError> {
     let config = Config::load(cli.config.as_deref())?;
+    // Without the secret variables: `crate::startup` took them out.
     let env: Vec<(String, String)> = std::env::vars().collect();
     let command = cli.command.unwrap_or(Command::Serve);
     let serving = matches!(command, Command::Serve);
@@ -170,14 +187,18 @@ fn execute(cli: Cli) -> Result<(), CliError> {
         },
     );
 
-    let opened = Vault::open(&config, &env);
+    let opened = Vault::open_with_secrets(&config, &env, secrets);
+    // The keyring is open (or never will be): the passphrase is wiped now, not
+    // kept for the rest of the run.
+    secrets.master_passphrase = None;
+    let secrets: &EnvSecrets = secrets;
     if let (Command::Backup { dest }, Err(VaultError::Store(StoreError::InUse { .. }))) =
         (&command, &opened)
     {
-        return backup_through_server(&config, &env, dest);
+        return backup_through_server(&config, secrets, dest);
     }
     let (vault, report) = opened?;
-    report_open(&report);
+    report_open(&report, &config);
     let system = actix_web::rt::System::new();
     let result = system.block_on(async {
         match command {
@@ -200,7 +221,7 @@ fn execute(cli: Cli) -> Result<(), CliError> {
                 r
             }
             Command::Key(cmd) => {
-                let r = key(&vault, &config, &env, cmd).await;
+                let r = key(&vault, &config, secrets, cmd).await;
                 vault.shutdown();
                 r
             }
@@ -309,22 +330,20 @@ async fn backup_offline(vault: &Vault, dest: &std::path::Path) -> Result<(), Cli
 }
 
 /// The server holds the data directory: ask it for a backup over the admin API,
-/// then move the finished copy from `storage.backup_dir` to `dest`.
+/// then move the finished copy from `storage.backup_dir` to `dest`. Only a
+/// folder directly in this configuration's `storage.backup_dir` is moved,
+/// whatever path the server answers.
 fn backup_through_server(
     config: &Config,
-    env: &[(String, String)],
+    secrets: &EnvSecrets,
     dest: &std::path::Path,
 ) -> Result<(), CliError> {
-    let token = env
-        .iter()
-        .find(|(k, _)| k == ENV_TOKEN)
-        .map(|(_, v)| zeroize::Zeroizing::new(v.clone()))
-        .ok_or_else(|| {
-            CliError(format!(
-                "the data directory is in use by a running server; set {ENV_TOKEN} to an operator \
+    let token = secrets.token.as_ref().ok_or_else(|| {
+        CliError(format!(
+            "the data directory is in use by a running server; set {ENV_TOKEN} to an operator \
                  token so the backup can be asked of it (POST /api/v1/admin/backup)"
-            ))
-        })?;
+        ))
+    })?;
     if !fsutil::is_absent_or_empty(dest)? {
         return Err(CliError(format!(
             "backup destination {} exists and is not empty",
@@ -350,7 +369,7 @@ fn backup_through_server(
         }
         Err(e) => return Err(CliError(format!("cannot reach the server at {base}: {e}"))),
     };
-    let made = std::path::PathBuf::from(body["path"].as_str().unwrap_or_default());
+    let made = served_backup_path(config, body["path"].as_str())?;
     if dest.exists() {
         std::fs::remove_dir(dest)?;
     }
@@ -364,8 +383,50 @@ fn backup_through_server(
     print_json(&out)
 }
 
+/// The backup a server says it wrote, resolved (symbolic links followed): it
+/// must be a folder directly in `storage.backup_dir`, or nothing is moved.
+fn served_backup_path(
+    config: &Config,
+    answered: Option<&str>,
+) -> Result<std::path::PathBuf, CliError> {
+    let dir = config.backup_dir();
+    let refuse = |why: String| {
+        CliError(format!(
+            "the server answered {why}, not a backup folder in storage.backup_dir ({}); \
+             nothing was moved",
+            dir.display()
+        ))
+    };
+    let answered = answered
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| refuse("no backup path".into()))?;
+    let dir_real = dir.canonicalize().map_err(|e| {
+        CliError(format!(
+            "cannot resolve storage.backup_dir {}: {e}; nothing was moved",
+            dir.display()
+        ))
+    })?;
+    let path = std::path::Path::new(answered);
+    let is_folder = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_dir());
+    match path.canonicalize() {
+        Ok(real) if is_folder && real.parent() == Some(dir_real.as_path()) => Ok(real),
+        _ => Err(refuse(format!("the path {answered:?}"))),
+    }
+}
+
+/// Whether `host` (`host:port` or `[v6]:port`) names this machine: a loopback
+/// address or `localhost`.
+fn is_loopback_host(host: &str) -> bool {
+    if let Ok(addr) = host.parse::<std::net::SocketAddr>() {
+        return addr.ip().is_loopback();
+    }
+    host.rsplit_once(':')
+        .is_some_and(|(name, _)| name.eq_ignore_ascii_case("localhost"))
+}
+
 /// An HTTP client for the configured server, trusting its own certificate
-/// chain when it serves TLS.
+/// chain when it serves TLS. Over plain HTTP only to this machine: the
+/// operator token must not cross a network in the clear.
 fn server_client(config: &Config) -> Result<(ureq::Agent, String), CliError> {
     use rustls::pki_types::pem::PemObject;
     let host = match config.server.bind.parse::<std::net::SocketAddr>() {
@@ -377,6 +438,11 @@ fn server_client(config: &Config) -> Result<(ureq::Agent, String), CliError> {
     };
     let builder = ureq::AgentBuilder::new().timeout(std::time::Duration::from_secs(300));
     match config.tls() {
+        None if !is_loopback_host(&host) => Err(CliError(format!(
+            "refusing to send the operator token over plain HTTP to {host}, which is not a \
+             loopback address (server.bind); serve TLS (server.tls_cert, server.tls_key) or \
+             run the backup with server.bind on loopback"
+        ))),
         None => Ok((builder.build(), format!("http://{host}"))),
         Some((cert, _)) => {
             // Trust exactly the server's own certificate (the first of
@@ -478,7 +544,7 @@ fn key_status_json(s: &KeyStatus) -> serde_json::Value {
 async fn key(
     vault: &Vault,
     config: &Config,
-    env: &[(String, String)],
+    secrets: &EnvSecrets,
     cmd: KeyCommand,
 ) -> Result<(), CliError> {
     match cmd {
@@ -490,7 +556,7 @@ async fn key(
         }
         KeyCommand::Status => print_json(&key_status_json(&vault.key_status()?)),
         KeyCommand::ChangePassphrase => {
-            let new = new_passphrase(env)?;
+            let new = new_passphrase(secrets)?;
             vault.change_passphrase(&new, config.kdf_params())?;
             eprintln!(
                 "master passphrase changed; from now on start with {ENV_PASSPHRASE} set to the new \
@@ -501,9 +567,9 @@ async fn key(
     }
 }
 
-fn new_passphrase(env: &[(String, String)]) -> Result<MasterSecret, CliError> {
-    let value = match env.iter().find(|(k, _)| k == ENV_NEW_PASSPHRASE) {
-        Some((_, v)) => zeroize::Zeroizing::new(v.clone()),
+fn new_passphrase(secrets: &EnvSecrets) -> Result<MasterSecret, CliError> {
+    let value = match &secrets.new_master_passphrase {
+        Some(v) => v.clone(),
         None => {
             let first = zeroize::Zeroizing::new(
                 rpassword::prompt_password("New master passphrase: ").map_err(|e| {

@@ -22,6 +22,13 @@ use crate::crypto::{KdfParams, MasterSecret};
 pub const ENV_PREFIX: &str = "OIDCVAULT_";
 pub const ENV_PASSPHRASE: &str = "OIDCVAULT_MASTER_PASSPHRASE";
 pub const ENV_PASSPHRASE_FILE: &str = "OIDCVAULT_MASTER_PASSPHRASE_FILE";
+/// Operator token for commands that go through a running server.
+pub const ENV_TOKEN: &str = "OIDCVAULT_TOKEN";
+/// The new passphrase of `key change-passphrase`.
+pub const ENV_NEW_PASSPHRASE: &str = "OIDCVAULT_NEW_MASTER_PASSPHRASE";
+/// The variables that carry a secret: taken out of the process environment at
+/// start (`crate::startup`) and kept only in [`EnvSecrets`].
+pub const SECRET_VARS: [&str; 3] = [ENV_PASSPHRASE, ENV_TOKEN, ENV_NEW_PASSPHRASE];
 pub const DEFAULT_CONFIG_FILE: &str = "config.toml";
 /// A master passphrase shorter than this is refused.
 pub const MIN_PASSPHRASE_CHARS: usize = 12;
@@ -145,6 +152,9 @@ pub struct AuditConfig {
     pub retention_days: u32,
 }
 
+/// Largest value of `audit.retention_days` (100 years).
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
+
 impl Default for AuditConfig {
     fn default() -> Self {
         Self {
@@ -239,6 +249,53 @@ pub struct Config {
     /// Folder that relative paths are resolved against (the config file's).
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// The secrets given in the environment ([`SECRET_VARS`]), in zeroizing
+/// buffers. The command line takes them out of the process environment once, at
+/// start (`crate::startup`); nothing else keeps a copy. `Debug` shows which are set.
+#[derive(Default)]
+pub struct EnvSecrets {
+    pub master_passphrase: Option<Zeroizing<String>>,
+    pub token: Option<Zeroizing<String>>,
+    pub new_master_passphrase: Option<Zeroizing<String>>,
+}
+
+impl std::fmt::Debug for EnvSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnvSecrets")
+            .field("master_passphrase", &self.master_passphrase.is_some())
+            .field("token", &self.token.is_some())
+            .field(
+                "new_master_passphrase",
+                &self.new_master_passphrase.is_some(),
+            )
+            .finish()
+    }
+}
+
+impl EnvSecrets {
+    /// The secrets among `env` (in-process callers and tests, which pass the
+    /// environment explicitly).
+    pub fn from_env(env: &[(String, String)]) -> Self {
+        let mut secrets = Self::default();
+        for (name, value) in env {
+            secrets.set(name, Zeroizing::new(value.clone()));
+        }
+        secrets
+    }
+
+    /// Keep `value` as the secret variable `name`; false when `name` is not one.
+    pub fn set(&mut self, name: &str, value: Zeroizing<String>) -> bool {
+        let slot = match name {
+            ENV_PASSPHRASE => &mut self.master_passphrase,
+            ENV_TOKEN => &mut self.token,
+            ENV_NEW_PASSPHRASE => &mut self.new_master_passphrase,
+            _ => return false,
+        };
+        *slot = Some(value);
+        true
+    }
 }
 
 /// Where the master secret comes from.
@@ -357,6 +414,12 @@ impl Config {
         }
     }
 
+    /// The largest Argon2id parameters accepted from a keyring on disk: per
+    /// parameter, the larger of the configured one and `KdfParams::DISK_CEILING`.
+    pub fn kdf_cap(&self) -> KdfParams {
+        self.kdf_params().max(KdfParams::DISK_CEILING)
+    }
+
     pub fn cache_capacity_bytes(&self) -> u64 {
         self.storage.cache_capacity_mib.saturating_mul(1 << 20)
     }
@@ -392,10 +455,12 @@ impl Config {
                 self.security.rotate_after_encryptions
             )));
         }
-        if self.audit.retention_days == 0 {
-            return Err(ConfigError::Weak(
-                "audit.retention_days must be at least 1".into(),
-            ));
+        if !(1..=MAX_RETENTION_DAYS).contains(&self.audit.retention_days) {
+            return Err(ConfigError::Weak(format!(
+                "audit.retention_days = {} is outside 1..={MAX_RETENTION_DAYS} (days; \
+                 {MAX_RETENTION_DAYS} is 100 years)",
+                self.audit.retention_days
+            )));
         }
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             return Err(ConfigError::Weak(
@@ -413,10 +478,10 @@ impl Config {
         Ok(())
     }
 
-    /// Which master secret applies, given the environment.
-    pub fn master_source(&self, env: &[(String, String)]) -> MasterSource {
+    /// Which master secret applies, given the environment and its secrets.
+    pub fn master_source(&self, env: &[(String, String)], secrets: &EnvSecrets) -> MasterSource {
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        if get(ENV_PASSPHRASE).is_some() {
+        if secrets.master_passphrase.is_some() {
             MasterSource::EnvPassphrase
         } else if let Some(p) = get(ENV_PASSPHRASE_FILE) {
             MasterSource::PassphraseFile(PathBuf::from(p))
@@ -467,16 +532,16 @@ fn apply_env(
 /// bits) only when `may_create` is set, i.e. when the data directory is new.
 pub fn load_master_secret(
     source: &MasterSource,
-    env: &[(String, String)],
+    secrets: &EnvSecrets,
     may_create: bool,
 ) -> Result<(MasterSecret, bool), ConfigError> {
     let err = |m: String| ConfigError::MasterKey(m);
     let (bytes, created) = match source {
         MasterSource::EnvPassphrase => {
-            let v = env
-                .iter()
-                .find(|(n, _)| n == ENV_PASSPHRASE)
-                .map(|(_, v)| Zeroizing::new(v.as_bytes().to_vec()))
+            let v = secrets
+                .master_passphrase
+                .as_ref()
+                .map(|v| Zeroizing::new(v.as_bytes().to_vec()))
                 .unwrap_or_default();
             (v, false)
         }
@@ -646,16 +711,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("master.key");
         let src = MasterSource::KeyFile(path.clone());
-        assert!(load_master_secret(&src, &[], false).is_err());
-        let (a, created) = load_master_secret(&src, &[], true).unwrap();
+        assert!(load_master_secret(&src, &EnvSecrets::default(), false).is_err());
+        let (a, created) = load_master_secret(&src, &EnvSecrets::default(), true).unwrap();
         assert!(created);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let (b, created) = load_master_secret(&src, &[], true).unwrap();
+        let (b, created) = load_master_secret(&src, &EnvSecrets::default(), true).unwrap();
         assert!(!created);
         assert_eq!(a.expose(), b.expose());
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let e = load_master_secret(&src, &[], false)
+        let e = load_master_secret(&src, &EnvSecrets::default(), false)
             .unwrap_err()
             .to_string();
         assert!(e.contains("chmod 600"), "{e}");
@@ -719,9 +784,33 @@ mod tests {
     }
 
     #[test]
+    fn audit_retention_is_bounded_and_the_message_names_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        for ok in ["1", "365", "36500"] {
+            std::fs::write(&path, format!("[audit]\nretention_days = {ok}\n")).unwrap();
+            Config::load_with_env(Some(&path), &[]).unwrap();
+        }
+        for bad in ["0", "36501", "4294967295"] {
+            std::fs::write(&path, format!("[audit]\nretention_days = {bad}\n")).unwrap();
+            let e = Config::load_with_env(Some(&path), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("audit.retention_days") && e.contains("1..=36500"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
     fn short_passphrase_is_refused() {
         let e = env(&[(ENV_PASSPHRASE, "short")]);
-        let r = load_master_secret(&MasterSource::EnvPassphrase, &e, true);
+        let r = load_master_secret(
+            &MasterSource::EnvPassphrase,
+            &EnvSecrets::from_env(&e),
+            true,
+        );
         let msg = r.unwrap_err().to_string();
         assert!(msg.contains("master") && !msg.contains("short\""), "{msg}");
     }

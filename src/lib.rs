@@ -17,6 +17,7 @@ pub mod logging;
 pub mod metrics;
 pub mod outbound;
 pub mod server;
+pub mod startup;
 pub mod store;
 pub mod time;
 pub mod vault;

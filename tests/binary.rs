@@ -620,6 +620,11 @@ impl Server {
         self.client.clone()
     }
 
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A request that must get an answer (any status).
     pub(crate) fn call(
         &self,

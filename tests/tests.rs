@@ -11,6 +11,8 @@
 //! - `proptests`: property tests of the OIDC routes and the decoders;
 //! - `limits`: abuse limits, in-process and over TCP;
 //! - `disk_full`: writes on a full (tmpfs) disk; skipped with a message without root.
+//! - `ops_hardening`: private files, secrets out of the environment, the master
+//!   key apart from the data, the backup path rule, the KDF cap, bounded counters.
 //! - `outbound`: the SSRF guard and the outbound client against stub servers
 //!   (`stub_http`) on loopback; `discovery`: resolve on save, refresh and the
 //!   connection test, against stubs and (ignored by a plain `cargo test`, run by
@@ -29,6 +31,7 @@ mod discovery;
 mod disk_full;
 mod limits;
 mod ops;
+mod ops_hardening;
 mod outbound;
 mod proptests;
 mod ui;

@@ -35,6 +35,69 @@ impl KdfParams {
     pub const MAX_T_COST: u32 = 64;
     pub const MAX_P_COST: u32 = 64;
     pub const SALT_LEN: usize = 32;
+    /// The most a keyring read from disk may ask for whatever the configuration
+    /// says (4x RFC 9106's recommendation: 256 MiB, 8 passes, 16 lanes): the
+    /// cap is, per parameter, the larger of this and the configured value
+    /// (`Config::kdf_cap`). A keyring asking for more is refused before any
+    /// derivation runs, so a tampered file cannot make the server spend 4 GiB
+    /// and 64 passes before its tag check fails.
+    pub const DISK_CEILING: KdfParams = KdfParams {
+        m_cost_kib: 256 * 1024,
+        t_cost: 8,
+        p_cost: 16,
+    };
+
+    /// Per parameter, the larger of `self` and `other`.
+    pub fn max(self, other: KdfParams) -> KdfParams {
+        KdfParams {
+            m_cost_kib: self.m_cost_kib.max(other.m_cost_kib),
+            t_cost: self.t_cost.max(other.t_cost),
+            p_cost: self.p_cost.max(other.p_cost),
+        }
+    }
+
+    /// Refuse parameters (read from disk) above `cap`, naming the setting that
+    /// would allow them. Checked before any derivation.
+    pub fn check_cap(&self, cap: &KdfParams) -> Result<(), CryptoError> {
+        let over = [
+            (
+                "memory",
+                self.m_cost_kib,
+                cap.m_cost_kib,
+                "security.kdf_memory_kib",
+                " KiB",
+            ),
+            (
+                "iterations",
+                self.t_cost,
+                cap.t_cost,
+                "security.kdf_iterations",
+                "",
+            ),
+            (
+                "parallelism",
+                self.p_cost,
+                cap.p_cost,
+                "security.kdf_parallelism",
+                "",
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, asked, allowed, _, _)| asked > allowed)
+        .map(|(what, asked, allowed, key, unit)| {
+            format!("{what} {asked}{unit} is above the {allowed}{unit} allowed ({key})")
+        })
+        .collect::<Vec<_>>();
+        if over.is_empty() {
+            return Ok(());
+        }
+        Err(CryptoError::KdfParams(format!(
+            "the keyring asks for more Argon2id work than this configuration accepts from disk: \
+             {}; refused before deriving anything (a tampered keyring?). If this data directory \
+             was created with these parameters, set the named settings to at least them",
+            over.join(", ")
+        )))
+    }
 
     /// Check the parameters against the bounds above.
     pub fn validate(&self) -> Result<(), CryptoError> {
@@ -125,6 +188,28 @@ mod tests {
         ] {
             assert!(bad.validate().is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn parameters_above_the_cap_are_named_and_refused() {
+        let cap = FAST.max(KdfParams::DISK_CEILING);
+        assert_eq!(cap, KdfParams::DISK_CEILING);
+        KdfParams::RECOMMENDED.check_cap(&cap).unwrap();
+        cap.check_cap(&cap).unwrap();
+        let huge = KdfParams {
+            m_cost_kib: KdfParams::MAX_M_COST_KIB,
+            t_cost: KdfParams::MAX_T_COST,
+            p_cost: 1,
+        };
+        huge.validate().unwrap();
+        let e = huge.check_cap(&cap).unwrap_err().to_string();
+        assert!(
+            e.contains("security.kdf_memory_kib") && e.contains("security.kdf_iterations"),
+            "{e}"
+        );
+        assert!(!e.contains("security.kdf_parallelism"), "{e}");
+        // A configuration above the ceiling raises the cap to itself.
+        huge.check_cap(&huge.max(KdfParams::DISK_CEILING)).unwrap();
     }
 
     #[test]

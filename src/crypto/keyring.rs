@@ -89,14 +89,23 @@ impl Keyring {
         }
     }
 
-    /// A copy with a new random data key at the next term, made active.
-    pub fn rotated(&self) -> Self {
+    /// A copy with a new random data key at the next term, made active. The
+    /// term numbers come from disk: at the last one there is no next (an
+    /// error, never a wrap onto term 0 or an existing term).
+    pub fn rotated(&self) -> Result<Self, CryptoError> {
         let mut next = self.clone();
-        let term = self.keys.keys().next_back().copied().unwrap_or(0) + 1;
+        let term = self
+            .keys
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(0)
+            .checked_add(1)
+            .ok_or_else(|| CryptoError::MalformedKeyring("no key term number is left".into()))?;
         next.keys
             .insert(term, term_key(random_key(), crate::time::now_micros()));
         next.active = term;
-        next
+        Ok(next)
     }
 
     /// A copy without `term`; `None` when `term` is the active one.
@@ -391,7 +400,7 @@ mod tests {
             origin: None,
         };
         let old = kr.seal(b"old", ctx).unwrap();
-        let next = kr.rotated();
+        let next = kr.rotated().unwrap();
         assert_eq!(next.active_term(), 2);
         let new = next.seal(b"new", ctx).unwrap();
         assert_eq!(super::super::envelope_term(&new), Some(2));
@@ -417,6 +426,19 @@ mod tests {
             reopened.fingerprint(1, "client_secret", b"x"),
             next.fingerprint(1, "client_secret", b"x")
         );
+    }
+
+    #[test]
+    fn the_last_term_number_does_not_wrap() {
+        let kr = Keyring::generate();
+        let mut plain = kr.to_plain();
+        plain.keys[0].term = u32::MAX;
+        plain.active_term = u32::MAX;
+        let last = Keyring::from_plain(&plain).unwrap();
+        assert!(matches!(
+            last.rotated(),
+            Err(CryptoError::MalformedKeyring(_))
+        ));
     }
 
     #[test]

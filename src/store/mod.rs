@@ -129,7 +129,16 @@ fn next_id<E>(meta: &TransactionalTree, key: &[u8]) -> TxResult<u64, E> {
         },
         None => 1,
     };
-    meta.insert(key, &(current + 1).to_be_bytes())?;
+    // A counter read from disk: at its end it is corrupt, and wrapping would
+    // hand out ids that are taken.
+    let Some(next) = current.checked_add(1) else {
+        return abort(StoreError::Corrupt {
+            tree: "meta",
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason: "counter is at its largest value".into(),
+        });
+    };
+    meta.insert(key, &next.to_be_bytes())?;
     Ok(current)
 }
 
@@ -337,10 +346,20 @@ impl Store {
     }
 
     fn audit_id(&self) -> Result<[u8; 8], StoreError> {
-        Ok(self
-            .next_audit
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            .to_be_bytes())
+        // Starts one past the last stored id (read from disk): never wraps, as a
+        // wrapped id would sort before, and overwrite, older events.
+        self.next_audit
+            .fetch_update(
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+                |id| id.checked_add(1),
+            )
+            .map(u64::to_be_bytes)
+            .map_err(|_| StoreError::Corrupt {
+                tree: "audit",
+                key: u64::MAX.to_string(),
+                reason: "event ids are exhausted".into(),
+            })
     }
 
     pub fn dir(&self) -> &Path {
@@ -950,6 +969,26 @@ mod tests {
             discovered_endpoints: Vec::new(),
             secret_origin: None,
         }
+    }
+
+    #[actix_web::test]
+    async fn counters_at_their_end_are_corrupt_rather_than_wrapping() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store
+            .meta
+            .insert(META_NEXT_DOMAIN, &u64::MAX.to_be_bytes())
+            .unwrap();
+        let e = store
+            .create_domain("a.example", 1, |_| ev())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+        store
+            .next_audit
+            .store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
+        let e = store.append_audit(&ev()).await.unwrap_err();
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
     }
 
     #[actix_web::test]

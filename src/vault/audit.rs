@@ -115,7 +115,12 @@ impl Vault {
 
     /// Remove events older than the retention setting.
     pub async fn prune_audit(&self) -> Result<usize, VaultError> {
-        let keep_micros = i64::from(self.audit_retention_days) * 86_400 * 1_000_000;
-        Ok(self.store.prune_audit(now_micros() - keep_micros).await?)
+        // Saturating: `audit.retention_days` is bounded by the configuration, and
+        // an overflow here would move the cut-off into the future (every event).
+        let keep_micros = i64::from(self.audit_retention_days).saturating_mul(86_400 * 1_000_000);
+        Ok(self
+            .store
+            .prune_audit(now_micros().saturating_sub(keep_micros))
+            .await?)
     }
 }

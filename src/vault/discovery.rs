@@ -322,7 +322,7 @@ impl Vault {
                 return Err(changed_url());
             }
             let (mut next, changed, kept) = plan_refresh(current, doc);
-            next.updated_at = now.max(current.updated_at + 1);
+            next.updated_at = now.max(current.updated_at.saturating_add(1));
             let mut event = audit::event(now, actor, "config.refresh", Some(domain));
             event.fields = changed.iter().map(|c| c.field.to_owned()).collect();
             event.detail = Some(format!("discovery refresh from {discovery_url}"));

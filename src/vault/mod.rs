@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::config::{load_master_secret, Config, ConfigError, MasterSource};
+use crate::config::{load_master_secret, Config, ConfigError, EnvSecrets, MasterSource};
 use crate::crypto::{
     self, mask_secret, CryptoError, Field, Kek, Keyring, KeyringFile, SealContext, SecretString,
     TokenString, KEYRING_FILE_NAME,
@@ -272,6 +272,9 @@ pub struct OpenReport {
     pub key_file_created: Option<PathBuf>,
     /// Time spent in Argon2id.
     pub kdf_millis: u128,
+    /// Folders and files of the data and backup directories whose group or
+    /// other permission bits were removed.
+    pub permissions_tightened: fsutil::Tightened,
 }
 
 /// Encryptions counted against the active term: `used` in memory, `reserved`
@@ -319,6 +322,32 @@ impl std::fmt::Debug for Vault {
     }
 }
 
+/// `p` as the file system resolves it: symbolic links and `..` followed as far
+/// as the path exists, the missing rest appended (a key file or data directory
+/// not created yet). Compared with `starts_with`, this cannot be fooled by a
+/// symbolic link the way a lexical comparison can.
+fn resolved_path(p: &Path) -> PathBuf {
+    let abs = lexical_absolute(p);
+    let mut missing = Vec::new();
+    let mut cur = abs.as_path();
+    loop {
+        if let Ok(real) = cur.canonicalize() {
+            let mut out = real;
+            for name in missing.iter().rev() {
+                out.push(name);
+            }
+            return out;
+        }
+        match (cur.parent(), cur.file_name()) {
+            (Some(parent), Some(name)) => {
+                missing.push(name.to_owned());
+                cur = parent;
+            }
+            _ => return abs,
+        }
+    }
+}
+
 fn lexical_absolute(p: &Path) -> PathBuf {
     let abs = if p.is_absolute() {
         p.to_path_buf()
@@ -342,23 +371,42 @@ impl Vault {
     /// Open the data directory under the master secret, creating it (random salt,
     /// new keyring) when it does not exist or is empty. A wrong master secret
     /// changes nothing on disk: the keyring is checked before sled is opened.
+    ///
+    /// The secrets are taken from `env` (see [`Vault::open_with_secrets`]).
     pub fn open(
         config: &Config,
         env: &[(String, String)],
     ) -> Result<(Self, OpenReport), VaultError> {
+        Self::open_with_secrets(config, env, &EnvSecrets::from_env(env))
+    }
+
+    /// As [`Vault::open`], with the secret variables (the master passphrase)
+    /// given apart from the rest of the environment, as the command line holds them.
+    pub fn open_with_secrets(
+        config: &Config,
+        env: &[(String, String)],
+        secrets: &EnvSecrets,
+    ) -> Result<(Self, OpenReport), VaultError> {
         let data_dir = config.data_dir();
-        let source = config.master_source(env);
+        let source = config.master_source(env, secrets);
         let outbound = crate::outbound::Outbound::from_config(config)?;
         let data_err = |reason: String| VaultError::DataDir {
             path: data_dir.clone(),
             reason,
         };
-        if let MasterSource::KeyFile(key_file) = &source {
-            if lexical_absolute(key_file).starts_with(lexical_absolute(&data_dir)) {
+        let secret_file = match &source {
+            MasterSource::KeyFile(p) => Some((p, "security.master_key_file")),
+            MasterSource::PassphraseFile(p) => Some((p, crate::config::ENV_PASSPHRASE_FILE)),
+            MasterSource::EnvPassphrase => None,
+        };
+        if let Some((file, setting)) = secret_file {
+            if resolved_path(file).starts_with(resolved_path(&data_dir)) {
                 return Err(ConfigError::Weak(format!(
-                    "security.master_key_file ({}) is inside the data directory; keep the master \
-                     key apart from data/ so that a copy of data/ alone reveals nothing",
-                    key_file.display()
+                    "{setting} ({}) is inside the data directory {} (symbolic links followed); \
+                     keep the master key apart from the data directory so that a copy of it \
+                     alone reveals nothing",
+                    file.display(),
+                    data_dir.display()
                 ))
                 .into());
             }
@@ -379,8 +427,9 @@ impl Vault {
                     .into(),
             ));
         }
-        let (secret, key_file_created) = load_master_secret(&source, env, fresh)?;
+        let (secret, key_file_created) = load_master_secret(&source, secrets, fresh)?;
         let mut report = OpenReport {
+            permissions_tightened: 0,
             initialized: fresh,
             key_file_created: match (&source, key_file_created) {
                 (MasterSource::KeyFile(p), true) => Some(p.clone()),
@@ -402,6 +451,9 @@ impl Vault {
             let bytes = std::fs::read(&keyring_path)
                 .map_err(|e| data_err(format!("cannot read the keyring: {e}")))?;
             let file = KeyringFile::from_bytes(&bytes)?;
+            // Before any derivation: a tampered keyring cannot ask for more work
+            // than the configuration allows.
+            file.kdf().check_cap(&config.kdf_cap())?;
             file.unlock(&secret).map_err(|e| match e {
                 CryptoError::WrongMasterKey => VaultError::WrongMasterKey {
                     master: source.to_string(),
@@ -412,6 +464,12 @@ impl Vault {
         };
         report.kdf_millis = started.elapsed().as_millis();
         drop(secret);
+        // Once the master key is known to be right (a wrong one changes nothing
+        // on disk), before sled opens: the data and backup directories become
+        // private to this user, or the command stops saying how to make them so.
+        report.permissions_tightened =
+            fsutil::make_private_trees(&[&data_dir, &config.backup_dir()])
+                .map_err(|e| VaultError::Operation(e.to_string()))?;
         let metrics = Metrics::new()?;
         let store = Store::open(
             &data_dir,
@@ -482,15 +540,17 @@ impl Vault {
                 reencrypted: 0,
             };
         }
-        uses.used += 1;
+        // Saturating: the count starts from a value read from disk, and a corrupt
+        // one must make the term due (the safe side), never wrap to a small count.
+        uses.used = uses.used.saturating_add(1);
         if reencryption {
-            uses.reencrypted += 1;
+            uses.reencrypted = uses.reencrypted.saturating_add(1);
         }
         if uses.used > uses.reserved {
-            uses.reserved = uses.used + USE_RESERVATION_BLOCK;
+            uses.reserved = uses.used.saturating_add(USE_RESERVATION_BLOCK);
             self.store.reserve_term_uses(term, uses.reserved)?;
         }
-        if uses.used - uses.reencrypted >= self.rotate_after {
+        if uses.used.saturating_sub(uses.reencrypted) >= self.rotate_after {
             self.wake.notify_one();
         }
         Ok(())
@@ -502,7 +562,7 @@ impl Vault {
             .uses
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        uses.used - uses.reencrypted >= self.rotate_after
+        uses.used.saturating_sub(uses.reencrypted) >= self.rotate_after
     }
 
     /// Start counting encryptions of a newly active term.
