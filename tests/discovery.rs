@@ -1574,3 +1574,79 @@ async fn one_outbound_job_per_domain_at_a_time() {
         "free again once the first ended: {r:?}"
     );
 }
+
+/// Item 16: resolve-on-save decides whether to fetch on a snapshot read before
+/// the write. A save whose decision ("the managed endpoints stand, no fetch")
+/// was made on an older record must not apply to a newer one: here another save
+/// moved the discovery URL in between, and the stale save would have marked the
+/// other document's endpoints as discovered from its URL. Decided again inside
+/// the write: refused, nothing changed.
+#[actix_web::test]
+async fn a_save_decided_on_a_stale_snapshot_is_refused_inside_the_write() {
+    use oidcvault::crypto::SecretString;
+    use oidcvault::vault::{ConfigPatch, Discovered, EndpointSource, Patch};
+    let env = env();
+    let (domain, _) = env.domain("acme.com").await;
+    let doc = |host: &str| Discovered {
+        authorization_endpoint: Some(format!("https://{host}/auth")),
+        token_endpoint: Some(format!("https://{host}/token")),
+        userinfo_endpoint: None,
+    };
+    let url = |host: &str| format!("https://{host}{WELL_KNOWN}");
+    let save = |discovery: &str, source: EndpointSource, secret: bool| ConfigPatch {
+        client_id: Some(CLIENT_ID.into()),
+        client_secret: secret.then(|| SecretString::new(SECRET.into())),
+        discovery_url: Patch::Set(discovery.into()),
+        endpoint_source: source,
+        ..Default::default()
+    };
+    let vault = &env.vault;
+    vault
+        .upsert_config(
+            &domain,
+            save(
+                &url("a.example"),
+                EndpointSource::Discovery(Some(doc("a.example"))),
+                true,
+            ),
+            None,
+        )
+        .await
+        .unwrap();
+    // The stale request: decided on the record above (same URL, nothing to fetch).
+    let stale = save(&url("a.example"), EndpointSource::Discovery(None), false);
+    assert!(!oidcvault::vault::needs_discovery_fetch(
+        &stale,
+        vault.get_config(&domain).unwrap().as_ref()
+    ));
+    // Meanwhile another save moves the discovery URL (with the secret).
+    vault
+        .upsert_config(
+            &domain,
+            save(
+                &url("b.example"),
+                EndpointSource::Discovery(Some(doc("b.example"))),
+                true,
+            ),
+            None,
+        )
+        .await
+        .unwrap();
+    let before = vault.get_config(&domain).unwrap().unwrap();
+    let err = vault.upsert_config(&domain, stale, None).await.unwrap_err();
+    match err {
+        oidcvault::vault::VaultError::Invalid(fields) => {
+            assert!(
+                fields["discovery_url"][0].contains("changed while"),
+                "{fields:?}"
+            )
+        }
+        other => panic!("expected a 400 on discovery_url, got {other:?}"),
+    }
+    let after = vault.get_config(&domain).unwrap().unwrap();
+    assert_eq!(after, before, "nothing changed");
+    assert_eq!(
+        after.token_endpoint.as_deref(),
+        Some("https://b.example/token")
+    );
+}
