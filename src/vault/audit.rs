@@ -4,8 +4,17 @@
 //! fingerprint: never a secret or a token.
 
 use super::{Domain, Vault, VaultError};
-use crate::store::AuditRecord;
+use crate::crypto::AuditKey;
+use crate::store::{AuditMac, AuditRecord};
 use crate::time::{format_micros, now_micros};
+
+/// The store chains the trail under the keyring's audit key (the store itself
+/// never holds a key).
+impl AuditMac for AuditKey {
+    fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        AuditKey::mac(self, parts)
+    }
+}
 
 /// An audit event as the API and the CLI show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
