@@ -23,8 +23,10 @@
 //! memory, so no write reads the trail. The store never holds the key: the vault
 //! hands it an [`AuditMac`] ([`Store::set_audit_mac`]); without one (benchmarks,
 //! unit tests) events are written unauthenticated, as before the chain (version
-//! 1). After each event the head is also written to `meta` with a MAC of its own
-//! (the *anchor*), so removing events from the end of the trail is detected too.
+//! 1). The head is also written to `meta` with a MAC of its own (the *anchor*),
+//! so removing events from the end of the trail is detected too; the group
+//! commit writes it once per batch, before its flush, so every acknowledged
+//! event is covered (and the anchor is never ahead of the events on disk).
 //! Pruning leaves a MAC'd checkpoint in place of the last event it removes, and
 //! the chain goes on from it. [`Store::verify_audit_chain`] walks it all.
 
@@ -155,6 +157,30 @@ const START: Link = Link {
     id: 0,
     mac: GENESIS,
 };
+
+/// The anchor the next group commit writes, and the key it is MAC'd with;
+/// shared by the store and its flusher.
+#[derive(Default)]
+struct Anchor {
+    pending: std::sync::Mutex<Option<Link>>,
+    mac: std::sync::OnceLock<std::sync::Arc<dyn AuditMac>>,
+}
+
+impl Anchor {
+    /// Before a flush: write the newest head, if one moved since the last flush.
+    fn write(&self, meta: &sled::Tree) -> Result<(), String> {
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let (Some(head), Some(m)) = (pending, self.mac.get()) {
+            meta.insert(META_AUDIT_HEAD, anchor_bytes(head, m.as_ref()))
+                .map_err(|e| format!("writing the audit anchor: {e}"))?;
+        }
+        Ok(())
+    }
+}
 
 /// What the write-order lock guards besides the order itself: the head of the
 /// audit chain, so each event's MAC covers the one before it.
@@ -309,8 +335,9 @@ pub struct Store {
     /// Held by every audited mutation from taking its event id until it has
     /// applied, so events become visible in id order; guards the chain's head.
     write_order: std::sync::Mutex<ChainHead>,
-    /// The audit trail's MAC (set by the vault once the keyring is open).
-    audit_mac: std::sync::OnceLock<std::sync::Arc<dyn AuditMac>>,
+    /// The audit trail's MAC (set by the vault once the keyring is open) and
+    /// the anchor waiting for the next group commit.
+    anchor: std::sync::Arc<Anchor>,
     commit: GroupCommit,
     gate: std::sync::RwLock<()>,
     /// Free bytes a write needs on the data directory's file system (`space`).
@@ -353,18 +380,24 @@ impl Store {
             })?;
         // New files (db, conf) must be reachable after a power cut.
         fsutil::sync_dir(dir).map_err(io)?;
-        let commit = GroupCommit::start(
+        let audit = db.open_tree("audit")?;
+        let meta = db.open_tree("meta")?;
+        let anchor = std::sync::Arc::new(Anchor::default());
+        let before_flush: commit::BeforeFlush = {
+            let (anchor, meta) = (anchor.clone(), meta.clone());
+            Box::new(move || anchor.write(&meta))
+        };
+        let commit = GroupCommit::start_with(
             db.clone(),
             dir.to_path_buf(),
             options.commit_metrics.clone(),
+            before_flush,
         )?;
-        let audit = db.open_tree("audit")?;
-        let meta = db.open_tree("meta")?;
         let head = Self::chain_head(&audit, &meta)?;
         Ok(Self {
             next_audit: std::sync::atomic::AtomicU64::new(head.id.saturating_add(1)),
             write_order: std::sync::Mutex::new(ChainHead { link: head }),
-            audit_mac: std::sync::OnceLock::new(),
+            anchor,
             meta,
             domains: db.open_tree("domains")?,
             domain_names: db.open_tree("domain_names")?,
@@ -430,7 +463,7 @@ impl Store {
                 .map_err(|e| self.sled_err(e))?;
         }
         // Set once per store: a second call keeps the first key.
-        let _ = self.audit_mac.set(mac);
+        let _ = self.anchor.mac.set(mac);
         Ok(())
     }
 
@@ -468,7 +501,7 @@ impl Store {
         let (mut head, _gate) = self.writer_turn()?;
         let slot = self.audit_slot(&head)?;
         let out = self.flatten(tx(&slot))?;
-        self.advance(&mut head, &slot)?;
+        self.advance(&mut head, &slot);
         Ok(out)
     }
 
@@ -477,24 +510,26 @@ impl Store {
         Ok(AuditSlot {
             id: self.audit_id()?,
             prev: head.link,
-            mac: self.audit_mac.get().map(|m| m.as_ref()),
+            mac: self.anchor.mac.get().map(|m| m.as_ref()),
             sealed: std::cell::Cell::new(None),
         })
     }
 
     /// After the slot's event was applied: it is the new head, and the anchor
-    /// (written after the event, so a crash never leaves an anchor ahead of it).
-    fn advance(&self, head: &mut ChainHead, slot: &AuditSlot<'_>) -> Result<(), StoreError> {
+    /// the next group commit writes (after the event, so the anchor on disk is
+    /// never ahead of it; before the flush that acknowledges it).
+    fn advance(&self, head: &mut ChainHead, slot: &AuditSlot<'_>) {
         let Some(link) = slot.sealed.get() else {
-            return Ok(());
+            return;
         };
         head.link = link;
-        if let Some(m) = slot.mac {
-            self.meta
-                .insert(META_AUDIT_HEAD, anchor_bytes(link, m))
-                .map_err(|e| self.sled_err(e))?;
+        if slot.mac.is_some() {
+            *self
+                .anchor
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(link);
         }
-        Ok(())
     }
 
     fn flatten<T, E>(&self, r: Result<T, TransactionError<Abort<E>>>) -> Result<T, Abort<E>> {
@@ -796,7 +831,7 @@ impl Store {
         self.configs
             .insert(key, stored)
             .map_err(|e| self.sled_err(e))?;
-        self.advance(&mut head, &slot)?;
+        self.advance(&mut head, &slot);
         Ok(Some(record))
     }
 
@@ -1003,7 +1038,7 @@ impl Store {
             self.audit
                 .insert(slot.key(), bytes)
                 .map_err(|e| self.sled_err(e))?;
-            self.advance(&mut head, &slot)?;
+            self.advance(&mut head, &slot);
         }
         self.durable().await
     }
@@ -1103,7 +1138,7 @@ impl Store {
         let Some(last) = last.filter(|_| removed > 0) else {
             return Ok((0, false));
         };
-        if let Some(m) = self.audit_mac.get() {
+        if let Some(m) = self.anchor.mac.get() {
             let checkpoint = AuditBody::Checkpoint(AuditCheckpoint {
                 cutoff: before,
                 pruned: pruned_before.saturating_add(removed as u64),
@@ -1923,11 +1958,16 @@ mod tests {
             .await;
         assert!(
             matches!(r, Err(Abort::Store(StoreError::Encode(_)))),
-            "{r:?}"
+            "{:?}",
+            r.map(|_| "stored")
         );
         assert_eq!(store.config(d.id).unwrap().unwrap().client_id, "x");
         let e = store.create_domain(&huge, 1, |_| ev()).await;
-        assert!(matches!(e, Err(StoreError::Encode(_))), "{e:?}");
+        assert!(
+            matches!(e, Err(StoreError::Encode(_))),
+            "{:?}",
+            e.map(|_| "stored")
+        );
         let big_event = AuditRecord {
             detail: Some(huge.clone()),
             ..ev()
@@ -1941,7 +1981,8 @@ mod tests {
             .await;
         assert!(
             matches!(r, Err(Abort::Store(StoreError::Encode(_)))),
-            "{r:?}"
+            "{:?}",
+            r.map(|_| "stored")
         );
         assert_eq!(store.config(d.id).unwrap().unwrap().client_id, "x");
         // Nothing half-written: every record reads, the chain verifies.
