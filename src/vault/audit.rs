@@ -2,6 +2,10 @@
 //! records, and one structured log line each (target `oidcvault::audit`).
 //! Events carry ids, names and field names, and for a client secret a keyed
 //! fingerprint: never a secret or a token.
+//!
+//! The trail is tamper-evident: the store chains every event with an HMAC under
+//! the keyring's audit key (see `store` and `crypto::audit`), and `verify`
+//! ([`Vault::verify`]) checks the chain and names the first event that breaks it.
 
 use super::{Domain, Vault, VaultError};
 use crate::crypto::AuditKey;
