@@ -112,7 +112,11 @@ fn abort<T, E>(e: StoreError) -> TxResult<T, E> {
     Err(ConflictableTransactionError::Abort(Abort::Store(e)))
 }
 
-fn tx_decode<T: Versioned, E>(tree: &'static str, key: &[u8], bytes: &[u8]) -> TxResult<T, E> {
+fn tx_decode<T: Versioned, E>(
+    tree: &'static str,
+    key: &[u8],
+    bytes: &[u8],
+) -> TxResult<T, E> {
     decode(tree, key, bytes).map_err(|e| ConflictableTransactionError::Abort(Abort::Store(e)))
 }
 
