@@ -168,6 +168,10 @@ const START: Link = Link {
 struct Anchor {
     pending: std::sync::Mutex<Option<Link>>,
     mac: std::sync::OnceLock<std::sync::Arc<dyn AuditMac>>,
+    /// The anchor on disk was removed or altered (found so at open): it is
+    /// never written again, so that `verify` keeps reporting it rather than a
+    /// new anchor vouching for a trail whose end may have been cut.
+    lost: std::sync::atomic::AtomicBool,
 }
 
 impl Anchor {
@@ -178,11 +182,18 @@ impl Anchor {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
+        if self.is_lost() {
+            return Ok(());
+        }
         if let (Some(head), Some(m)) = (pending, self.mac.get()) {
             meta.insert(META_AUDIT_HEAD, anchor_bytes(head, m.as_ref()))
                 .map_err(|e| format!("writing the audit anchor: {e}"))?;
         }
         Ok(())
+    }
+
+    fn is_lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -447,9 +458,11 @@ impl Store {
     /// right after opening, before any write). Writes the anchor when there is
     /// none and nothing is chained yet (a new store, or one written before the
     /// chain), or when it lags behind the last entry (a crash between an event
-    /// and its anchor). A missing anchor with chained events is left missing, for
-    /// `verify` to report.
+    /// and the group commit that writes its anchor). An anchor that is missing
+    /// while events are chained, malformed, or fails its MAC was tampered with:
+    /// it is never written again, for `verify` to keep reporting.
     pub fn set_audit_mac(&self, mac: std::sync::Arc<dyn AuditMac>) -> Result<(), StoreError> {
+        use subtle::ConstantTimeEq;
         self.usable()?;
         let head = self
             .write_order
@@ -457,10 +470,31 @@ impl Store {
             .unwrap_or_else(PoisonError::into_inner);
         let _gate = self.shared();
         let anchor = self.meta.get(META_AUDIT_HEAD)?;
-        let write = match anchor.as_deref().and_then(parse_anchor) {
-            Some((a, _)) => a.id < head.link.id,
-            None => anchor.is_none() && head.link.mac == GENESIS && !self.has_chained_entries()?,
+        let (write, lost) = match anchor.as_deref().map(parse_anchor) {
+            None => {
+                let chained = self.has_chained_entries()?;
+                (!chained, chained)
+            }
+            Some(None) => (false, true),
+            Some(Some((a, tag))) => {
+                let id = a.id.to_be_bytes();
+                let expected = mac.mac(&[records::AUDIT_HEAD_LABEL, &id, &a.mac]);
+                if bool::from(expected.ct_eq(&tag)) {
+                    (a.id < head.link.id, false)
+                } else {
+                    (false, true)
+                }
+            }
         };
+        if lost {
+            tracing::error!(
+                "the audit trail's anchor is missing or altered; it is not rewritten \
+                 (`oidcvault verify` reports it)"
+            );
+            self.anchor
+                .lost
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         if write {
             self.meta
                 .insert(META_AUDIT_HEAD, anchor_bytes(head.link, mac.as_ref()))
@@ -1105,7 +1139,7 @@ impl Store {
     /// One step of [`Store::prune_audit`]: how many it removed, and whether more
     /// may be due.
     fn prune_step(&self, before: i64) -> Result<(usize, bool), StoreError> {
-        let _turn = self.writer_turn()?;
+        let (head, _gate) = self.writer_turn()?;
         let mut batch = sled::Batch::default();
         let mut removed = 0usize;
         let mut pruned_before = 0u64;
@@ -1153,6 +1187,13 @@ impl Store {
                 m.mac(&[records::AUDIT_ENTRY_LABEL, &id, &GENESIS, signed])
             })?;
             batch.insert(&id, bytes);
+            // The anchor at the head first (the group commit may not have
+            // written it yet), so the one on disk never names a pruned event.
+            if !self.anchor.is_lost() {
+                self.meta
+                    .insert(META_AUDIT_HEAD, anchor_bytes(head.link, m.as_ref()))
+                    .map_err(|e| self.sled_err(e))?;
+            }
         }
         self.audit
             .apply_batch(batch)
@@ -1782,17 +1823,46 @@ mod tests {
         store.append_audit(&numbered(12)).await.unwrap();
         assert_eq!(ids(&store).last(), Some(&12));
         assert_eq!(broken(&store).unwrap().0, Some(12));
-        // Nor can the anchor be removed or moved back.
-        let anchor = store.meta.get(META_AUDIT_HEAD).unwrap().unwrap();
-        store.meta.remove(META_AUDIT_HEAD).unwrap();
-        store.audit.remove(12u64.to_be_bytes()).unwrap();
-        let (id, why) = broken(&store).unwrap();
-        assert_eq!(id, None);
-        assert!(why.contains("anchor"), "{why}");
-        let mut moved = anchor.to_vec();
-        moved[7] = 9;
-        store.meta.insert(META_AUDIT_HEAD, moved).unwrap();
-        assert!(broken(&store).unwrap().1.contains("anchor"));
+    }
+
+    /// Nor can the anchor be removed, or rewritten to the cut trail's new end,
+    /// to hide the cut: it fails, and stays failing after a restart and new
+    /// events (the store does not write an anchor over one found tampered with).
+    #[actix_web::test]
+    async fn a_removed_or_altered_anchor_is_reported_and_not_rewritten() {
+        for altered in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let store = open_chained(dir.path());
+                trail(&store).await;
+                let anchor = store.meta.get(META_AUDIT_HEAD).unwrap().unwrap();
+                store.audit.remove(11u64.to_be_bytes()).unwrap();
+                if altered {
+                    // The cut trail's end (event 10), with the old tag.
+                    let mut moved = anchor.to_vec();
+                    moved[..40].copy_from_slice(&anchor_of_entry(&store, 10));
+                    store.meta.insert(META_AUDIT_HEAD, moved).unwrap();
+                } else {
+                    store.meta.remove(META_AUDIT_HEAD).unwrap();
+                }
+                let (id, why) = broken(&store).unwrap();
+                assert_eq!(id, None, "{why}");
+                assert!(why.contains("anchor"), "{why}");
+                store.shutdown();
+            }
+            let store = open_chained(dir.path());
+            store.append_audit(&numbered(12)).await.unwrap();
+            assert_eq!(store.prune_audit(2).await.unwrap(), 6);
+            let (id, why) = broken(&store).unwrap();
+            assert_eq!(id, None, "{why}");
+            assert!(why.contains("anchor"), "{why}");
+        }
+    }
+
+    /// `id ‖ mac` of a chained event, as an anchor names it.
+    fn anchor_of_entry(store: &Store, id: u64) -> Vec<u8> {
+        let entry: AuditEntry = decode("audit", b"", &raw(store, id)).unwrap();
+        [&id.to_be_bytes()[..], &entry.mac[..]].concat()
     }
 
     #[actix_web::test]
