@@ -236,6 +236,10 @@ fn store(c: &mut Criterion) {
     .expect("store");
     let rt = runtime();
     let keyring = Keyring::generate();
+    // Events chained and MAC'd, as the vault opens its store.
+    store
+        .set_audit_mac(std::sync::Arc::new(keyring.audit_key()))
+        .expect("audit MAC");
     let sealed = keyring.seal(b"s3cr3tP@ssw0rd!", ctx(1)).expect("seal");
     let ids: Vec<u64> = rt.block_on(async {
         let mut ids = Vec::new();

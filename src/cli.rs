@@ -604,9 +604,19 @@ fn verify(vault: &Vault) -> Result<(), CliError> {
         "configs": r.configs,
         "tokens": r.tokens,
         "audit_events": r.audit_events,
+        "audit_legacy_events": r.audit_legacy_events,
+        "audit_pruned_events": r.audit_pruned_events,
+        "audit_broken_at": r.audit_broken_at,
         "secrets_opened": r.secrets_opened,
         "failures": r.failures.len(),
     }))?;
+    if r.audit_legacy_events > 0 {
+        // Written before the trail was chained: reported, not a failure.
+        eprintln!(
+            "verify: unauthenticated legacy events: {} (the chain starts after them)",
+            r.audit_legacy_events
+        );
+    }
     for f in &r.failures {
         eprintln!("verify: {f}");
     }

@@ -447,7 +447,7 @@ fn scanned(vault: &oidcvault::Vault) -> oidcvault::store::Counts {
         ..Default::default()
     };
     for r in vault.store().configs() {
-        let r = r.unwrap();
+        let (_, r) = r.unwrap();
         c.configs += 1;
         if let Some(term) = oidcvault::crypto::envelope_term(&r.secret_sealed) {
             *c.configs_by_term.entry(term).or_default() += 1;

@@ -141,6 +141,12 @@ impl Keyring {
         tag.iter().take(16).map(|b| format!("{b:02x}")).collect()
     }
 
+    /// The key of the audit trail's MACs (derived from the fingerprint key,
+    /// which rotation keeps: see `crypto::audit`).
+    pub fn audit_key(&self) -> super::AuditKey {
+        super::AuditKey::derive(&self.mac_key)
+    }
+
     pub fn active_term(&self) -> u32 {
         self.active
     }

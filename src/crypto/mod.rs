@@ -23,12 +23,14 @@
     clippy::indexing_slicing
 )]
 
+mod audit;
 mod envelope;
 mod kdf;
 mod keyring;
 mod secret;
 pub mod token;
 
+pub use audit::AuditKey;
 pub use envelope::{envelope_term, envelope_version, Field, SealContext};
 pub use kdf::KdfParams;
 pub use keyring::{Kek, Keyring, KeyringFile, KEYRING_FILE_NAME};

@@ -33,6 +33,10 @@ use super::StoreError;
 
 type Waiter = oneshot::Sender<Result<(), String>>;
 
+/// Run by the flusher before each flush: a last write that every flush must
+/// carry (the audit chain's anchor), once per batch instead of once per write.
+pub type BeforeFlush = Box<dyn FnMut() -> Result<(), String> + Send>;
+
 /// Where the flusher reports each batch: its size and the time its flush and
 /// fsync took.
 #[derive(Clone, Debug)]
@@ -60,11 +64,13 @@ struct Flusher {
     dir: PathBuf,
     db_file: File,
     synced_blobs: HashSet<std::ffi::OsString>,
+    before_flush: BeforeFlush,
 }
 
 impl Flusher {
     /// Make everything applied so far durable.
     fn sync(&mut self) -> Result<(), String> {
+        (self.before_flush)()?;
         self.db.flush().map_err(|e| format!("sled flush: {e}"))?;
         self.sync_new_blobs()?;
         self.db_file
@@ -108,6 +114,16 @@ impl GroupCommit {
         dir: PathBuf,
         metrics: Option<CommitMetrics>,
     ) -> Result<Self, StoreError> {
+        Self::start_with(db, dir, metrics, Box::new(|| Ok(())))
+    }
+
+    /// As [`GroupCommit::start`], running `before_flush` before every flush.
+    pub fn start_with(
+        db: sled::Db,
+        dir: PathBuf,
+        metrics: Option<CommitMetrics>,
+        before_flush: BeforeFlush,
+    ) -> Result<Self, StoreError> {
         let db_path = dir.join("db");
         let db_file = File::open(&db_path).map_err(|source| StoreError::Io {
             path: db_path.clone(),
@@ -118,6 +134,7 @@ impl GroupCommit {
             dir,
             db_file,
             synced_blobs: HashSet::new(),
+            before_flush,
         };
         let (tx, rx) = mpsc::channel::<Waiter>();
         let healthy = Arc::new(AtomicBool::new(true));

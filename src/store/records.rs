@@ -1,5 +1,10 @@
 //! On-disk records. Versioned (`[version: u8] ‖ bincode`), and kept apart from the
 //! API's types: the API never serializes these, and these never carry plaintext.
+//!
+//! Audit entries are the exception to "one type per tree": version 1 is a bare
+//! [`AuditRecord`] (written before the trail was chained: no MAC), version 2 an
+//! [`AuditEntry`] (an event or a pruning checkpoint, with its MAC; see
+//! `store` for the chain).
 
 use bincode::{Decode, Encode};
 
@@ -7,6 +12,8 @@ use super::StoreError;
 
 /// No record is anywhere near this; a corrupt length prefix must not allocate more.
 const DECODE_LIMIT: usize = 1 << 20;
+#[cfg(test)]
+pub(super) const DECODE_LIMIT_FOR_TESTS: usize = DECODE_LIMIT;
 
 fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<DECODE_LIMIT>()
@@ -33,8 +40,14 @@ impl Versioned for TokenRecord {
     const VERSION: u8 = 1;
 }
 
+/// Version 1: the unauthenticated events written before the chain (legacy);
+/// still written by a store opened without an audit MAC (benchmarks, tests).
 impl Versioned for AuditRecord {
     const VERSION: u8 = 1;
+}
+
+impl Versioned for AuditEntry {
+    const VERSION: u8 = 2;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
@@ -217,13 +230,105 @@ pub struct AuditRecord {
     pub detail: Option<String>,
 }
 
-pub(super) fn encode<T: Versioned>(record: &T) -> Vec<u8> {
-    let mut out = vec![T::VERSION];
-    // Encoding into a Vec cannot fail for these plain types.
-    if let Ok(body) = bincode::encode_to_vec(record, config()) {
-        out.extend_from_slice(&body);
+/// A chained audit entry (version 2). Stored as `[2] ‖ bincode(prev_id, body) ‖
+/// mac`: the fields in declaration order, the MAC last (a fixed array, no length
+/// prefix), so the bytes it covers are the stored ones between the two.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct AuditEntry {
+    /// Id of the entry this one follows in the chain (0: the chain's start).
+    /// Authenticated, so an entry inserted or removed before it is named.
+    pub prev_id: u64,
+    pub body: AuditBody,
+    /// HMAC-SHA-256 under the audit key over the label, this entry's id, the
+    /// previous entry's MAC (zeros for a checkpoint) and the bytes of
+    /// `(prev_id, body)`.
+    pub mac: [u8; 32],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum AuditBody {
+    Event(AuditRecord),
+    /// Left by pruning in place of the last event it removed (same id): the chain
+    /// goes on from `link`, that event's MAC.
+    Checkpoint(AuditCheckpoint),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct AuditCheckpoint {
+    /// Events before this time (microseconds) were removed.
+    pub cutoff: i64,
+    /// How many events were removed, over every pruning so far.
+    pub pruned: u64,
+    /// The MAC of the last removed event (zeros when it was a legacy event).
+    pub link: [u8; 32],
+}
+
+/// The MAC of the chain's start (before the first chained event) and of a
+/// legacy event.
+pub const GENESIS: [u8; 32] = [0; 32];
+/// Domain separation of the audit MACs.
+pub const AUDIT_ENTRY_LABEL: &[u8] = b"oidcvault/audit-entry/v2\0";
+pub const AUDIT_HEAD_LABEL: &[u8] = b"oidcvault/audit-head/v2\0";
+
+/// A stored audit entry as read back.
+#[derive(Debug)]
+pub enum StoredAudit<'a> {
+    /// Version 1: no MAC.
+    Legacy(AuditRecord),
+    /// Version 2, with the bytes its MAC covers (after `prev_id` and the id).
+    Chained { entry: AuditEntry, signed: &'a [u8] },
+}
+
+/// Encode a chained entry: the stored bytes and the bytes its MAC covers are
+/// produced once, and `mac` (which holds the key) computes the tag over them.
+pub(super) fn encode_chained(
+    prev_id: u64,
+    body: &AuditBody,
+    mac: impl FnOnce(&[u8]) -> [u8; 32],
+) -> Result<(Vec<u8>, [u8; 32]), StoreError> {
+    let signed = bincode::encode_to_vec((prev_id, body), config())
+        .map_err(|e| StoreError::Encode(e.to_string()))?;
+    check_limit(signed.len() + 32)?;
+    let tag = mac(&signed);
+    let mut out = Vec::with_capacity(1 + signed.len() + 32);
+    out.push(AuditEntry::VERSION);
+    out.extend_from_slice(&signed);
+    out.extend_from_slice(&tag);
+    Ok((out, tag))
+}
+
+/// Read an audit entry of either version.
+pub(super) fn decode_audit<'a>(key: &[u8], bytes: &'a [u8]) -> Result<StoredAudit<'a>, StoreError> {
+    if bytes.first() == Some(&AuditRecord::VERSION) {
+        return decode("audit", key, bytes).map(StoredAudit::Legacy);
     }
-    out
+    let entry: AuditEntry = decode("audit", key, bytes)?;
+    let signed = bytes
+        .get(1..bytes.len().saturating_sub(32))
+        .unwrap_or_default();
+    Ok(StoredAudit::Chained { entry, signed })
+}
+
+/// A record whose body bincode cannot encode, or one larger than the decode
+/// limit (it could be written but never read back), is refused: nothing is
+/// written rather than a record that cannot be read.
+pub(super) fn encode<T: Versioned>(record: &T) -> Result<Vec<u8>, StoreError> {
+    let body =
+        bincode::encode_to_vec(record, config()).map_err(|e| StoreError::Encode(e.to_string()))?;
+    check_limit(body.len())?;
+    let mut out = Vec::with_capacity(1 + body.len());
+    out.push(T::VERSION);
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+fn check_limit(len: usize) -> Result<(), StoreError> {
+    if len > DECODE_LIMIT {
+        return Err(StoreError::Encode(format!(
+            "{len} bytes, above the {DECODE_LIMIT}-byte limit of a record"
+        )));
+    }
+    Ok(())
 }
 
 pub(super) fn decode<T: Versioned>(
@@ -272,7 +377,7 @@ mod tests {
             created_at: 5,
             token_ids: vec![1, 2],
         };
-        let bytes = encode(&r);
+        let bytes = encode(&r).unwrap();
         assert_eq!(bytes[0], DomainRecord::VERSION);
         let back: DomainRecord = decode("domains", &3u64.to_be_bytes(), &bytes).unwrap();
         assert_eq!(back, r);
@@ -346,7 +451,7 @@ mod tests {
         let mut new = r.clone();
         new.discovered_endpoints = vec!["token_endpoint".into()];
         new.secret_origin = Some("https://idp.example.com:8443".into());
-        let bytes = encode(&new);
+        let bytes = encode(&new).unwrap();
         assert_eq!(bytes[0], 2);
         let back: ConfigRecord = decode("configs", b"k", &bytes).unwrap();
         assert_eq!(back, new);
@@ -429,7 +534,7 @@ mod properties {
         fn mutations_of_real_records(at in 0usize..200, xor in 1u8..=255, kind in 0..3) {
             let domain = DomainRecord { id: 3, name: "acme.com".into(), created_at: 5, token_ids: vec![1, 2, 3] };
             let token = TokenRecord { id: 4, hash: [7; 32], scope: TokenScope::Domain(3), created_at: 6 };
-            for mut m in [encode(&sample_config()), encode(&domain), encode(&token)] {
+            for mut m in [encode(&sample_config()).unwrap(), encode(&domain).unwrap(), encode(&token).unwrap()] {
                 let at = at % m.len();
                 match kind {
                     0 => m[at] ^= xor,

@@ -2,10 +2,23 @@
 //! records, and one structured log line each (target `oidcvault::audit`).
 //! Events carry ids, names and field names, and for a client secret a keyed
 //! fingerprint: never a secret or a token.
+//!
+//! The trail is tamper-evident: the store chains every event with an HMAC under
+//! the keyring's audit key (see `store` and `crypto::audit`), and `verify`
+//! ([`Vault::verify`]) checks the chain and names the first event that breaks it.
 
 use super::{Domain, Vault, VaultError};
-use crate::store::AuditRecord;
+use crate::crypto::AuditKey;
+use crate::store::{AuditMac, AuditRecord};
 use crate::time::{format_micros, now_micros};
+
+/// The store chains the trail under the keyring's audit key (the store itself
+/// never holds a key).
+impl AuditMac for AuditKey {
+    fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        AuditKey::mac(self, parts)
+    }
+}
 
 /// An audit event as the API and the CLI show it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -53,6 +53,14 @@ pub struct VerifyReport {
     pub tokens: u64,
     pub audit_events: u64,
     pub secrets_opened: u64,
+    /// Audit events written before the trail was chained (no MAC): reported,
+    /// not a failure.
+    pub audit_legacy_events: u64,
+    /// Events removed by retention, per the checkpoint the chain starts from.
+    pub audit_pruned_events: u64,
+    /// The first audit event that breaks the chain, when one does (also in
+    /// `failures`).
+    pub audit_broken_at: Option<u64>,
     /// One line per record that failed, naming it.
     pub failures: Vec<String>,
 }
@@ -110,7 +118,7 @@ impl Vault {
         let mut by_term = BTreeMap::new();
         let mut total = 0;
         for record in self.store.configs() {
-            let record = record?;
+            let (_, record) = record?;
             if let Some(term) = envelope_term(&record.secret_sealed) {
                 *by_term.entry(term).or_insert(0) += 1;
             }
@@ -178,12 +186,13 @@ impl Vault {
         let _one_at_a_time = self.rotation.lock().await;
         let mut resealed = 0u64;
         let mut in_batch = 0usize;
+        // By the key a record is stored under: that is the domain it serves.
         let ids: Vec<u64> = self
             .store
             .configs()
             .filter_map(|r| r.ok())
-            .filter(|r| envelope_term(&r.secret_sealed) != Some(self.keyring().active_term()))
-            .map(|r| r.domain_id)
+            .filter(|(_, r)| envelope_term(&r.secret_sealed) != Some(self.keyring().active_term()))
+            .map(|(domain_id, _)| domain_id)
             .collect();
         for domain_id in ids {
             // Counted outside the record's transaction (see `seal_secret`).
@@ -194,6 +203,14 @@ impl Vault {
                     let keyring = self.keyring();
                     if envelope_term(&record.secret_sealed) == Some(keyring.active_term()) {
                         return Ok(None);
+                    }
+                    if record.domain_id != domain_id {
+                        // Copied from another domain's key: never re-sealed for
+                        // either domain (`verify` names it); its term is kept.
+                        return Err(VaultError::Operation(format!(
+                            "the config stored under domain {domain_id} names domain {}",
+                            record.domain_id
+                        )));
                     }
                     let ctx = SealContext {
                         domain_id,
@@ -206,7 +223,15 @@ impl Vault {
                 .map_err(|a| match a {
                     Abort::Store(e) => VaultError::Store(e),
                     Abort::Caller(e) => e,
-                })?;
+                });
+            let changed = match changed {
+                Ok(changed) => changed,
+                Err(e @ VaultError::Operation(_)) => {
+                    tracing::error!(error = %e, "config not re-encrypted; run `oidcvault verify`");
+                    false
+                }
+                Err(e) => return Err(e),
+            };
             if changed {
                 resealed += 1;
                 in_batch += 1;
@@ -313,7 +338,8 @@ impl Vault {
             .exclusive(|| write_keyring(&self.keyring_path, &file))
     }
 
-    /// Decode every record and open every secret (wiped at once).
+    /// Decode every record, open every secret (wiped at once) under the domain
+    /// its record is stored under, and check the audit trail's chain.
     pub fn verify(&self) -> Result<VerifyReport, VaultError> {
         let mut report = VerifyReport::default();
         let keyring = self.keyring();
@@ -322,7 +348,7 @@ impl Vault {
             Err(e) => report.failures.push(e.to_string()),
         }
         for record in self.store.configs() {
-            let record = match record {
+            let (domain_id, record) = match record {
                 Ok(r) => r,
                 Err(e) => {
                     report.failures.push(e.to_string());
@@ -330,8 +356,16 @@ impl Vault {
                 }
             };
             report.configs += 1;
+            if record.domain_id != domain_id {
+                report.failures.push(format!(
+                    "config record {} is stored under domain {domain_id} but names domain {}: \
+                     copied from another domain",
+                    record.id, record.domain_id
+                ));
+            }
+            // The key it is stored under decides which domain's secret it must be.
             let ctx = SealContext {
-                domain_id: record.domain_id,
+                domain_id,
                 field: Field::ClientSecret,
                 origin: record.secret_origin.as_deref(),
             };
@@ -341,14 +375,14 @@ impl Vault {
                     report.secrets_opened += 1;
                 }
                 Err(e) => report.failures.push(format!(
-                    "config of domain {} (record {}): {e}",
-                    record.domain_id, record.id
+                    "config of domain {domain_id} (record {}): {e}",
+                    record.id
                 )),
             }
-            if self.store.domain(record.domain_id).ok().flatten().is_none() {
+            if self.store.domain(domain_id).ok().flatten().is_none() {
                 report.failures.push(format!(
-                    "config record {} belongs to missing domain {}",
-                    record.id, record.domain_id
+                    "config record {} belongs to missing domain {domain_id}",
+                    record.id
                 ));
             }
         }
@@ -356,8 +390,19 @@ impl Vault {
             Ok(t) => report.tokens = t.len() as u64,
             Err(e) => report.failures.push(e.to_string()),
         }
-        match self.store.audit_page(None, usize::MAX, |_| true) {
-            Ok(a) => report.audit_events = a.len() as u64,
+        match self.store.verify_audit_chain(&keyring.audit_key()) {
+            Ok(chain) => {
+                report.audit_events = chain.events;
+                report.audit_legacy_events = chain.legacy;
+                report.audit_pruned_events = chain.pruned;
+                if let Some((id, why)) = chain.broken {
+                    report.audit_broken_at = id;
+                    report.failures.push(match id {
+                        Some(id) => format!("audit trail broken at event {id}: {why}"),
+                        None => format!("audit trail: {why}"),
+                    });
+                }
+            }
             Err(e) => report.failures.push(e.to_string()),
         }
         Ok(report)

@@ -479,6 +479,7 @@ impl Vault {
             },
         )?;
         store.set_disk_reserve(config.limits.disk_reserve_bytes());
+        store.set_audit_mac(Arc::new(keyring.audit_key()))?;
         let term = keyring.active_term();
         let reserved = store.term_uses(term)?;
         Ok((
