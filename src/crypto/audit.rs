@@ -4,9 +4,9 @@
 //! keyring and kept by every rotation, term drop and passphrase change: so the
 //! chain never needs a key that a dropped term took away, and a restored backup
 //! (which carries its keyring) verifies under its own key. The derivation is
-//! HKDF-Expand (RFC 5869) with one output block, the fingerprint key as the
-//! pseudorandom key: `HMAC(fingerprint key, label ‖ 0x01)`; a distinct label keeps
-//! audit MACs and secret fingerprints apart.
+//! HKDF-Expand (RFC 5869, the `hkdf` crate) with the fingerprint key as the
+//! pseudorandom key and a label of its own as the info, which keeps audit MACs
+//! and secret fingerprints apart.
 
 use std::fmt;
 
@@ -40,9 +40,13 @@ fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
 
 impl AuditKey {
     pub(super) fn derive(fingerprint_key: &[u8; 32]) -> Self {
-        Self {
-            key: Zeroizing::new(hmac(fingerprint_key, &[LABEL, &[1]])),
+        let mut key = Zeroizing::new([0u8; 32]);
+        // A 32-byte pseudorandom key and a 32-byte output: neither call can fail
+        // (HKDF refuses only a PRK shorter than the hash, or more than 255 blocks).
+        if let Ok(hk) = hkdf::Hkdf::<sha2::Sha256>::from_prk(fingerprint_key) {
+            let _ = hk.expand(LABEL, key.as_mut_slice());
         }
+        Self { key }
     }
 
     /// HMAC-SHA-256 of the concatenation of `parts`.
@@ -55,6 +59,17 @@ impl AuditKey {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 mod tests {
     use super::super::Keyring;
+
+    /// The derivation is HKDF-Expand's first block, as RFC 5869 defines it
+    /// (`T(1) = HMAC(PRK, info ‖ 0x01)`): the crate and the definition agree.
+    #[test]
+    fn the_key_is_hkdf_expand_of_the_fingerprint_key() {
+        let prk = [7u8; 32];
+        assert_eq!(
+            *super::AuditKey::derive(&prk).key,
+            super::hmac(&prk, &[super::LABEL, &[1]])
+        );
+    }
 
     #[test]
     fn the_audit_key_survives_rotation_and_term_drops_and_is_per_keyring() {
