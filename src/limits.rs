@@ -60,7 +60,10 @@ pub struct LimitsConfig {
     /// Connections held open at once, over all workers.
     pub max_connections: usize,
     /// Connections one client address (IPv4, or IPv6 /64) may hold open at once;
-    /// more are closed as soon as they are accepted.
+    /// more are closed as soon as they are accepted. A client that opens a
+    /// connection per request briefly holds two (the server reaps the closed one
+    /// after it has accepted the next), so the default leaves room: 256, a
+    /// quarter of the default `max_connections`.
     pub max_connections_per_address: u32,
     /// Free space (MiB) the data directory's file system must keep; writes get
     /// 503 below it, so the store never runs into a full disk. 0 disables.
@@ -78,7 +81,7 @@ impl Default for LimitsConfig {
             disconnect_timeout_secs: 2,
             max_header_bytes: 16 * 1024,
             max_connections: 1024,
-            max_connections_per_address: 64,
+            max_connections_per_address: 256,
             disk_reserve_mib: 32,
         }
     }
