@@ -594,3 +594,107 @@ fn one_address_cannot_take_every_connection() {
     drop(held);
     server.stop();
 }
+
+/// The per-address cap holds over TLS too (actix hands the connection over after
+/// the handshake): with `max_connections_per_address = 2`, a third TLS
+/// connection from 127.0.0.2 is closed right after its handshake while two are
+/// held, and 127.0.0.1 is served.
+#[test]
+fn the_per_address_cap_holds_over_tls() {
+    use rustls::pki_types::pem::PemObject;
+    use std::sync::Arc;
+    let home = Home::new(Some(PASSPHRASE));
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("generate a certificate");
+    let (cert, key) = (home.path().join("cert.pem"), home.path().join("key.pem"));
+    std::fs::write(&cert, generated.cert.pem()).unwrap();
+    std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+    let config = config_toml().replace(
+        "[server]\n",
+        &format!(
+            "[server]\nworkers = 1\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+    ) + "\n[limits]\nrequest_head_timeout_secs = 30\nkeep_alive_secs = 30\n\
+             max_connections_per_address = 2\n";
+    home.write_config(&config);
+    let mut server = home.start();
+    let addr: SocketAddr = server
+        .log()
+        .lines()
+        .find_map(parse_listening)
+        .expect("listening address")
+        .trim_start_matches("https://")
+        .parse()
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(
+            rustls::pki_types::CertificateDer::from_pem_slice(generated.cert.pem().as_bytes())
+                .unwrap(),
+        )
+        .unwrap();
+    let tls = Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    );
+    // A TLS connection from `from` with its handshake done.
+    let open = |from: &str| {
+        let mut tcp = connect_from(from, addr);
+        let mut conn = rustls::ClientConnection::new(
+            tls.clone(),
+            rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(),
+        )
+        .unwrap();
+        while conn.is_handshaking() {
+            conn.complete_io(&mut tcp).expect("TLS handshake");
+        }
+        rustls::StreamOwned::new(conn, tcp)
+    };
+    // Whether the server closed the connection within half a second.
+    let closed = |s: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>| {
+        s.sock
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut b = [0u8; 16];
+        match s.read(&mut b) {
+            Ok(0) => true,
+            Ok(_) => panic!("a silent connection got data"),
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
+    };
+    let mut held = vec![open("127.0.0.2"), open("127.0.0.2")];
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = open("127.0.0.2");
+    assert!(
+        closed(&mut third),
+        "a third TLS connection from one address was kept"
+    );
+    for h in &mut held {
+        assert!(!closed(h), "a connection within the allowance was closed");
+    }
+    let mut legit = open("127.0.0.1");
+    legit
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    legit
+        .sock
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = legit.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(held);
+    server.stop();
+}
