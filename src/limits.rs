@@ -173,18 +173,20 @@ fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Logs a poisoned lock once per process (it cannot heal; every later call would
-/// log it again).
-fn report_poisoned(what: &str) {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    static REPORTED: AtomicBool = AtomicBool::new(false);
-    if !REPORTED.swap(true, Ordering::Relaxed) {
+/// Logs a poisoned lock once per table and process (it cannot heal; every later
+/// call would log it again).
+fn report_poisoned(what: &str, reported: &std::sync::atomic::AtomicBool) {
+    if !reported.swap(true, std::sync::atomic::Ordering::Relaxed) {
         tracing::error!(
             "the {what} table is unusable after an internal panic; refusing (fail closed) \
              until the server is restarted"
         );
     }
 }
+static AUTH_POISON_REPORTED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+static CONNECTION_POISON_REPORTED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 struct Window {
     /// Tells windows of one address apart, so an attempt released late does not
@@ -271,7 +273,7 @@ impl AuthLimiter {
             return Ok(AuthAttempt { counted: None });
         }
         let Ok(mut table) = self.table.lock() else {
-            report_poisoned("failed-authentication");
+            report_poisoned("failed-authentication", &AUTH_POISON_REPORTED);
             return Err(self.window);
         };
         let key = client_key(ip);
@@ -356,7 +358,7 @@ impl AuthLimiter {
 
     fn release(&self, key: IpAddr, id: u64) {
         let Ok(mut table) = self.table.lock() else {
-            report_poisoned("failed-authentication");
+            report_poisoned("failed-authentication", &AUTH_POISON_REPORTED);
             return;
         };
         if let Some(w) = table.windows.get_mut(&key) {
@@ -395,7 +397,7 @@ pub struct ConnectionSlot {
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         let Ok(mut open) = self.limiter.open.lock() else {
-            report_poisoned("connection");
+            report_poisoned("connection", &CONNECTION_POISON_REPORTED);
             return;
         };
         if let Some(n) = open.get_mut(&self.key) {
@@ -419,7 +421,7 @@ impl ConnectionLimiter {
     /// its allowance (or the table is unusable: fail closed).
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
         let Ok(mut open) = self.open.lock() else {
-            report_poisoned("connection");
+            report_poisoned("connection", &CONNECTION_POISON_REPORTED);
             return None;
         };
         let key = client_key(ip);
