@@ -213,8 +213,8 @@ struct Table {
 /// is checked, under one lock; a valid token gives it back
 /// ([`AuthAttempt::release`]). So a parallel burst of bad tokens from one address
 /// gets at most the allowance through, however the requests interleave. (A valid
-/// request holds its count only while its token is checked, which does not wait
-/// on I/O, so at most one per worker is in flight at a time.)
+/// request holds its count only while its token is checked, which runs without
+/// yielding to other requests, so at most one per worker is in flight at once.)
 pub struct AuthLimiter {
     max: u32,
     window: Duration,
