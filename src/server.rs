@@ -47,9 +47,13 @@ pub async fn serve(config: &Config, vault: Vault) -> std::io::Result<()> {
     } else {
         crate::Transport::PlainHttp
     };
+    // Per-address connection cap: counted as actix hands each connection over
+    // (before any bind: actix captures the hook when a listener is bound).
+    let connections = limits.connections.clone();
     let mut server = HttpServer::new(move || {
         crate::app_serving(factory_vault.clone(), limits.clone(), transport)
     })
+    .on_connect(move |io, data| crate::limits::on_connect(&connections, io, data))
     .shutdown_timeout(config.server.shutdown_timeout_secs);
     // Abuse limits: connection cap (actix counts per worker), timeouts.
     let l = &config.limits;

@@ -92,6 +92,52 @@ async fn failed_authentication_is_limited_per_address_and_others_are_served() {
     assert_eq!(limits.auth.tracked(), 2);
 }
 
+/// An attacker blocked for guessing cannot lift its block by making the limiter
+/// forget it: failing from more new addresses than the limiter tracks (65,536)
+/// evicts only entries that are not blocked.
+#[actix_web::test]
+async fn a_flood_of_other_addresses_does_not_lift_a_block() {
+    let env = Env::new();
+    let (_, token) = env.domain("acme.com").await;
+    let limits = web::Data::new(Limits::new(LimitsConfig {
+        auth_failures_per_window: 3,
+        auth_failure_window_secs: 600,
+        ..LimitsConfig::default()
+    }));
+    let app = actix_web::test::init_service(oidcvault::app_with_limits(
+        env.vault.clone(),
+        limits.clone(),
+    ))
+    .await;
+    let bad = "ovt_1_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let attacker = peer("192.0.2.66");
+    for _ in 0..3 {
+        let r = call(&app, get(CONFIG_PATH, bad).peer_addr(attacker)).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r:?}");
+    }
+    // One bad guess from each of 70,000 other addresses (10.1.0.0 on), through
+    // the app, as a many-address attacker would.
+    let started = Instant::now();
+    for i in 0..70_000u32 {
+        let from = SocketAddr::new(std::net::Ipv4Addr::from(0x0a01_0000 + i).into(), 40000);
+        let r = call(&app, get(CONFIG_PATH, bad).peer_addr(from)).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "flood {i}: {r:?}");
+    }
+    eprintln!("flood of 70,000 addresses took {:?}", started.elapsed());
+    assert!(limits.auth.tracked() <= 65_536, "{}", limits.auth.tracked());
+    for t in [bad, token.as_str()] {
+        let r = call(&app, get(CONFIG_PATH, t).peer_addr(attacker)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "the flood lifted the attacker's block: {r:?}"
+        );
+    }
+    // Others are still served.
+    let r = call(&app, get(CONFIG_PATH, &token).peer_addr(peer("192.0.2.7"))).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{r:?}");
+}
+
 #[actix_web::test]
 async fn an_oversized_head_is_refused_before_authentication() {
     let env = Env::new();
@@ -199,16 +245,25 @@ fn get_config(token: &str) -> String {
 
 /// A server with small limits: 1 worker, 8 connections, 1 s timeouts.
 fn start_limited(home: &Home) -> (Server, SocketAddr) {
-    let config = config_toml().replace("[server]\n", "[server]\nworkers = 1\n")
-        + "\n[limits]\n\
-           auth_failures_per_window = 5\n\
-           auth_failure_window_secs = 60\n\
-           request_head_timeout_secs = 1\n\
-           request_body_timeout_secs = 1\n\
-           keep_alive_secs = 1\n\
-           disconnect_timeout_secs = 1\n\
-           max_header_bytes = 4096\n\
-           max_connections = 8\n";
+    start_with(
+        home,
+        1,
+        "auth_failures_per_window = 5\n\
+         auth_failure_window_secs = 60\n\
+         request_head_timeout_secs = 1\n\
+         request_body_timeout_secs = 1\n\
+         keep_alive_secs = 1\n\
+         disconnect_timeout_secs = 1\n\
+         max_header_bytes = 4096\n\
+         max_connections = 8\n",
+    )
+}
+
+/// A server with `workers` workers and `limits` as its `[limits]` section.
+fn start_with(home: &Home, workers: usize, limits: &str) -> (Server, SocketAddr) {
+    let config = config_toml().replace("[server]\n", &format!("[server]\nworkers = {workers}\n"))
+        + "\n[limits]\n"
+        + limits;
     home.write_config(&config);
     let server = home.start();
     let addr = server
@@ -398,5 +453,248 @@ fn abusive_clients_are_refused_while_a_legitimate_one_is_served() {
         "limits: stalled head closed after {head_closed:?}, stalled body answered 408 after \
          {body_closed:?}, capped client served after {waited:?}"
     );
+    server.stop();
+}
+
+/// A parallel burst of bad tokens from one address gets no more than the
+/// allowance through (4 workers, so the requests really run at once): checking
+/// and counting are one step.
+#[test]
+fn a_parallel_burst_gets_no_more_than_the_allowance_through() {
+    let home = Home::new(Some(PASSPHRASE));
+    home.run_ok(&["domain", "add", "acme.test"]);
+    let token = home.run_ok(&["token", "create", "--domain", "acme.test"]);
+    let (mut server, addr) = start_with(
+        &home,
+        4,
+        "auth_failures_per_window = 5\nauth_failure_window_secs = 600\n",
+    );
+    let bad = "ovt_1_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let mut statuses = Vec::new();
+    // Several rounds, each of 48 requests sent together.
+    for _ in 0..3 {
+        let barrier = std::sync::Barrier::new(48);
+        let round: Vec<u16> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..48)
+                .map(|_| {
+                    let barrier = &barrier;
+                    s.spawn(move || {
+                        let mut c = connect_from("127.0.0.2", addr);
+                        let request = get_config(bad);
+                        barrier.wait();
+                        c.write_all(request.as_bytes()).unwrap();
+                        read_answer(&mut c).map_or(0, |r| r.status)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        statuses.extend(round);
+    }
+    let unauthorized = statuses.iter().filter(|&&s| s == 401).count();
+    let limited = statuses.iter().filter(|&&s| s == 429).count();
+    assert_eq!(
+        unauthorized + limited,
+        statuses.len(),
+        "every request is answered 401 or 429: {statuses:?}"
+    );
+    assert!(
+        unauthorized <= 5,
+        "{unauthorized} bad tokens were checked with an allowance of 5: {statuses:?}"
+    );
+    legit_is_served(addr, &token, "after the burst", &server);
+    server.stop();
+}
+
+/// One address cannot take every connection: with `max_connections = 8` and
+/// `max_connections_per_address = 3`, eight silent connections from 127.0.0.2
+/// get three slots (the other five are closed at once, unanswered), and a client
+/// at 127.0.0.1 is served at once, although the head timeout (30 s) would keep
+/// the silent ones open. Closing them gives their slots back.
+#[test]
+fn one_address_cannot_take_every_connection() {
+    let home = Home::new(Some(PASSPHRASE));
+    home.run_ok(&["domain", "add", "acme.test"]);
+    let token = home.run_ok(&["token", "create", "--domain", "acme.test"]);
+    let (mut server, addr) = start_with(
+        &home,
+        1,
+        "request_head_timeout_secs = 30\n\
+         keep_alive_secs = 30\n\
+         max_connections = 8\n\
+         max_connections_per_address = 3\n",
+    );
+    let mut hogs: Vec<TcpStream> = (0..8).map(|_| connect_from("127.0.0.2", addr)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // Served within a few seconds, not after the 30 s head timeout.
+    let t = Instant::now();
+    let mut c = connect_from("127.0.0.1", addr);
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(get_config(&token).as_bytes()).unwrap();
+    let r = read_answer(&mut c);
+    assert_eq!(
+        r.as_ref().map(|r| r.status),
+        Some(404),
+        "127.0.0.1 was not served while 127.0.0.2 held its connections (after {:?}): {r:?}\n\
+         --- server stderr ---\n{}",
+        t.elapsed(),
+        tail(&server.log(), 4000)
+    );
+    // Which hogs were closed by the server: read with a short timeout; a closed
+    // one reads EOF (or a reset), a held one times out.
+    let mut held = Vec::new();
+    let mut closed = 0;
+    for mut h in hogs.drain(..) {
+        h.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut b = [0u8; 64];
+        match h.read(&mut b) {
+            Ok(0) => closed += 1,
+            Ok(n) => panic!("a silent connection got an answer: {:?}", &b[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                held.push(h)
+            }
+            Err(_) => closed += 1, // reset
+        }
+    }
+    assert_eq!((held.len(), closed), (3, 5), "held / closed");
+    // An address at its allowance gets no fourth connection...
+    let mut fourth = connect_from("127.0.0.2", addr);
+    fourth
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = fourth.write_all(get_config(&token).as_bytes());
+    let mut b = Vec::new();
+    let _ = fourth.read_to_end(&mut b);
+    assert!(b.is_empty(), "{}", String::from_utf8_lossy(&b));
+    // ...until it closes one: the slot is given back (once the server has seen
+    // the close: retried for up to 5 s on a busy machine).
+    drop(held.pop());
+    let t = Instant::now();
+    let served = loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let mut s = connect_from("127.0.0.2", addr);
+        let _ = s.write_all(get_config(&token).as_bytes());
+        match read_answer(&mut s) {
+            Some(r) => break Some(r),
+            None if t.elapsed() > Duration::from_secs(5) => break None,
+            None => {}
+        }
+    };
+    assert_eq!(
+        served.as_ref().map(|r| r.status),
+        Some(404),
+        "no slot given back after closing a connection: {served:?}"
+    );
+    drop(held);
+    server.stop();
+}
+
+/// The per-address cap holds over TLS too (actix hands the connection over after
+/// the handshake): with `max_connections_per_address = 2`, a third TLS
+/// connection from 127.0.0.2 is closed right after its handshake while two are
+/// held, and 127.0.0.1 is served.
+#[test]
+fn the_per_address_cap_holds_over_tls() {
+    use rustls::pki_types::pem::PemObject;
+    use std::sync::Arc;
+    let home = Home::new(Some(PASSPHRASE));
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("generate a certificate");
+    let (cert, key) = (home.path().join("cert.pem"), home.path().join("key.pem"));
+    std::fs::write(&cert, generated.cert.pem()).unwrap();
+    std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+    let config = config_toml().replace(
+        "[server]\n",
+        &format!(
+            "[server]\nworkers = 1\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+    ) + "\n[limits]\nrequest_head_timeout_secs = 30\nkeep_alive_secs = 30\n\
+             max_connections_per_address = 2\n";
+    home.write_config(&config);
+    let mut server = home.start();
+    let addr: SocketAddr = server
+        .log()
+        .lines()
+        .find_map(parse_listening)
+        .expect("listening address")
+        .trim_start_matches("https://")
+        .parse()
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(
+            rustls::pki_types::CertificateDer::from_pem_slice(generated.cert.pem().as_bytes())
+                .unwrap(),
+        )
+        .unwrap();
+    let tls = Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    );
+    // A TLS connection from `from` with its handshake done.
+    let open = |from: &str| {
+        let mut tcp = connect_from(from, addr);
+        let mut conn = rustls::ClientConnection::new(
+            tls.clone(),
+            rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(),
+        )
+        .unwrap();
+        while conn.is_handshaking() {
+            conn.complete_io(&mut tcp).expect("TLS handshake");
+        }
+        rustls::StreamOwned::new(conn, tcp)
+    };
+    // Whether the server closed the connection within half a second.
+    let closed = |s: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>| {
+        s.sock
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut b = [0u8; 16];
+        match s.read(&mut b) {
+            Ok(0) => true,
+            Ok(_) => panic!("a silent connection got data"),
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
+    };
+    let mut held = vec![open("127.0.0.2"), open("127.0.0.2")];
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = open("127.0.0.2");
+    assert!(
+        closed(&mut third),
+        "a third TLS connection from one address was kept"
+    );
+    for h in &mut held {
+        assert!(!closed(h), "a connection within the allowance was closed");
+    }
+    let mut legit = open("127.0.0.1");
+    legit
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    legit
+        .sock
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = legit.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(held);
     server.stop();
 }

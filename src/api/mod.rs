@@ -61,17 +61,28 @@ fn method_not_allowed(
 fn authenticate(req: &HttpRequest, vault: &Vault) -> Result<Caller, ApiError> {
     let limits = req.app_data::<web::Data<Limits>>();
     let ip = req.peer_addr().map(|a| a.ip());
-    if let (Some(limits), Some(ip)) = (limits, ip) {
-        limits
-            .auth
-            .check(ip)
-            .map_err(|wait| ApiError::TooManyRequests {
-                retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
-            })?;
-    }
+    // Counted as a failure before the token is checked (one locked step with the
+    // check, so a parallel burst cannot pass the allowance), given back unless the
+    // token is refused.
+    let attempt = match (limits, ip) {
+        (Some(limits), Some(ip)) => {
+            Some(
+                limits
+                    .auth
+                    .begin(ip)
+                    .map_err(|wait| ApiError::TooManyRequests {
+                        retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+                    })?,
+            )
+        }
+        _ => None,
+    };
     let result = check_credentials(req, vault);
-    if let (Some(limits), Some(ip), Err(ApiError::InvalidToken)) = (limits, ip, &result) {
-        limits.auth.record_failure(ip);
+    if let Some(attempt) = attempt {
+        match &result {
+            Err(ApiError::InvalidToken) => attempt.failed(),
+            _ => attempt.release(),
+        }
     }
     result
 }

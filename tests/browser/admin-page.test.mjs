@@ -293,7 +293,15 @@ step('domain admin: a bad URL is shown beside its field, then fixed', async () =
   await page.locator('#cfg-discovery_url').fill('https://idp.example.com/.well-known/openid-configuration');
   await page.locator('#cfg-token_endpoint').fill('https://idp.example.com/oauth2/token');
   await page.locator('#config-save').click();
+  // The stored secret is bound to where it was written for (no token endpoint
+  // then): pointing the endpoints somewhere needs the secret in the same save,
+  // and the page says so beside the secret field (issue 11).
+  await expectText('#cfg-client_secret-error', /client secret is bound to none/);
+  await expectText('#alert', /^Not saved: check Client secret\.$/);
+  await page.locator('#cfg-client_secret').fill(CLIENT_SECRET);
+  await page.locator('#config-save').click();
   await expectText('#notice', /^Saved\./);
+  assert.equal(await page.locator('#cfg-client_secret-error').textContent(), '');
   assert.equal(await page.locator('#cfg-discovery_url-error').textContent(), '');
   assert.equal(await page.locator('#cfg-discovery_url').getAttribute('aria-invalid'), null);
   assert.equal(await page.locator('#alert').textContent(), '');
