@@ -74,9 +74,9 @@ impl ApiError {
     /// A discovery document that cannot be used: 400 on `discovery_url` with the
     /// reason, or 503 ([`ApiError::OutboundBusy`]) when the server's outbound
     /// capacity is all in use (nothing was fetched: trying again may work).
-    pub fn discovery(e: &crate::discovery::DiscoveryError) -> Self {
+    pub fn discovery(e: &crate::oidc::discovery::DiscoveryError) -> Self {
         match e {
-            crate::discovery::DiscoveryError::Fetch(
+            crate::oidc::discovery::DiscoveryError::Fetch(
                 f @ crate::outbound::FetchError::Busy { .. },
             ) => ApiError::OutboundBusy(f.to_string()),
             other => ApiError::Validation(crate::vault::field_error(

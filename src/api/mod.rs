@@ -2,13 +2,13 @@
 //! Handlers speak DTOs and model types, never storage records.
 
 mod admin;
-mod discovery;
+pub mod admin_ops;
 pub mod error;
+mod health;
 mod json;
 mod oidc_config;
 pub mod openapi;
-pub mod operations;
-mod ops;
+mod provider;
 pub mod ui;
 
 use std::time::{Duration, Instant};
@@ -31,10 +31,10 @@ pub const DOMAIN_HEADER: &str = "X-Enterprise-Domain";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     oidc_config::configure(cfg);
-    discovery::configure(cfg);
+    provider::configure(cfg);
     admin::configure(cfg);
-    operations::configure(cfg);
-    ops::configure(cfg);
+    admin_ops::configure(cfg);
+    health::configure(cfg);
     ui::configure(cfg);
 }
 

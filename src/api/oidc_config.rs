@@ -89,7 +89,7 @@ async fn post_config(
     let domain = enterprise_domain(&req, &vault, caller)?;
     let mut patch = parse_patch_with(&body, vault.outbound().policy())?;
     drop(body); // wiped
-    super::discovery::resolve_on_save(&vault, &domain, &mut patch).await?;
+    super::provider::resolve_on_save(&vault, &domain, &mut patch).await?;
     let (config, _created) = vault
         .upsert_config(&domain, patch, Some(caller.token_id()))
         .await?;

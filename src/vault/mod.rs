@@ -8,12 +8,12 @@
 mod audit;
 mod backup;
 mod binding;
-mod discovery;
+mod endpoints;
 mod keys;
 
 pub use audit::{AuditEvent, AuditQuery};
 pub use backup::BackupInfo;
-pub use discovery::{
+pub use endpoints::{
     needs_fetch as needs_discovery_fetch, Discovered, EndpointChange, EndpointKept, EndpointSource,
     RefreshReport,
 };
@@ -736,7 +736,7 @@ impl Vault {
                         discovered_endpoints: Vec::new(),
                         secret_origin: None,
                     };
-                    let mut record = discovery::merge_endpoints(&patch, None, record);
+                    let mut record = endpoints::merge_endpoints(&patch, None, record);
                     // Bound to the token endpoint it is written with (see `binding`).
                     record.secret_origin = binding::origin_for(&record);
                     let (sealed, masked, fp) =
@@ -749,7 +749,7 @@ impl Vault {
                 }
                 Some(cur) => {
                     if matches!(patch.endpoint_source, EndpointSource::Discovery(None))
-                        && discovery::needs_fetch_record(&patch, Some(cur))
+                        && endpoints::needs_fetch_record(&patch, Some(cur))
                     {
                         // Decided on a snapshot read before this write, and the
                         // stored config has changed since: not this document's.
@@ -767,7 +767,7 @@ impl Vault {
                         fields.push("client_id".into());
                     }
                     next.discovery_url = patch.discovery_url.apply(next.discovery_url);
-                    let mut next = discovery::merge_endpoints(&patch, Some(cur), next);
+                    let mut next = endpoints::merge_endpoints(&patch, Some(cur), next);
                     let new_secret = patch
                         .client_secret
                         .as_ref()
@@ -800,7 +800,7 @@ impl Vault {
             let mut event = audit::event(now, actor, action, Some(domain));
             event.fields = fields;
             event.secret_fingerprint = fingerprint;
-            event.detail = match (discovery::save_detail(&patch, &record), url_changes) {
+            event.detail = match (endpoints::save_detail(&patch, &record), url_changes) {
                 (Some(a), Some(b)) => Some(format!("{a}; {b}")),
                 (a, b) => a.or(b),
             };

@@ -1,4 +1,4 @@
-//! OIDC discovery on the config resource: resolve on save (called by
+//! The config's identity provider: OIDC discovery on the config resource: resolve on save (called by
 //! `oidc_config`'s POST), `POST .../config/refresh/` and `POST .../config/test/`.
 //! Who may call: as the config resource (a domain token, or an operator token
 //! with `X-Enterprise-Domain`). Outbound fetches are blocking: they run on the
@@ -9,11 +9,12 @@ use serde_json::{json, Value};
 
 use super::oidc_config::ConfigResponse;
 use super::{authenticate, enterprise_domain, method_not_allowed, ApiError};
-use crate::discovery::{self, ProviderMetadata, Step, StepStatus, TestInput};
+use crate::oidc::connection_test::{self, Step, StepStatus, TestInput};
+use crate::oidc::discovery::{self, ProviderMetadata};
 use crate::time::{format_micros, now_micros};
 use crate::vault::{
-    field_error, needs_discovery_fetch, BoundSecret, ConfigPatch, Domain, EndpointSource, Patch,
-    Vault,
+    field_error, needs_discovery_fetch, BoundSecret, ConfigPatch, Discovered, Domain,
+    EndpointSource, Patch, Vault,
 };
 
 pub const REFRESH: &str = "/api/v1/enterprises/oidc/config/refresh/";
@@ -30,6 +31,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(test))
             .default_service(web::to(method_not_allowed("POST"))),
     );
+}
+
+/// The endpoints a checked discovery document names, as the vault takes them.
+fn endpoints(meta: &ProviderMetadata) -> Discovered {
+    Discovered {
+        authorization_endpoint: Some(meta.authorization_endpoint.clone()),
+        token_endpoint: meta.token_endpoint.clone(),
+        userinfo_endpoint: meta.userinfo_endpoint.clone(),
+    }
 }
 
 /// Fetch a discovery document on the blocking pool; a failure is a 400 on
@@ -67,7 +77,7 @@ pub(super) async fn resolve_on_save(
     vault.check_discovery_binding(domain, patch)?;
     let doc = if needs_discovery_fetch(patch, current.as_ref()) {
         let url = url.clone();
-        Some(fetch(vault, &url).await?.endpoints())
+        Some(endpoints(&fetch(vault, &url).await?))
     } else {
         None
     };
@@ -119,7 +129,7 @@ async fn refresh(req: HttpRequest, vault: web::Data<Vault>) -> Result<HttpRespon
         .await?;
     let meta = fetch(&vault, &url).await?;
     let report = vault
-        .refresh_discovery(&domain, &url, &meta.endpoints(), Some(caller.token_id()))
+        .refresh_discovery(&domain, &url, &endpoints(&meta), Some(caller.token_id()))
         .await?;
     Ok(HttpResponse::Ok().json(json!({
         "discovery_url": url,
@@ -196,7 +206,7 @@ async fn test(req: HttpRequest, vault: web::Data<Vault>) -> Result<HttpResponse,
     let outbound = vault.outbound().clone();
     let started = now_micros();
     let steps = web::block(move || {
-        let steps = discovery::test_connection(&outbound, &input, &secret);
+        let steps = connection_test::test_connection(&outbound, &input, &secret);
         drop(secret);
         steps
     })
