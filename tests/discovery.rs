@@ -1092,12 +1092,14 @@ async fn provider_refresh_reports_a_changed_endpoint_and_bad_urls_are_400() {
         ),
     ];
     for (url, expected) in cases {
+        // With the secret: a discovery URL on another origin needs it (issue 11),
+        // and the discovery errors are what this checks.
         let r = call(
             &app,
             post_json(
                 CONFIG_PATH,
                 &token,
-                &json!({"discovery_url": url}).to_string(),
+                &json!({"discovery_url": url, "client_secret": "another-secret-value"}).to_string(),
             ),
         )
         .await;
