@@ -98,7 +98,7 @@ pub fn app_serving(
                 .add(("Cache-Control", "no-store"))
                 .add(("X-Content-Type-Options", "nosniff")),
         )
-        .wrap(from_fn(limits::check_request_head))
+        .wrap(from_fn(api::middleware::check_request_head))
         .wrap(from_fn(logging::log_request))
         // Outermost, so the answers of the middleware above carry it too.
         .wrap(Condition::new(

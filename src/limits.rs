@@ -24,20 +24,16 @@
 //!   one address cannot take every slot while others wait.
 //! - **Disk space**: writes are refused with 503 while the data directory's file
 //!   system has less than `limits.disk_reserve_mib` free (see `store`).
+//!
+//! This module is plain logic and the `[limits]` section; the HTTP glue (the
+//! request-head middleware and the connection hook) is `api::middleware`.
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_web::body::{EitherBody, MessageBody};
-use actix_web::dev::{Extensions, ServiceRequest, ServiceResponse};
-use actix_web::middleware::Next;
-use actix_web::{web, ResponseError};
 use serde::Deserialize;
-
-use crate::api::ApiError;
 
 /// The `[limits]` section of the configuration.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -444,42 +440,6 @@ impl ConnectionLimiter {
     }
 }
 
-/// `HttpServer::on_connect` hook: count each accepted connection against its
-/// address's allowance (`limits.max_connections_per_address`). A connection over
-/// it is shut down at once, before a byte of it is read: the client sees the
-/// connection closed without an answer, and its slot is free again at once. This
-/// runs as soon as actix hands the connection over: right after `accept` on plain
-/// HTTP, after the TLS handshake with TLS (a handshake is bounded by actix's
-/// 3-second handshake timeout).
-pub fn on_connect(limiter: &Arc<ConnectionLimiter>, io: &dyn Any, data: &mut Extensions) {
-    use actix_tls::accept::rustls_0_23::TlsStream;
-    use actix_web::rt::net::TcpStream;
-    let tcp = if let Some(tcp) = io.downcast_ref::<TcpStream>() {
-        tcp
-    } else if let Some(tls) = io.downcast_ref::<TlsStream<TcpStream>>() {
-        tls.get_ref().0
-    } else {
-        return;
-    };
-    let Ok(peer) = tcp.peer_addr() else {
-        // Already gone: nothing to hold.
-        let _ = socket2::SockRef::from(tcp).shutdown(std::net::Shutdown::Both);
-        return;
-    };
-    match limiter.admit(peer.ip()) {
-        Some(slot) => {
-            data.insert(slot);
-        }
-        None => {
-            tracing::debug!(
-                peer = %peer.ip(),
-                "connection over limits.max_connections_per_address closed"
-            );
-            let _ = socket2::SockRef::from(tcp).shutdown(std::net::Shutdown::Both);
-        }
-    }
-}
-
 /// The limits as the HTTP layer uses them (app data).
 pub struct Limits {
     pub config: LimitsConfig,
@@ -510,36 +470,6 @@ impl Default for Limits {
     fn default() -> Self {
         Self::new(LimitsConfig::default())
     }
-}
-
-/// Bytes of a request head as sent: request line and `name: value\r\n` lines.
-fn head_bytes(req: &ServiceRequest) -> usize {
-    let line = req.method().as_str().len()
-        + req.uri().path_and_query().map_or(1, |pq| pq.as_str().len())
-        + 12;
-    req.headers()
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum::<usize>()
-        + line
-}
-
-/// Middleware: refuse a request head over `limits.max_header_bytes` with 431,
-/// before authentication or any handler.
-pub async fn check_request_head(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let max = req
-        .app_data::<web::Data<Limits>>()
-        .map_or(LimitsConfig::default().max_header_bytes, |l| {
-            l.config.max_header_bytes
-        });
-    if head_bytes(&req) > max {
-        let res = ApiError::HeadersTooLarge(max).error_response();
-        return Ok(req.into_response(res).map_into_right_body());
-    }
-    Ok(next.call(req).await?.map_into_left_body())
 }
 
 #[cfg(test)]

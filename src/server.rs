@@ -53,7 +53,7 @@ pub async fn serve(config: &Config, vault: Vault) -> std::io::Result<()> {
     let mut server = HttpServer::new(move || {
         crate::app_serving(factory_vault.clone(), limits.clone(), transport)
     })
-    .on_connect(move |io, data| crate::limits::on_connect(&connections, io, data))
+    .on_connect(move |io, data| crate::api::middleware::on_connect(&connections, io, data))
     .shutdown_timeout(config.server.shutdown_timeout_secs);
     // Abuse limits: connection cap (actix counts per worker), timeouts.
     let l = &config.limits;

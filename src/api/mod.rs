@@ -6,6 +6,7 @@ pub mod admin_ops;
 pub mod error;
 mod health;
 mod json;
+pub mod middleware;
 mod oidc_config;
 pub mod openapi;
 mod provider;
