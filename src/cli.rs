@@ -187,7 +187,19 @@ fn execute(cli: Cli, secrets: &mut EnvSecrets) -> Result<(), CliError> {
         },
     );
 
-    let opened = Vault::open_with_secrets(&config, &env, secrets);
+    // The server's own application data, apart from the vault (an offline
+    // command builds neither: it reads no CA file and records no metrics).
+    let served = if serving {
+        let outbound = crate::outbound::Outbound::new(&config.outbound_settings())
+            .map_err(|e| CliError(format!("invalid configuration: {e}")))?;
+        let metrics =
+            crate::metrics::Metrics::new().map_err(|e| CliError(format!("metrics: {e}")))?;
+        Some((outbound, metrics))
+    } else {
+        None
+    };
+    let commit_metrics = served.as_ref().map(|(_, m)| m.commit.clone());
+    let opened = Vault::open_with_secrets(&config, &env, secrets, commit_metrics);
     // The keyring is open (or never will be): the passphrase is wiped now, not
     // kept for the rest of the run.
     secrets.master_passphrase = None;
@@ -202,9 +214,14 @@ fn execute(cli: Cli, secrets: &mut EnvSecrets) -> Result<(), CliError> {
     let system = actix_web::rt::System::new();
     let result = system.block_on(async {
         match command {
-            Command::Serve => crate::server::serve(&config, vault)
-                .await
-                .map_err(CliError::from),
+            Command::Serve => match served {
+                Some((outbound, metrics)) => {
+                    crate::server::serve(&config, vault, outbound, metrics)
+                        .await
+                        .map_err(CliError::from)
+                }
+                None => Err(CliError("serve: no application data".into())),
+            },
             Command::Domain(cmd) => {
                 let r = domain(&vault, cmd).await;
                 vault.shutdown();

@@ -18,6 +18,11 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use crate::crypto::{KdfParams, MasterSecret};
+pub use crate::limits::LimitsConfig;
+pub use crate::logging::LogConfig;
+pub use crate::outbound::OutboundConfig;
+pub use crate::store::StorageConfig;
+pub use crate::vault::{AuditConfig, MAX_RETENTION_DAYS};
 
 pub const ENV_PREFIX: &str = "OIDCVAULT_";
 pub const ENV_PASSPHRASE: &str = "OIDCVAULT_MASTER_PASSPHRASE";
@@ -77,27 +82,6 @@ impl Default for ServerConfig {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub struct StorageConfig {
-    /// The sled directory; relative to the config file's folder.
-    pub data_dir: PathBuf,
-    /// sled's page cache, in MiB (sled's own default is 1 GiB).
-    pub cache_capacity_mib: u64,
-    /// Where the server writes online backups (`POST /api/v1/admin/backup`).
-    pub backup_dir: PathBuf,
-}
-
-impl Default for StorageConfig {
-    fn default() -> Self {
-        Self {
-            data_dir: PathBuf::from("data"),
-            cache_capacity_mib: 16,
-            backup_dir: PathBuf::from("backups"),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
 pub struct SecurityConfig {
     /// Used when no passphrase is given in the environment. Created (0600,
     /// random) on first start if missing. Must be outside the data directory.
@@ -127,114 +111,6 @@ impl Default for SecurityConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// A `tracing` filter: `info`, `debug`, `oidcvault=debug,warn`, ...
-    pub level: String,
-    /// `text` or `json`.
-    pub format: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            level: "info".into(),
-            format: "text".into(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuditConfig {
-    /// Audit events older than this are removed.
-    pub retention_days: u32,
-}
-
-/// Largest value of `audit.retention_days` (100 years).
-pub const MAX_RETENTION_DAYS: u32 = 36_500;
-
-impl Default for AuditConfig {
-    fn default() -> Self {
-        Self {
-            retention_days: 365,
-        }
-    }
-}
-
-/// Outbound HTTP (OIDC discovery, the connection test): see `crate::outbound`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct OutboundConfig {
-    /// Off: no outbound request at all (discovery, refresh and the connection
-    /// test are refused), for sites that must never call out.
-    pub enabled: bool,
-    /// Fetch the discovery document when a POST sets `discovery_url`, and fill
-    /// the endpoints from it. Off: the URL is stored as given, nothing fetched.
-    pub resolve_discovery_on_save: bool,
-    /// Seconds to establish a TCP connection.
-    pub connect_timeout_secs: u64,
-    /// Seconds for a whole fetch: connect, TLS, request, redirects, body.
-    pub timeout_secs: u64,
-    /// Largest response body read; a larger one is refused.
-    pub max_response_bytes: u64,
-    /// Redirects followed per fetch (within the same origin only).
-    pub max_redirects: u32,
-    /// Outbound fetches at once, over the whole server; one more fails at once
-    /// (503). Also the most DNS lookups in flight, a lookup abandoned after a
-    /// timeout counting until it ends.
-    pub max_concurrent_fetches: u32,
-    /// Hosts (exact names or IP addresses) that may be reached over plain `http`.
-    /// A list, or one comma-separated string (for the environment variable).
-    #[serde(deserialize_with = "string_list")]
-    pub allow_http_hosts: Vec<String>,
-    /// Hosts (exact names), IP addresses or CIDR networks that may be reached
-    /// although they resolve to loopback, private, link-local or other
-    /// internal addresses.
-    #[serde(deserialize_with = "string_list")]
-    pub allow_private_hosts: Vec<String>,
-    /// PEM file of extra CA certificates trusted besides the built-in web
-    /// roots (a lab identity provider with its own CA).
-    pub extra_ca_file: Option<PathBuf>,
-}
-
-impl Default for OutboundConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            resolve_discovery_on_save: true,
-            connect_timeout_secs: 5,
-            timeout_secs: 15,
-            max_response_bytes: 1 << 20,
-            max_redirects: 3,
-            max_concurrent_fetches: 16,
-            allow_http_hosts: Vec::new(),
-            allow_private_hosts: Vec::new(),
-            extra_ca_file: None,
-        }
-    }
-}
-
-/// A list of strings, from a TOML array or one comma-separated string.
-fn string_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        Many(Vec<String>),
-        One(String),
-    }
-    Ok(match OneOrMany::deserialize(d)? {
-        OneOrMany::Many(v) => v,
-        OneOrMany::One(s) => s
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(str::to_owned)
-            .collect(),
-    })
-}
-
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -244,7 +120,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub log: LogConfig,
     /// Abuse limits (see `crate::limits`).
-    pub limits: crate::limits::LimitsConfig,
+    pub limits: LimitsConfig,
     pub outbound: OutboundConfig,
     /// Folder that relative paths are resolved against (the config file's).
     #[serde(skip)]
@@ -421,7 +297,12 @@ impl Config {
     }
 
     pub fn cache_capacity_bytes(&self) -> u64 {
-        self.storage.cache_capacity_mib.saturating_mul(1 << 20)
+        self.storage.cache_capacity_bytes()
+    }
+
+    /// The outbound client's settings (`[outbound]`, its CA file resolved).
+    pub fn outbound_settings(&self) -> crate::outbound::Settings {
+        crate::outbound::Settings::new(&self.outbound, self.extra_ca_file())
     }
 
     /// Refuse settings that would weaken the appliance or cannot work.
@@ -434,12 +315,7 @@ impl Config {
                 KdfParams::MIN_T_COST
             ))
         })?;
-        if !(1..=65536).contains(&self.storage.cache_capacity_mib) {
-            return Err(ConfigError::Weak(format!(
-                "storage.cache_capacity_mib = {} is outside 1..=65536",
-                self.storage.cache_capacity_mib
-            )));
-        }
+        self.storage.validate().map_err(ConfigError::Weak)?;
         if self.server.bind.parse::<std::net::SocketAddr>().is_err()
             && !self.server.bind.contains(':')
         {
@@ -455,26 +331,15 @@ impl Config {
                 self.security.rotate_after_encryptions
             )));
         }
-        if !(1..=MAX_RETENTION_DAYS).contains(&self.audit.retention_days) {
-            return Err(ConfigError::Weak(format!(
-                "audit.retention_days = {} is outside 1..={MAX_RETENTION_DAYS} (days; \
-                 {MAX_RETENTION_DAYS} is 100 years)",
-                self.audit.retention_days
-            )));
-        }
+        self.audit.validate().map_err(ConfigError::Weak)?;
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             return Err(ConfigError::Weak(
                 "set both server.tls_cert and server.tls_key, or neither".into(),
             ));
         }
         self.limits.validate().map_err(ConfigError::Weak)?;
-        crate::outbound::validate_config(&self.outbound).map_err(ConfigError::Weak)?;
-        if !matches!(self.log.format.as_str(), "text" | "json") {
-            return Err(ConfigError::Weak(format!(
-                "log.format = {:?}: use \"text\" or \"json\"",
-                self.log.format
-            )));
-        }
+        self.outbound.validate().map_err(ConfigError::Weak)?;
+        self.log.validate().map_err(ConfigError::Weak)?;
         Ok(())
     }
 

@@ -29,10 +29,37 @@ use actix_web::{web, App};
 
 pub use vault::Vault;
 
+/// What the handlers share, each its own application data: the vault (the
+/// service layer), the outbound client (OIDC discovery and the connection
+/// test) and the metrics (the request log records into them).
+#[derive(Clone)]
+pub struct AppData {
+    pub vault: web::Data<Vault>,
+    pub outbound: web::Data<outbound::Outbound>,
+    pub metrics: web::Data<metrics::Metrics>,
+}
+
+impl AppData {
+    /// The outbound client from the configuration and fresh metrics, beside
+    /// `vault` (whose group commit reports into `metrics.commit` when the vault
+    /// was opened with it).
+    pub fn new(
+        vault: web::Data<Vault>,
+        outbound: outbound::Outbound,
+        metrics: metrics::Metrics,
+    ) -> Self {
+        Self {
+            vault,
+            outbound: web::Data::new(outbound),
+            metrics: web::Data::new(metrics),
+        }
+    }
+}
+
 /// The application: every route, the request log and the security headers,
 /// with the default abuse limits.
 pub fn app(
-    vault: web::Data<Vault>,
+    data: AppData,
 ) -> App<
     impl ServiceFactory<
         ServiceRequest,
@@ -42,13 +69,13 @@ pub fn app(
         InitError = (),
     >,
 > {
-    app_with_limits(vault, web::Data::new(limits::Limits::default()))
+    app_with_limits(data, web::Data::new(limits::Limits::default()))
 }
 
 /// [`app`] with the given limits (shared by every worker of a server), served
 /// over plain HTTP.
 pub fn app_with_limits(
-    vault: web::Data<Vault>,
+    data: AppData,
     limits: web::Data<limits::Limits>,
 ) -> App<
     impl ServiceFactory<
@@ -59,7 +86,7 @@ pub fn app_with_limits(
         InitError = (),
     >,
 > {
-    app_serving(vault, limits, Transport::PlainHttp)
+    app_serving(data, limits, Transport::PlainHttp)
 }
 
 /// How the server is reached, for the headers that depend on it.
@@ -78,7 +105,7 @@ pub const HSTS: &str = "max-age=31536000";
 
 /// [`app_with_limits`] for a server reached over `transport`.
 pub fn app_serving(
-    vault: web::Data<Vault>,
+    data: AppData,
     limits: web::Data<limits::Limits>,
     transport: Transport,
 ) -> App<
@@ -91,7 +118,9 @@ pub fn app_serving(
     >,
 > {
     App::new()
-        .app_data(vault)
+        .app_data(data.vault)
+        .app_data(data.outbound)
+        .app_data(data.metrics)
         .app_data(limits)
         .wrap(
             DefaultHeaders::new()

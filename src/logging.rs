@@ -17,8 +17,8 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter}
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogConfig;
 use crate::time::{format_micros, now_micros};
+use serde::Deserialize;
 
 /// Overrides `log.level` when set.
 pub const ENV_LOG: &str = "OIDCVAULT_LOG";
@@ -28,6 +28,46 @@ const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10)
 /// Beyond this many bytes waiting, the thread that logs writes them out itself
 /// (back-pressure: a line is never dropped, and memory stays bounded).
 const MAX_PENDING_BYTES: usize = 4 << 20;
+
+/// The `[log]` section of the configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter: `info`, `debug`, `oidcvault=debug,warn`, ...
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+impl LogConfig {
+    /// Refuse a format or a level filter that cannot work (a bad `log.level`
+    /// would otherwise silently become `info`).
+    pub fn validate(&self) -> Result<(), String> {
+        if !matches!(self.format.as_str(), "text" | "json") {
+            return Err(format!(
+                "log.format = {:?}: use \"text\" or \"json\"",
+                self.format
+            ));
+        }
+        EnvFilter::try_new(&self.level).map_err(|e| {
+            format!(
+                "log.level = {:?} is not a tracing filter ({e}); use e.g. \"info\", \"debug\" \
+                 or \"oidcvault=debug,warn\"",
+                self.level
+            )
+        })?;
+        Ok(())
+    }
+}
 
 /// Install the global subscriber, writing to stderr. `OIDCVAULT_LOG` wins over
 /// `level_override` (used by the offline commands), which wins over `log.level`.
@@ -330,8 +370,11 @@ pub async fn log_request(
                 latency_us,
                 "request"
             );
-            if let Some(vault) = r.request().app_data::<actix_web::web::Data<crate::Vault>>() {
-                vault.metrics().observe_request(
+            if let Some(metrics) = r
+                .request()
+                .app_data::<actix_web::web::Data<crate::metrics::Metrics>>()
+            {
+                metrics.observe_request(
                     method.as_str(),
                     &route,
                     r.status().as_u16(),

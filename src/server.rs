@@ -38,9 +38,14 @@ pub fn tls_config(cert: &Path, key: &Path) -> std::io::Result<rustls::ServerConf
 
 /// Serve until SIGTERM or Ctrl-C, then stop accepting, let in-flight requests
 /// finish (up to `server.shutdown_timeout_secs`), make everything durable, return.
-pub async fn serve(config: &Config, vault: Vault) -> std::io::Result<()> {
+pub async fn serve(
+    config: &Config,
+    vault: Vault,
+    outbound: crate::outbound::Outbound,
+    metrics: crate::metrics::Metrics,
+) -> std::io::Result<()> {
     let vault = web::Data::new(vault);
-    let factory_vault = vault.clone();
+    let data = crate::AppData::new(vault.clone(), outbound, metrics);
     let limits = web::Data::new(crate::limits::Limits::new(config.limits.clone()));
     let transport = if config.tls().is_some() {
         crate::Transport::Tls
@@ -50,11 +55,10 @@ pub async fn serve(config: &Config, vault: Vault) -> std::io::Result<()> {
     // Per-address connection cap: counted as actix hands each connection over
     // (before any bind: actix captures the hook when a listener is bound).
     let connections = limits.connections.clone();
-    let mut server = HttpServer::new(move || {
-        crate::app_serving(factory_vault.clone(), limits.clone(), transport)
-    })
-    .on_connect(move |io, data| crate::api::middleware::on_connect(&connections, io, data))
-    .shutdown_timeout(config.server.shutdown_timeout_secs);
+    let mut server =
+        HttpServer::new(move || crate::app_serving(data.clone(), limits.clone(), transport))
+            .on_connect(move |io, data| crate::api::middleware::on_connect(&connections, io, data))
+            .shutdown_timeout(config.server.shutdown_timeout_secs);
     // Abuse limits: connection cap (actix counts per worker), timeouts.
     let l = &config.limits;
     server = server

@@ -495,7 +495,8 @@ async fn counts_equal_a_full_scan_after_every_kind_of_write() {
     use oidcvault::vault::TokenTarget;
     let dir = tempfile::tempdir().unwrap();
     let vault = actix_web::web::Data::new(open_vault(dir.path()));
-    let app = actix_web::test::init_service(oidcvault::app(vault.clone())).await;
+    let data = app_data(&oidcvault::config::Config::default(), vault.clone());
+    let app = actix_web::test::init_service(oidcvault::app(data)).await;
     let (_, op) = vault
         .create_token(&TokenTarget::Operator, None)
         .await
@@ -607,7 +608,7 @@ async fn hsts_is_sent_on_every_answer_over_tls_only() {
     let env = Env::new();
     let limits = actix_web::web::Data::new(oidcvault::limits::Limits::default());
     let tls = actix_web::test::init_service(oidcvault::app_serving(
-        env.vault.clone(),
+        env.data.clone(),
         limits.clone(),
         oidcvault::Transport::Tls,
     ))

@@ -1069,7 +1069,7 @@ async fn provider_refresh_reports_a_changed_endpoint_and_bad_urls_are_400() {
     // `bad_discovery_urls_are_400_and_nothing_is_stored`, against a stub.)
     let before = env.vault.get_config(&domain).unwrap();
     let doc: Value = {
-        let outbound = env.vault.outbound().clone();
+        let outbound = oidcvault::outbound::Outbound::clone(&env.data.outbound);
         let url = moved.discovery_url();
         actix_web::web::block(move || outbound.get(&url, "application/json"))
             .await

@@ -36,11 +36,9 @@ async fn failed_authentication_is_limited_per_address_and_others_are_served() {
         auth_failure_window_secs: 60,
         ..LimitsConfig::default()
     }));
-    let app = actix_web::test::init_service(oidcvault::app_with_limits(
-        env.vault.clone(),
-        limits.clone(),
-    ))
-    .await;
+    let app =
+        actix_web::test::init_service(oidcvault::app_with_limits(env.data.clone(), limits.clone()))
+            .await;
     let bad = "ovt_1_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
     for i in 0..3 {
         let r = call(&app, get(CONFIG_PATH, bad).peer_addr(peer("192.0.2.66"))).await;
@@ -104,11 +102,9 @@ async fn a_flood_of_other_addresses_does_not_lift_a_block() {
         auth_failure_window_secs: 600,
         ..LimitsConfig::default()
     }));
-    let app = actix_web::test::init_service(oidcvault::app_with_limits(
-        env.vault.clone(),
-        limits.clone(),
-    ))
-    .await;
+    let app =
+        actix_web::test::init_service(oidcvault::app_with_limits(env.data.clone(), limits.clone()))
+            .await;
     let bad = "ovt_1_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
     let attacker = peer("192.0.2.66");
     for _ in 0..3 {
@@ -146,7 +142,7 @@ async fn an_oversized_head_is_refused_before_authentication() {
         max_header_bytes: 2048,
         ..LimitsConfig::default()
     }));
-    let app = actix_web::test::init_service(oidcvault::app_with_limits(env.vault, limits)).await;
+    let app = actix_web::test::init_service(oidcvault::app_with_limits(env.data, limits)).await;
     let big = "x".repeat(3000);
     // No token at all: still 431, not 401 (refused before anything else).
     let r = call(

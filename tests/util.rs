@@ -50,6 +50,8 @@ pub struct Env {
     /// Removed when the test ends.
     _dir: tempfile::TempDir,
     pub vault: web::Data<Vault>,
+    /// What the real app shares: the vault above, the outbound client, metrics.
+    pub data: oidcvault::AppData,
 }
 
 impl Env {
@@ -69,10 +71,19 @@ impl Env {
             PASSPHRASE.to_owned(),
         )];
         let config = Config::load_with_env(Some(&path), &env).expect("config");
-        let (vault, _) = Vault::open(&config, &env).expect("open vault");
+        // As the server does: the group commit reports into the app's metrics.
+        let metrics = oidcvault::metrics::Metrics::new().expect("metrics");
+        let secrets = oidcvault::config::EnvSecrets::from_env(&env);
+        let (vault, _) =
+            Vault::open_with_secrets(&config, &env, &secrets, Some(metrics.commit.clone()))
+                .expect("open vault");
+        let vault = web::Data::new(vault);
+        let outbound =
+            oidcvault::outbound::Outbound::new(&config.outbound_settings()).expect("outbound");
         Self {
             _dir: dir,
-            vault: web::Data::new(vault),
+            data: oidcvault::AppData::new(vault.clone(), outbound, metrics),
+            vault,
         }
     }
 
@@ -97,11 +108,20 @@ impl Env {
     }
 }
 
+/// The application data `main` builds around a vault: the outbound client from
+/// `config`, and fresh metrics.
+pub fn app_data(config: &Config, vault: web::Data<Vault>) -> oidcvault::AppData {
+    let outbound =
+        oidcvault::outbound::Outbound::new(&config.outbound_settings()).expect("outbound");
+    let metrics = oidcvault::metrics::Metrics::new().expect("metrics");
+    oidcvault::AppData::new(vault, outbound, metrics)
+}
+
 /// The real application, as `main` builds it.
 #[macro_export]
 macro_rules! app {
     ($env:expr) => {
-        actix_web::test::init_service(oidcvault::app($env.vault.clone())).await
+        actix_web::test::init_service(oidcvault::app($env.data.clone())).await
     };
 }
 

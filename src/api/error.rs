@@ -11,8 +11,7 @@ use actix_web::{HttpResponse, ResponseError};
 use rand::RngCore;
 use serde_json::json;
 
-use crate::store::StoreError;
-use crate::vault::{FieldErrors, VaultError};
+use crate::vault::{FieldErrors, StorageFailure, VaultError};
 
 pub const ENTERPRISE_DOMAIN_NOT_FOUND: &str = "Enterprise domain not found";
 
@@ -93,32 +92,26 @@ impl ApiError {
     }
 }
 
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
-        VaultError::Store(e).into()
-    }
-}
-
 impl From<VaultError> for ApiError {
     fn from(e: VaultError) -> Self {
         match e {
             VaultError::Invalid(fields) => ApiError::Validation(fields),
             VaultError::NotFound => ApiError::NotFound("Not found."),
-            VaultError::Store(StoreError::DomainNotFound) => {
-                ApiError::NotFound(ENTERPRISE_DOMAIN_NOT_FOUND)
-            }
-            VaultError::Store(StoreError::DiskFull { .. }) => ApiError::DiskFull,
-            // A failed group commit stops the store for good (fail-stop): the
-            // write that met it and every request after it get the same answer.
-            VaultError::Store(ref s @ (StoreError::Failed | StoreError::Durability(_))) => {
-                let correlation_id = correlation_id();
-                tracing::error!(%correlation_id, error = %s, "storage unavailable");
-                ApiError::StoreFailed { correlation_id }
-            }
-            VaultError::Store(ref s @ (StoreError::Closed | StoreError::Io { .. })) => {
-                ApiError::unavailable(s)
-            }
-            other => ApiError::internal(&other),
+            ref e => match e.storage_failure() {
+                Some(StorageFailure::DomainNotFound) => {
+                    ApiError::NotFound(ENTERPRISE_DOMAIN_NOT_FOUND)
+                }
+                Some(StorageFailure::DiskFull) => ApiError::DiskFull,
+                // A failed group commit stops the store for good (fail-stop): the
+                // write that met it and every request after it get the same answer.
+                Some(StorageFailure::Failed) => {
+                    let correlation_id = correlation_id();
+                    tracing::error!(%correlation_id, error = %e, "storage unavailable");
+                    ApiError::StoreFailed { correlation_id }
+                }
+                Some(StorageFailure::Unavailable) => ApiError::unavailable(e),
+                None => ApiError::internal(e),
+            },
         }
     }
 }

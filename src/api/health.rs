@@ -6,6 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::{authenticate, method_not_allowed, openapi, require_operator, ApiError};
+use crate::metrics::Metrics;
 use crate::vault::Vault;
 
 pub const HEALTHZ: &str = "/healthz";
@@ -63,12 +64,15 @@ async fn openapi_json() -> HttpResponse {
 /// a domain token). Figures read from the store are refreshed here; the counts
 /// come from memory (`store::counts`), so a scrape costs the same however many
 /// configs there are.
-async fn metrics(req: HttpRequest, vault: web::Data<Vault>) -> Result<HttpResponse, ApiError> {
+async fn metrics(
+    req: HttpRequest,
+    vault: web::Data<Vault>,
+    m: web::Data<Metrics>,
+) -> Result<HttpResponse, ApiError> {
     require_operator(authenticate(&req, &vault)?)?;
-    let m = vault.metrics();
     m.store_bytes
-        .set(i64::try_from(vault.store().size_on_disk()?).unwrap_or(i64::MAX));
-    let counts = vault.store().counts();
+        .set(i64::try_from(vault.size_on_disk()?).unwrap_or(i64::MAX));
+    let counts = vault.counts();
     m.domains
         .set(i64::try_from(counts.domains).unwrap_or(i64::MAX));
     m.configs

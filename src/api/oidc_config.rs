@@ -6,6 +6,7 @@ use serde_json::value::RawValue;
 
 use super::json::{self, Errors, Kind, MAY_NOT_BE_BLANK};
 use super::{authenticate, enterprise_domain, method_not_allowed, read_json_body, ApiError};
+use crate::outbound::Outbound;
 use crate::time::format_micros;
 use crate::vault::{ConfigPatch, OidcConfig, Patch, Vault};
 
@@ -83,13 +84,14 @@ async fn post_config(
     req: HttpRequest,
     payload: web::Payload,
     vault: web::Data<Vault>,
+    outbound: web::Data<Outbound>,
 ) -> Result<HttpResponse, ApiError> {
     let caller = authenticate(&req, &vault)?;
     let body = read_json_body(&req, payload).await?;
     let domain = enterprise_domain(&req, &vault, caller)?;
-    let mut patch = parse_patch_with(&body, vault.outbound().policy())?;
+    let mut patch = parse_patch_with(&body, outbound.policy())?;
     drop(body); // wiped
-    super::provider::resolve_on_save(&vault, &domain, &mut patch).await?;
+    super::provider::resolve_on_save(&vault, &outbound, &domain, &mut patch).await?;
     let (config, _created) = vault
         .upsert_config(&domain, patch, Some(caller.token_id()))
         .await?;

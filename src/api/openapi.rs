@@ -7,10 +7,10 @@
 use serde_json::{json, Value};
 
 use super::admin::{DOMAIN, DOMAINS, TOKEN, TOKENS};
-use super::provider::{REFRESH as OIDC_REFRESH, TEST as OIDC_TEST};
-use super::oidc_config::PATH as OIDC_CONFIG;
 use super::admin_ops::{AUDIT, BACKUP, KEYS, KEYS_ROTATE};
 use super::health::{HEALTHZ, METRICS, OPENAPI, READYZ};
+use super::oidc_config::PATH as OIDC_CONFIG;
+use super::provider::{REFRESH as OIDC_REFRESH, TEST as OIDC_TEST};
 use super::ui::{APP_CSS, APP_JS, ICON, INDEX};
 use super::DOMAIN_HEADER;
 

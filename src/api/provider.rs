@@ -11,6 +11,7 @@ use super::oidc_config::ConfigResponse;
 use super::{authenticate, enterprise_domain, method_not_allowed, ApiError};
 use crate::oidc::connection_test::{self, Step, StepStatus, TestInput};
 use crate::oidc::discovery::{self, ProviderMetadata};
+use crate::outbound::Outbound;
 use crate::time::{format_micros, now_micros};
 use crate::vault::{
     field_error, needs_discovery_fetch, BoundSecret, ConfigPatch, Discovered, Domain,
@@ -44,8 +45,8 @@ fn endpoints(meta: &ProviderMetadata) -> Discovered {
 
 /// Fetch a discovery document on the blocking pool; a failure is a 400 on
 /// `discovery_url` with the reason (503 when outbound capacity is all in use).
-async fn fetch(vault: &Vault, url: &str) -> Result<ProviderMetadata, ApiError> {
-    let outbound = vault.outbound().clone();
+async fn fetch(outbound: &Outbound, url: &str) -> Result<ProviderMetadata, ApiError> {
+    let outbound = outbound.clone();
     let url = url.to_owned();
     web::block(move || discovery::fetch(&outbound, &url))
         .await
@@ -59,10 +60,11 @@ async fn fetch(vault: &Vault, url: &str) -> Result<ProviderMetadata, ApiError> {
 /// every other check of the request, so a request refused anyway fetches nothing.
 pub(super) async fn resolve_on_save(
     vault: &Vault,
+    outbound: &Outbound,
     domain: &Domain,
     patch: &mut ConfigPatch,
 ) -> Result<(), ApiError> {
-    if !vault.outbound().resolve_discovery_on_save() {
+    if !outbound.resolve_discovery_on_save() {
         return Ok(());
     }
     let Patch::Set(url) = &patch.discovery_url else {
@@ -77,7 +79,7 @@ pub(super) async fn resolve_on_save(
     vault.check_discovery_binding(domain, patch)?;
     let doc = if needs_discovery_fetch(patch, current.as_ref()) {
         let url = url.clone();
-        Some(endpoints(&fetch(vault, &url).await?))
+        Some(endpoints(&fetch(outbound, &url).await?))
     } else {
         None
     };
@@ -101,7 +103,11 @@ fn origin_label(url: &str) -> String {
 }
 
 /// Re-read the discovery document and bring managed endpoints up to date.
-async fn refresh(req: HttpRequest, vault: web::Data<Vault>) -> Result<HttpResponse, ApiError> {
+async fn refresh(
+    req: HttpRequest,
+    vault: web::Data<Vault>,
+    outbound: web::Data<Outbound>,
+) -> Result<HttpResponse, ApiError> {
     let caller = authenticate(&req, &vault)?;
     let domain = enterprise_domain(&req, &vault, caller)?;
     let Some(config) = vault.get_config(&domain)? else {
@@ -127,7 +133,7 @@ async fn refresh(req: HttpRequest, vault: web::Data<Vault>) -> Result<HttpRespon
             ),
         )
         .await?;
-    let meta = fetch(&vault, &url).await?;
+    let meta = fetch(&outbound, &url).await?;
     let report = vault
         .refresh_discovery(&domain, &url, &endpoints(&meta), Some(caller.token_id()))
         .await?;
@@ -161,7 +167,11 @@ fn step_json(s: &Step) -> Value {
 }
 
 /// Test the stored configuration against the provider, without a user.
-async fn test(req: HttpRequest, vault: web::Data<Vault>) -> Result<HttpResponse, ApiError> {
+async fn test(
+    req: HttpRequest,
+    vault: web::Data<Vault>,
+    outbound: web::Data<Outbound>,
+) -> Result<HttpResponse, ApiError> {
     let caller = authenticate(&req, &vault)?;
     let domain = enterprise_domain(&req, &vault, caller)?;
     if vault.get_config(&domain)?.is_none() {
@@ -203,7 +213,7 @@ async fn test(req: HttpRequest, vault: web::Data<Vault>) -> Result<HttpResponse,
         client_id: config.client_id,
         secret_origin: origin,
     };
-    let outbound = vault.outbound().clone();
+    let outbound = Outbound::clone(&outbound);
     let started = now_micros();
     let steps = web::block(move || {
         let steps = connection_test::test_connection(&outbound, &input, &secret);

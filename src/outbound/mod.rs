@@ -20,7 +20,10 @@
 //! queueing or starting another thread: a slow or hanging provider or resolver
 //! cannot pile up threads or hold every blocking worker.
 
+mod config;
 pub mod guard;
+
+pub use config::OutboundConfig;
 
 use std::fmt;
 use std::io::Read;
@@ -34,49 +37,12 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use url::Url;
 
-use crate::config::{Config, ConfigError, OutboundConfig};
 pub use guard::{classify, AddressClass, Policy, Refused};
 
 /// Resolves a host name to addresses (the system resolver; tests inject one).
 pub type ResolveFn = dyn Fn(&str, u16) -> std::io::Result<Vec<IpAddr>> + Send + Sync;
 
 const USER_AGENT: &str = concat!("oidcvault/", env!("CARGO_PKG_VERSION"));
-
-/// Bounds of the `[outbound]` settings.
-pub fn validate_config(c: &OutboundConfig) -> Result<(), String> {
-    if !(1..=120).contains(&c.connect_timeout_secs) {
-        return Err(format!(
-            "outbound.connect_timeout_secs = {} is outside 1..=120",
-            c.connect_timeout_secs
-        ));
-    }
-    if !(1..=600).contains(&c.timeout_secs) {
-        return Err(format!(
-            "outbound.timeout_secs = {} is outside 1..=600",
-            c.timeout_secs
-        ));
-    }
-    if !(1024..=(64 << 20)).contains(&c.max_response_bytes) {
-        return Err(format!(
-            "outbound.max_response_bytes = {} is outside 1024..=67108864",
-            c.max_response_bytes
-        ));
-    }
-    if !(1..=1024).contains(&c.max_concurrent_fetches) {
-        return Err(format!(
-            "outbound.max_concurrent_fetches = {} is outside 1..=1024",
-            c.max_concurrent_fetches
-        ));
-    }
-    if c.max_redirects > 10 {
-        return Err(format!(
-            "outbound.max_redirects = {} is more than 10",
-            c.max_redirects
-        ));
-    }
-    Policy::new(&c.allow_http_hosts, &c.allow_private_hosts)?;
-    Ok(())
-}
 
 /// The outbound client's settings, as plain values (from `[outbound]`).
 #[derive(Debug, Clone)]
@@ -97,8 +63,9 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn from_config(config: &Config) -> Self {
-        let c = &config.outbound;
+    /// From the `[outbound]` section; `extra_ca_file` is its CA file, resolved
+    /// against the config file's folder by the caller.
+    pub fn new(c: &OutboundConfig, extra_ca_file: Option<std::path::PathBuf>) -> Self {
         Self {
             connect_timeout: Duration::from_secs(c.connect_timeout_secs),
             timeout: Duration::from_secs(c.timeout_secs),
@@ -107,7 +74,7 @@ impl Settings {
             max_concurrent_fetches: c.max_concurrent_fetches as usize,
             allow_http_hosts: c.allow_http_hosts.clone(),
             allow_private_hosts: c.allow_private_hosts.clone(),
-            extra_ca_file: config.extra_ca_file(),
+            extra_ca_file,
             resolve_discovery_on_save: c.resolve_discovery_on_save,
             enabled: c.enabled,
         }
@@ -116,7 +83,7 @@ impl Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self::from_config(&Config::default())
+        Self::new(&OutboundConfig::default(), None)
     }
 }
 
@@ -365,11 +332,6 @@ impl Outbound {
             fetches: Slots::new(settings.max_concurrent_fetches.max(1)),
             lookups: Slots::new(settings.max_concurrent_fetches.max(1)),
         })
-    }
-
-    /// From the `[outbound]` section (reads `outbound.extra_ca_file`).
-    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
-        Self::new(&Settings::from_config(config)).map_err(ConfigError::Weak)
     }
 
     /// Replace the name resolver (tests: names without DNS).

@@ -31,6 +31,7 @@
 //! the chain goes on from it. [`Store::verify_audit_chain`] walks it all.
 
 mod commit;
+mod config;
 mod counts;
 pub mod fsutil;
 mod records;
@@ -43,6 +44,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::Transactional;
 
 pub use commit::{CommitMetrics, CommitStats};
+pub use config::StorageConfig;
 pub use records::{
     origin_of, AuditRecord, ConfigRecord, DomainRecord, TokenRecord, TokenScope, Versioned,
 };

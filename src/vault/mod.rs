@@ -11,7 +11,7 @@ mod binding;
 mod endpoints;
 mod keys;
 
-pub use audit::{AuditEvent, AuditQuery};
+pub use audit::{AuditConfig, AuditEvent, AuditQuery, MAX_RETENTION_DAYS};
 pub use backup::BackupInfo;
 pub use endpoints::{
     needs_fetch as needs_discovery_fetch, Discovered, EndpointChange, EndpointKept, EndpointSource,
@@ -28,10 +28,9 @@ use crate::crypto::{
     self, mask_secret, CryptoError, Field, Kek, Keyring, KeyringFile, SealContext, SecretString,
     TokenString, KEYRING_FILE_NAME,
 };
-use crate::metrics::Metrics;
 use crate::store::{
-    fsutil, Abort, AuditRecord, ConfigRecord, DomainRecord, Store, StoreError, StoreOptions,
-    TokenRecord, TokenScope,
+    fsutil, Abort, AuditRecord, CommitMetrics, ConfigRecord, DomainRecord, Store, StoreError,
+    StoreOptions, TokenRecord, TokenScope,
 };
 use crate::time::now_micros;
 
@@ -65,10 +64,40 @@ pub enum VaultError {
     Invalid(FieldErrors),
     #[error("not found")]
     NotFound,
-    #[error("metrics: {0}")]
-    Metrics(#[from] prometheus::Error),
     #[error("{0}")]
     Operation(String),
+}
+
+/// What a caller of the vault needs to know of a storage failure, without the
+/// store's own error type (which stays below this layer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageFailure {
+    /// The enterprise domain named is gone.
+    DomainNotFound,
+    /// Below the free-space reserve: nothing was changed; retry once space is freed.
+    DiskFull,
+    /// A write failed to reach disk: the store stopped serving (fail-stop) until
+    /// a restart.
+    Failed,
+    /// The store is closed or cannot be read right now.
+    Unavailable,
+}
+
+impl VaultError {
+    /// The storage failure behind this error, if it is one the caller answers
+    /// in its own way (the API: 404, 503); `None` for anything else.
+    pub fn storage_failure(&self) -> Option<StorageFailure> {
+        match self {
+            VaultError::Store(s) => match s {
+                StoreError::DomainNotFound => Some(StorageFailure::DomainNotFound),
+                StoreError::DiskFull { .. } => Some(StorageFailure::DiskFull),
+                StoreError::Failed | StoreError::Durability(_) => Some(StorageFailure::Failed),
+                StoreError::Closed | StoreError::Io { .. } => Some(StorageFailure::Unavailable),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
 }
 
 impl<E: Into<VaultError>> From<Abort<E>> for VaultError {
@@ -306,8 +335,6 @@ pub struct Vault {
     audit_retention_days: u32,
     rotation: tokio::sync::Mutex<()>,
     wake: tokio::sync::Notify,
-    metrics: Metrics,
-    outbound: crate::outbound::Outbound,
     /// Domains with a connection test or discovery refresh running.
     outbound_jobs: Mutex<std::collections::HashSet<u64>>,
 }
@@ -377,19 +404,21 @@ impl Vault {
         config: &Config,
         env: &[(String, String)],
     ) -> Result<(Self, OpenReport), VaultError> {
-        Self::open_with_secrets(config, env, &EnvSecrets::from_env(env))
+        Self::open_with_secrets(config, env, &EnvSecrets::from_env(env), None)
     }
 
     /// As [`Vault::open`], with the secret variables (the master passphrase)
     /// given apart from the rest of the environment, as the command line holds them.
+    /// `commit_metrics`: where the group commit reports its batches (the
+    /// server's metrics), if anywhere.
     pub fn open_with_secrets(
         config: &Config,
         env: &[(String, String)],
         secrets: &EnvSecrets,
+        commit_metrics: Option<CommitMetrics>,
     ) -> Result<(Self, OpenReport), VaultError> {
         let data_dir = config.data_dir();
         let source = config.master_source(env, secrets);
-        let outbound = crate::outbound::Outbound::from_config(config)?;
         let data_err = |reason: String| VaultError::DataDir {
             path: data_dir.clone(),
             reason,
@@ -470,12 +499,11 @@ impl Vault {
         report.permissions_tightened =
             fsutil::make_private_trees(&[&data_dir, &config.backup_dir()])
                 .map_err(|e| VaultError::Operation(e.to_string()))?;
-        let metrics = Metrics::new()?;
         let store = Store::open(
             &data_dir,
             &StoreOptions {
                 cache_capacity_bytes: config.cache_capacity_bytes(),
-                commit_metrics: Some(metrics.commit.clone()),
+                commit_metrics,
             },
         )?;
         store.set_disk_reserve(config.limits.disk_reserve_bytes());
@@ -500,8 +528,6 @@ impl Vault {
                 rotation: tokio::sync::Mutex::new(()),
                 wake: tokio::sync::Notify::new(),
                 outbound_jobs: Mutex::default(),
-                metrics,
-                outbound,
             },
             report,
         ))
@@ -513,15 +539,6 @@ impl Vault {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
-    }
-
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
-
-    /// The outbound HTTP client and its SSRF guard (`[outbound]`).
-    pub fn outbound(&self) -> &crate::outbound::Outbound {
-        &self.outbound
     }
 
     /// Count one encryption under the active term, reserving ahead in the store;
@@ -610,6 +627,17 @@ impl Vault {
             mask_secret(secret.expose()),
             keyring.fingerprint(domain_id, "client_secret", secret.expose().as_bytes()),
         ))
+    }
+
+    /// Bytes the store takes on disk (for the metrics).
+    pub fn size_on_disk(&self) -> Result<u64, VaultError> {
+        Ok(self.store.size_on_disk()?)
+    }
+
+    /// Domains, configs and configs per key term, as kept in memory by every
+    /// write (for the metrics).
+    pub fn counts(&self) -> crate::store::Counts {
+        self.store.counts()
     }
 
     pub fn store(&self) -> &Store {
