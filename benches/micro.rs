@@ -12,6 +12,8 @@
 //! `cargo bench --bench micro` runs them all, then prints the ratios
 //! oidcvault / baseline and writes them to `target/bench-results/micro.json`.
 //! `scripts/bench.sh` runs this with the load and scale benchmarks.
+// Tests and benchmarks may unwrap: a panic is their failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use std::collections::BTreeMap;
 use std::fs::File;

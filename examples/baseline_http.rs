@@ -5,6 +5,8 @@
 //! `baseline_http [BIND]` (default `127.0.0.1:0`); prints `listening on http://ADDR`
 //! on stderr. Workers: one per core, as oidcvault's default `server.workers = 0`.
 //! Run by `cargo run --release --example bench -- load` (see BENCHMARKS.md).
+// Tests and benchmarks may unwrap: a panic is their failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 #![forbid(unsafe_code)]
 
 use actix_web::{web, App, HttpResponse, HttpServer};

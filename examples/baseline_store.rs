@@ -11,6 +11,8 @@
 //! oidcvault's default (64 MiB); workers one per core, as oidcvault's default.
 //!
 //! `baseline_store DATA_DIR [BIND]`; prints `listening on http://ADDR` on stderr.
+// Tests and benchmarks may unwrap: a panic is their failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;

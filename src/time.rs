@@ -19,7 +19,7 @@ pub fn now_micros() -> i64 {
 ///
 /// Digits are written directly (years 0 to 9999): `time`'s format-description
 /// interpreter took 2,000 instructions per timestamp, two per API response
-/// (BENCHMARKS.md). Other years go through [`format_described`], same output.
+/// (BENCHMARKS.md). Other years go through `format_described`, same output.
 pub fn format_micros(micros: i64) -> String {
     let Ok(t) = OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000) else {
         return format_described(micros);

@@ -20,6 +20,8 @@
 //! Servers and wrk run under `nice -n -5` (`--nice N`), so that other work on a
 //! shared machine disturbs them less. Results go to `target/bench-results/` (JSON and a Markdown table); scratch
 //! data to `target/bench-work/` (both ignored by git). Only 127.0.0.1 is loaded.
+// Tests and benchmarks may unwrap: a panic is their failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 #![forbid(unsafe_code)]
 
 mod load;

@@ -8,12 +8,12 @@ use super::{authenticate, method_not_allowed, read_json_body, require_operator, 
 use crate::time::format_micros;
 use crate::vault::{Caller, Domain, TokenInfo, TokenTarget, Vault, REQUIRED};
 
-pub const DOMAINS: &str = "/api/v1/admin/domains/";
-pub const DOMAIN: &str = "/api/v1/admin/domains/{id}/";
-pub const TOKENS: &str = "/api/v1/admin/tokens/";
-pub const TOKEN: &str = "/api/v1/admin/tokens/{id}/";
+pub(super) const DOMAINS: &str = "/api/v1/admin/domains/";
+pub(super) const DOMAIN: &str = "/api/v1/admin/domains/{id}/";
+pub(super) const TOKENS: &str = "/api/v1/admin/tokens/";
+pub(super) const TOKEN: &str = "/api/v1/admin/tokens/{id}/";
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource([DOMAINS, DOMAINS.trim_end_matches('/')])
             .route(web::get().to(list_domains))

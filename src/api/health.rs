@@ -9,12 +9,12 @@ use super::{authenticate, method_not_allowed, openapi, require_operator, ApiErro
 use crate::metrics::Metrics;
 use crate::vault::Vault;
 
-pub const HEALTHZ: &str = "/healthz";
-pub const READYZ: &str = "/readyz";
-pub const OPENAPI: &str = "/api/v1/openapi.json";
-pub const METRICS: &str = "/metrics";
+pub(super) const HEALTHZ: &str = "/healthz";
+pub(super) const READYZ: &str = "/readyz";
+pub(super) const OPENAPI: &str = "/api/v1/openapi.json";
+pub(super) const METRICS: &str = "/metrics";
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     let get_only = || web::to(method_not_allowed("GET"));
     cfg.service(
         web::resource(HEALTHZ)

@@ -13,12 +13,12 @@ use super::ApiError;
 use crate::crypto::SecretString;
 use crate::vault::{field_error, FieldErrors};
 
-pub const NOT_A_STRING: &str = "Not a valid string.";
-pub const MAY_NOT_BE_NULL: &str = "This field may not be null.";
-pub const MAY_NOT_BE_BLANK: &str = "This field may not be blank.";
+pub(super) const NOT_A_STRING: &str = "Not a valid string.";
+pub(super) const MAY_NOT_BE_NULL: &str = "This field may not be null.";
+pub(super) const MAY_NOT_BE_BLANK: &str = "This field may not be blank.";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(super) enum Kind {
     Null,
     Bool,
     Number,
@@ -27,7 +27,7 @@ pub enum Kind {
     Object,
 }
 
-pub fn kind(raw: &RawValue) -> Kind {
+pub(super) fn kind(raw: &RawValue) -> Kind {
     match raw.get().trim_start().as_bytes().first() {
         Some(b'n') => Kind::Null,
         Some(b't' | b'f') => Kind::Bool,
@@ -39,10 +39,10 @@ pub fn kind(raw: &RawValue) -> Kind {
 }
 
 /// A JSON object body: field name → raw value (borrowed from the body).
-pub struct Object<'a>(BTreeMap<String, &'a RawValue>);
+pub(super) struct Object<'a>(BTreeMap<String, &'a RawValue>);
 
 impl<'a> Object<'a> {
-    pub fn get(&self, field: &str) -> Option<&'a RawValue> {
+    pub(super) fn get(&self, field: &str) -> Option<&'a RawValue> {
         self.0.get(field).copied()
     }
 }
@@ -50,7 +50,7 @@ impl<'a> Object<'a> {
 /// Parse a body as a JSON object. An empty body counts as `{}` (as DRF's parser
 /// yields empty data); malformed JSON is a 400 `detail`, another JSON type a 400
 /// `non_field_errors`, as DRF answers.
-pub fn parse_object(body: &[u8]) -> Result<Object<'_>, ApiError> {
+pub(super) fn parse_object(body: &[u8]) -> Result<Object<'_>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Object(BTreeMap::new()));
     }
@@ -78,7 +78,7 @@ pub fn parse_object(body: &[u8]) -> Result<Object<'_>, ApiError> {
 }
 
 /// A JSON string value, or the DRF message for what it is instead.
-pub fn string(raw: &RawValue) -> Result<String, &'static str> {
+pub(super) fn string(raw: &RawValue) -> Result<String, &'static str> {
     match kind(raw) {
         Kind::String => serde_json::from_str(raw.get()).map_err(|_| NOT_A_STRING),
         Kind::Null => Err(MAY_NOT_BE_NULL),
@@ -87,7 +87,7 @@ pub fn string(raw: &RawValue) -> Result<String, &'static str> {
 }
 
 /// As [`string`], straight into a zeroizing buffer.
-pub fn secret(raw: &RawValue) -> Result<SecretString, &'static str> {
+pub(super) fn secret(raw: &RawValue) -> Result<SecretString, &'static str> {
     match kind(raw) {
         Kind::String => serde_json::from_str(raw.get()).map_err(|_| NOT_A_STRING),
         Kind::Null => Err(MAY_NOT_BE_NULL),
@@ -97,10 +97,10 @@ pub fn secret(raw: &RawValue) -> Result<SecretString, &'static str> {
 
 /// Collects field errors across a whole body, so one answer lists them all.
 #[derive(Default)]
-pub struct Errors(FieldErrors);
+pub(super) struct Errors(FieldErrors);
 
 impl Errors {
-    pub fn add(&mut self, field: &str, message: impl Into<String>) {
+    pub(super) fn add(&mut self, field: &str, message: impl Into<String>) {
         self.0
             .entry(field.to_owned())
             .or_default()
@@ -108,7 +108,7 @@ impl Errors {
     }
 
     /// `Ok(value)` when no error was recorded.
-    pub fn finish<T>(self, value: T) -> Result<T, ApiError> {
+    pub(super) fn finish<T>(self, value: T) -> Result<T, ApiError> {
         if self.0.is_empty() {
             Ok(value)
         } else {

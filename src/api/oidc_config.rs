@@ -10,18 +10,18 @@ use crate::outbound::Outbound;
 use crate::time::format_micros;
 use crate::vault::{ConfigPatch, OidcConfig, Patch, Vault};
 
-pub const PATH: &str = "/api/v1/enterprises/oidc/config/";
+pub(super) const PATH: &str = "/api/v1/enterprises/oidc/config/";
 const CLIENT_ID_MAX_CHARS: usize = 255;
 const CLIENT_SECRET_MAX_BYTES: usize = 4096;
 const URL_MAX_CHARS: usize = 2048;
-pub const URL_FIELDS: [&str; 4] = [
+pub(super) const URL_FIELDS: [&str; 4] = [
     "discovery_url",
     "authorization_endpoint",
     "token_endpoint",
     "userinfo_endpoint",
 ];
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     // One resource per spelling (with and without the trailing slash): a resource
     // given a list of paths is matched with a regex set, which took a fifth of
     // the instructions of a request; a single static path is a string compare.
@@ -39,7 +39,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// `EnterpriseOIDCConfig` as the seed defines it. `client_secret` carries the
 /// masked form: the plaintext never leaves the server.
 #[derive(Debug, Serialize)]
-pub struct ConfigResponse {
+pub(super) struct ConfigResponse {
     pub id: u64,
     pub enterprise_domain: u64,
     pub client_id: String,
@@ -217,7 +217,7 @@ fn url_field(raw: &RawValue, outbound: &crate::outbound::Policy) -> Result<Patch
     Ok(Patch::Set(value))
 }
 
-pub fn check_url(value: &str) -> Result<(), String> {
+pub(super) fn check_url(value: &str) -> Result<(), String> {
     const INVALID: &str = "Enter a valid URL.";
     // No white space or control character anywhere (the URL parser would
     // silently percent-encode or drop some of them).

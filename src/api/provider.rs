@@ -18,10 +18,10 @@ use crate::vault::{
     EndpointSource, Patch, Vault,
 };
 
-pub const REFRESH: &str = "/api/v1/enterprises/oidc/config/refresh/";
-pub const TEST: &str = "/api/v1/enterprises/oidc/config/test/";
+pub(super) const REFRESH: &str = "/api/v1/enterprises/oidc/config/refresh/";
+pub(super) const TEST: &str = "/api/v1/enterprises/oidc/config/test/";
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource([REFRESH, REFRESH.trim_end_matches('/')])
             .route(web::post().to(refresh))

@@ -10,7 +10,7 @@ use super::{client_key, report_poisoned, CONNECTION_POISON_REPORTED};
 /// an IPv4 address or an IPv6 /64), capped at
 /// `limits.max_connections_per_address` so that one address cannot hold every
 /// connection slot. Counted when a connection is accepted (actix's `on_connect`,
-/// see [`on_connect`]); a [`ConnectionSlot`] gives its count back when the
+/// see `api::middleware::on_connect`); a [`ConnectionSlot`] gives its count back when the
 /// connection ends.
 pub struct ConnectionLimiter {
     max: u32,

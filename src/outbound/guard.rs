@@ -10,7 +10,7 @@
 //!   the host, the address or its network in `outbound.allow_private_hosts`.
 //!   Cloud-metadata addresses are admitted only when listed as that exact address.
 //! - The connection then goes to exactly the checked addresses (see
-//!   [`super::PinnedResolver`]), so a second DNS answer cannot switch it.
+//!   `PinnedResolver`), so a second DNS answer cannot switch it.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -35,7 +35,7 @@ type Waiter = oneshot::Sender<Result<(), String>>;
 
 /// Run by the flusher before each flush: a last write that every flush must
 /// carry (the audit chain's anchor), once per batch instead of once per write.
-pub type BeforeFlush = Box<dyn FnMut() -> Result<(), String> + Send>;
+pub(super) type BeforeFlush = Box<dyn FnMut() -> Result<(), String> + Send>;
 
 /// Where the flusher reports each batch: its size and the time its flush and
 /// fsync took.

@@ -71,7 +71,7 @@ pub fn origin_of(url: &str) -> Option<String> {
 /// Version 2 (the current one). Fields are encoded in declaration order.
 /// Version 1 had neither `discovered_endpoints` (added later at its end without
 /// a version bump: such records simply end earlier) nor `secret_origin`; see
-/// [`ConfigRecordV1`].
+/// `ConfigRecordV1`.
 #[derive(Clone, PartialEq, Eq, Encode, Decode)]
 pub struct ConfigRecord {
     pub id: u64,
@@ -265,14 +265,14 @@ pub struct AuditCheckpoint {
 
 /// The MAC of the chain's start (before the first chained event) and of a
 /// legacy event.
-pub const GENESIS: [u8; 32] = [0; 32];
+pub(super) const GENESIS: [u8; 32] = [0; 32];
 /// Domain separation of the audit MACs.
-pub const AUDIT_ENTRY_LABEL: &[u8] = b"oidcvault/audit-entry/v2\0";
-pub const AUDIT_HEAD_LABEL: &[u8] = b"oidcvault/audit-head/v2\0";
+pub(super) const AUDIT_ENTRY_LABEL: &[u8] = b"oidcvault/audit-entry/v2\0";
+pub(super) const AUDIT_HEAD_LABEL: &[u8] = b"oidcvault/audit-head/v2\0";
 
 /// A stored audit entry as read back.
 #[derive(Debug)]
-pub enum StoredAudit<'a> {
+pub(super) enum StoredAudit<'a> {
     /// Version 1: no MAC.
     Legacy(AuditRecord),
     /// Version 2, with the bytes its MAC covers (after `prev_id` and the id).

@@ -27,7 +27,7 @@ const SKIP_FOR: Duration = Duration::from_millis(100);
 /// The free-space guard of one store: the reserve, and until when the last
 /// check's answer holds.
 #[derive(Debug)]
-pub struct Guard {
+pub(super) struct Guard {
     reserve: AtomicU64,
     origin: Instant,
     /// Nanoseconds after `origin` until which writes need no check (0: check).
@@ -35,7 +35,7 @@ pub struct Guard {
 }
 
 impl Guard {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             reserve: AtomicU64::new(0),
             origin: Instant::now(),
@@ -43,7 +43,7 @@ impl Guard {
         }
     }
 
-    pub fn set_reserve(&self, bytes: u64) {
+    pub(super) fn set_reserve(&self, bytes: u64) {
         self.reserve.store(bytes, Ordering::Relaxed);
         self.clear_until.store(0, Ordering::Relaxed);
     }
@@ -51,7 +51,7 @@ impl Guard {
     /// `Ok` when the data directory's file system has at least the reserve free
     /// (for an unprivileged process: statvfs `f_bavail`); a reserve of 0
     /// disables the check. Skipped while a recent check found ample room.
-    pub fn check(&self, dir: &Path) -> Result<(), StoreError> {
+    pub(super) fn check(&self, dir: &Path) -> Result<(), StoreError> {
         let reserve = self.reserve.load(Ordering::Relaxed);
         if reserve == 0 {
             return Ok(());

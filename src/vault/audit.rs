@@ -102,17 +102,23 @@ pub(super) fn event(
 }
 
 /// The structured log line of an event.
+///
+/// Values as an operator reads and greps them (`actor=3 domain=acme.com
+/// fields=client_id,token_endpoint`), not Rust's `Debug`: a field without a
+/// value (no actor for the command line, no domain for a key rotation) is left
+/// out of the line; the free-text `detail` is quoted.
 pub(super) fn log_line(e: &AuditRecord) {
+    let fields = e.fields.join(",");
     tracing::info!(
         target: "oidcvault::audit",
         at = %format_micros(e.at),
-        actor = ?e.actor,
+        actor = e.actor,
         action = %e.action,
-        domain_id = ?e.domain_id,
-        domain = ?e.domain,
-        fields = ?e.fields,
-        secret_fingerprint = ?e.secret_fingerprint,
-        detail = ?e.detail,
+        domain_id = e.domain_id,
+        domain = e.domain.as_deref().map(tracing::field::display),
+        fields = (!fields.is_empty()).then_some(tracing::field::display(&fields)),
+        secret_fingerprint = e.secret_fingerprint.as_deref().map(tracing::field::display),
+        detail = e.detail.as_deref(),
         "audit"
     );
 }

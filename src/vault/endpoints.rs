@@ -24,7 +24,7 @@ use crate::store::{AuditRecord, ConfigRecord};
 use crate::time::now_micros;
 
 /// The endpoint fields discovery can fill, in their API order.
-pub const ENDPOINTS: [&str; 3] = [
+pub(super) const ENDPOINTS: [&str; 3] = [
     "authorization_endpoint",
     "token_endpoint",
     "userinfo_endpoint",
@@ -214,7 +214,7 @@ pub struct EndpointKept {
 }
 
 /// The reason of an endpoint kept because it was set by hand.
-pub const KEPT_SET_BY_HAND: &str = "set by hand: a refresh never overwrites it";
+pub(super) const KEPT_SET_BY_HAND: &str = "set by hand: a refresh never overwrites it";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshReport {

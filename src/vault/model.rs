@@ -91,7 +91,7 @@ pub struct ConfigPatch {
     pub endpoint_source: EndpointSource,
 }
 
-/// A running outbound job of one domain (see [`Vault::begin_outbound_job`]).
+/// A running outbound job of one domain (see [`super::Vault::begin_outbound_job`]).
 #[derive(Debug)]
 pub struct OutboundJob<'a> {
     pub(super) jobs: &'a Mutex<std::collections::HashSet<u64>>,
