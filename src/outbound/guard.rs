@@ -11,6 +11,9 @@
 //!   Cloud-metadata addresses are admitted only when listed as that exact address.
 //! - The connection then goes to exactly the checked addresses (see
 //!   `PinnedResolver`), so a second DNS answer cannot switch it.
+//!
+//! One room, over 600 lines: the address classes and their table; more than
+//! a third of the lines are its unit tests, one per class.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -19,6 +19,10 @@
 //! [`FetchError::Busy`] (the API answers 503 with `Retry-After`) instead of
 //! queueing or starting another thread: a slow or hanging provider or resolver
 //! cannot pile up threads or hold every blocking worker.
+//!
+//! One room, over 600 lines: the client, its pinned resolver, the redirect
+//! loop and the fetch and lookup slots all guard the same path (the SSRF
+//! guard's URL and address rules are apart, in [`guard`]).
 
 mod config;
 pub mod guard;
