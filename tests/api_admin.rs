@@ -5,7 +5,7 @@ use actix_web::test::TestRequest;
 use serde_json::{json, Value};
 
 use crate::app;
-use crate::util::*;
+use crate::harness::in_process::*;
 
 fn served_schema(name: &str) -> Value {
     let mut doc = oidcvault::api::openapi::document();

@@ -7,7 +7,7 @@ use actix_web::test::TestRequest;
 use serde_json::{json, Value};
 
 use crate::app;
-use crate::util::*;
+use crate::harness::in_process::*;
 
 const SEED_BODY: &str =
     r#"{"client_id": "enterprise-app-123", "client_secret": "s3cr3tP@ssw0rd!"}"#;

@@ -7,7 +7,8 @@ use actix_web::test::TestRequest;
 use serde_json::Value;
 
 use crate::app;
-use crate::util::*;
+use crate::harness::in_process::*;
+use crate::harness::prometheus;
 
 const SECRET_1: &str = "Audit-Trail-Secret-One-7f3a";
 const SECRET_2: &str = "Audit-Trail-Secret-Two-91c2";
@@ -300,66 +301,17 @@ async fn rotation_re_encrypts_and_drops_the_old_term() {
     assert_eq!(report.secrets_opened, 5);
 }
 
-/// Parse Prometheus text strictly enough to catch a malformed exposition.
-fn parse_prometheus(text: &str) -> Vec<(String, f64)> {
-    let mut samples = Vec::new();
-    for line in text.lines().filter(|l| !l.is_empty()) {
-        if let Some(rest) = line.strip_prefix('#') {
-            let rest = rest.trim_start();
-            assert!(
-                rest.starts_with("HELP ") || rest.starts_with("TYPE "),
-                "bad comment: {line}"
-            );
-            continue;
-        }
-        let (series, value) = line
-            .rsplit_once(' ')
-            .unwrap_or_else(|| panic!("no value: {line}"));
-        let value: f64 = match value {
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            v => v.parse().unwrap_or_else(|_| panic!("bad value in {line}")),
-        };
-        let name_end = series.find('{').unwrap_or(series.len());
-        let name = &series[..name_end];
-        assert!(
-            !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
-            "bad metric name: {line}"
-        );
-        if name_end < series.len() {
-            assert!(series.ends_with('}'), "unclosed labels: {line}");
-        }
-        samples.push((series.to_owned(), value));
-    }
-    samples
-}
-
-fn sample(samples: &[(String, f64)], prefix: &str, contains: &[&str]) -> f64 {
-    samples
-        .iter()
-        .filter(|(s, _)| s.starts_with(prefix) && contains.iter().all(|c| s.contains(c)))
-        .map(|(_, v)| *v)
-        .sum()
-}
-
 #[actix_web::test]
 async fn metrics_parse_and_move_with_requests() {
     let env = Env::new();
     let (_, token) = env.domain("acme.com").await;
     let op = env.operator().await;
     let app = app!(env);
-    let scrape = |body: String| parse_prometheus(&body);
+    let scrape = |body: String| prometheus::parse_or_panic(&body);
     let m0 = scrape(call(&app, get("/metrics", &op)).await.raw);
-    let route = r#"route="/api/v1/enterprises/oidc/config/""#;
-    let before = sample(
-        &m0,
-        "oidcvault_http_requests_total",
-        &[route, r#"status="200""#],
-    );
-    let batches0 = sample(&m0, "oidcvault_commit_batch_size_count", &[]);
+    let route = ("route", "/api/v1/enterprises/oidc/config/");
+    let before = m0.sum("oidcvault_http_requests_total", &[route, ("status", "200")]);
+    let batches0 = m0.sum("oidcvault_commit_batch_size_count", &[]);
     for _ in 0..3 {
         call(
             &app,
@@ -379,33 +331,23 @@ async fn metrics_parse_and_move_with_requests() {
     );
     let m1 = scrape(r.raw.clone());
     assert_eq!(
-        sample(
-            &m1,
-            "oidcvault_http_requests_total",
-            &[route, r#"status="200""#]
-        ) - before,
+        m1.sum("oidcvault_http_requests_total", &[route, ("status", "200")]) - before,
         3.0,
         "{}",
         r.raw
     );
+    assert!(m1.sum("oidcvault_http_request_duration_seconds_count", &[route]) >= 3.0);
     assert!(
-        sample(
-            &m1,
-            "oidcvault_http_request_duration_seconds_count",
-            &[route]
-        ) >= 3.0
-    );
-    assert!(
-        sample(&m1, "oidcvault_commit_batch_size_count", &[]) >= batches0 + 3.0,
+        m1.sum("oidcvault_commit_batch_size_count", &[]) >= batches0 + 3.0,
         "{}",
         r.raw
     );
-    assert!(sample(&m1, "oidcvault_commit_sync_seconds_count", &[]) >= 3.0);
-    assert_eq!(sample(&m1, "oidcvault_domains", &[]), 1.0);
-    assert_eq!(sample(&m1, "oidcvault_configs", &[]), 1.0);
-    assert_eq!(sample(&m1, "oidcvault_key_active_term", &[]), 1.0);
-    assert!(sample(&m1, "oidcvault_key_term_encryptions", &[r#"term="1""#]) >= 3.0);
-    assert!(sample(&m1, "oidcvault_store_size_bytes", &[]) > 0.0);
+    assert!(m1.sum("oidcvault_commit_sync_seconds_count", &[]) >= 3.0);
+    assert_eq!(m1.sum("oidcvault_domains", &[]), 1.0);
+    assert_eq!(m1.sum("oidcvault_configs", &[]), 1.0);
+    assert_eq!(m1.sum("oidcvault_key_active_term", &[]), 1.0);
+    assert!(m1.sum("oidcvault_key_term_encryptions", &[("term", "1")]) >= 3.0);
+    assert!(m1.sum("oidcvault_store_size_bytes", &[]) > 0.0);
     assert!(!r.raw.contains("metrics-secret") && !r.raw.contains(&token) && !r.raw.contains(&op));
 }
 
@@ -434,7 +376,7 @@ async fn metrics_need_the_operator_token() {
     let r = call(&app, get("/metrics", &op)).await;
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
     assert_eq!(
-        sample(&parse_prometheus(&r.raw), "oidcvault_domains", &[]),
+        prometheus::parse_or_panic(&r.raw).sum("oidcvault_domains", &[]),
         1.0
     );
 }
@@ -580,17 +522,11 @@ async fn counts_equal_a_full_scan_after_every_kind_of_write() {
         (3, 3, [(2, 3)].into_iter().collect())
     );
     // The metrics show the same figures.
-    let m = parse_prometheus(&call(&app, get("/metrics", &op)).await.raw);
-    assert_eq!(sample(&m, "oidcvault_domains", &[]), 3.0);
-    assert_eq!(sample(&m, "oidcvault_configs", &[]), 3.0);
-    assert_eq!(
-        sample(&m, "oidcvault_key_term_configs", &[r#"term="2""#]),
-        3.0
-    );
-    assert_eq!(
-        sample(&m, "oidcvault_key_term_configs", &[r#"term="1""#]),
-        0.0
-    );
+    let m = prometheus::parse_or_panic(&call(&app, get("/metrics", &op)).await.raw);
+    assert_eq!(m.sum("oidcvault_domains", &[]), 3.0);
+    assert_eq!(m.sum("oidcvault_configs", &[]), 3.0);
+    assert_eq!(m.sum("oidcvault_key_term_configs", &[("term", "2")]), 3.0);
+    assert_eq!(m.sum("oidcvault_key_term_configs", &[("term", "1")]), 0.0);
 
     // Counted again from the store when it opens.
     drop(app);

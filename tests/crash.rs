@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::binary::{tail, Home, Resp, CONFIG_PATH, PASSPHRASE};
+use crate::harness::{tail, Home, Resp, CONFIG_PATH, PASSPHRASE};
 
 /// Everything one write sets, derived from (domain, write id), so a record mixing
 /// two writes (torn) or an older write coming back is recognised.

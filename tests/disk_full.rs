@@ -1,5 +1,6 @@
 //! A full disk, on a small tmpfs mounted for the test (needs root; skipped with
-//! a message saying so otherwise). What "nothing half-written" means here:
+//! a message saying so otherwise, except with `CI=true`, where a tmpfs that
+//! cannot be mounted fails the test). What "nothing half-written" means here:
 //!
 //! 1. The normal path: a write is refused with 503 *before* it touches the store
 //!    while the data directory's file system has less than
@@ -18,7 +19,7 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::binary::{config_toml, tail, Home, Server, CONFIG_PATH, PASSPHRASE};
+use crate::harness::{config_toml, tail, Home, Server, CONFIG_PATH, PASSPHRASE};
 
 /// A tmpfs of `size_mib` mounted on a fresh folder; unmounted when dropped.
 struct Tmpfs {
@@ -87,9 +88,16 @@ impl Drop for Tmpfs {
     }
 }
 
+/// The tmpfs, or `None` (the test is skipped, saying so) when it cannot be
+/// mounted. With `CI=true` a failure to mount fails the test instead: CI runs
+/// as root, and a skip there would hide a regression.
 fn mount_or_skip(test: &str, size_mib: u64) -> Option<Tmpfs> {
     match Tmpfs::mount(size_mib) {
         Ok(t) => Some(t),
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!(
+            "{test}: cannot mount a small tmpfs to fill ({e}), and CI=true: in CI the \
+             disk-full tests must run (as root or with CAP_SYS_ADMIN), not be skipped"
+        ),
         Err(e) => {
             eprintln!(
                 "SKIPPED {test}: cannot mount a small tmpfs to fill ({e}); run the tests as root \
@@ -130,11 +138,11 @@ fn is_write(v: &Value, n: u32) -> bool {
             == format!("https://idp.example.com/.well-known/openid-configuration?n={n}")
 }
 
-fn post(server: &Server, token: &str, n: u32) -> crate::binary::Resp {
+fn post(server: &Server, token: &str, n: u32) -> crate::harness::Resp {
     server.call("POST", CONFIG_PATH, Some(token), None, Some(&body(n)))
 }
 
-fn assert_disk_full(r: &crate::binary::Resp, what: &str, server: &Server) {
+fn assert_disk_full(r: &crate::harness::Resp, what: &str, server: &Server) {
     assert_eq!(
         r.status,
         503,

@@ -16,11 +16,11 @@ use oidcvault::config::Config;
 use oidcvault::vault::{ConfigPatch, VaultError};
 use oidcvault::Vault;
 
-use crate::binary::{
+use crate::harness::stub_http::{Reply, Stub};
+use crate::harness::{
     assert_one_line_failure, config_toml, random_hex, tail, Home, EXIT_TIMEOUT, OTHER_PASSPHRASE,
     PASSPHRASE, REFUSE_TIMEOUT,
 };
-use crate::stub_http::{Reply, Stub};
 
 const PASSPHRASE_ENV: &str = "OIDCVAULT_MASTER_PASSPHRASE";
 const PASSPHRASE_FILE_ENV: &str = "OIDCVAULT_MASTER_PASSPHRASE_FILE";

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use oidcvault::outbound::{AddressClass, Busy, FetchError, Outbound, Refused, Settings};
 
-use crate::stub_http::{closed_port, tls_for_loopback, Reply, Stub};
+use crate::harness::stub_http::{closed_port, tls_for_loopback, Reply, Stub};
 
 fn settings(http: &[&str], private: &[&str]) -> Settings {
     Settings {

@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 use oidcvault::crypto::{Field, KdfParams, Kek, Keyring, KeyringFile, MasterSecret, SealContext};
 
 use crate::app;
-use crate::util::*;
+use crate::harness::in_process::*;
 
 fn cases(default: u32) -> u32 {
     std::env::var("PROPTEST_CASES")

@@ -1,39 +1,60 @@
-//! One integration-test binary, a module per topic (ripgrep's layout).
+//! One integration-test binary, a module per topic (ripgrep's layout), the
+//! harness apart from the tests (`harness/`: no test module imports another).
 //!
+//! - `harness`: the real binary in a temporary home over real TCP (`Home`,
+//!   `Server`, `Client`, log capture), the in-process app (`harness::in_process`),
+//!   stub HTTP servers (`harness::stub_http`), the one Prometheus text parser,
+//!   polling with a deadline, and the fixtures of the `ops_*` modules.
 //! - `api_*`: through the real `App` (`oidcvault::app`, the factory `main` uses),
 //!   with `actix_web::test::init_service`;
-//! - `binary`: through the real binary over real TCP, for the guarantees
-//!   (durability across `kill -9`, wrong master key, backups, nothing at rest);
+//! - `binary_*`: through the real binary over real TCP, for the guarantees:
+//!   durability across `kill -9` and backup by copy (`binary_durability`), the
+//!   master key (`binary_master_key`), nothing secret at rest or in the logs
+//!   (`binary_secrets`), the command line (`binary_cli`);
 //! - `ui`: the admin page's files and headers, in process; `browser`: the page in
 //!   headless Chromium against the real binary (ignored by a plain `cargo test`,
 //!   run by `scripts/test.sh`).
 //! - `crash`: a kill -9 loop and 64 concurrent clients against the real binary;
 //! - `proptests`: property tests of the OIDC routes and the decoders;
-//! - `limits`: abuse limits, in-process and over TCP;
-//! - `disk_full`: writes on a full (tmpfs) disk; skipped with a message without root.
+//! - `limits`: abuse limits in process; `limits_tcp`: over TCP;
+//! - `disk_full`: writes on a full (tmpfs) disk; skipped with a message without
+//!   root, failing instead with `CI=true`.
+//! - `ops_*`: operations through the real binary: backup and restore
+//!   (`ops_backup`), the audit trail (`ops_audit`), key rotation
+//!   (`ops_rotation`), passphrase change (`ops_passphrase`), `verify`
+//!   (`ops_verify`), TLS (`ops_tls`), `/metrics` (`ops_metrics`);
 //! - `ops_hardening`: private files, secrets out of the environment, the master
 //!   key apart from the data, the backup path rule, the KDF cap, bounded counters.
 //! - `outbound`: the SSRF guard and the outbound client against stub servers
-//!   (`stub_http`) on loopback; `discovery`: resolve on save, refresh and the
-//!   connection test, against stubs and (ignored by a plain `cargo test`, run by
-//!   `scripts/test.sh`) a real OpenID Provider from npm.
+//!   (`harness::stub_http`) on loopback; `discovery`: resolve on save, refresh and
+//!   the connection test, against stubs and (ignored by a plain `cargo test`, run
+//!   by `scripts/test.sh`) a real OpenID Provider from npm.
 // Tests and benchmarks may unwrap: a panic is their failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
-mod stub_http;
-mod util;
+mod harness;
 
 mod api_admin;
 mod api_oidc;
 mod api_ops;
-mod binary;
+mod binary_cli;
+mod binary_durability;
+mod binary_master_key;
+mod binary_secrets;
 mod browser;
 mod crash;
 mod discovery;
 mod disk_full;
 mod limits;
-mod ops;
+mod limits_tcp;
+mod ops_audit;
+mod ops_backup;
 mod ops_hardening;
+mod ops_metrics;
+mod ops_passphrase;
+mod ops_rotation;
+mod ops_tls;
+mod ops_verify;
 mod outbound;
 mod proptests;
 mod ui;

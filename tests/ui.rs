@@ -7,7 +7,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::test::TestRequest;
 
 use crate::app;
-use crate::util::*;
+use crate::harness::in_process::*;
 
 const INDEX_HTML: &str = include_str!("../ui/index.html");
 const APP_JS: &str = include_str!("../ui/app.js");

@@ -66,7 +66,7 @@ pub struct VerifyReport {
 }
 
 /// Test hook: `OIDCVAULT_FAILPOINT=<name>` makes the process exit abruptly at
-/// that point, to prove crash safety from outside (tests/ops.rs).
+/// that point, to prove crash safety from outside (tests/ops_rotation.rs, tests/ops_passphrase.rs).
 ///
 /// Compiled into debug builds only (`debug_assertions`: what `cargo test`
 /// builds and runs), so the plain test command keeps running the crash tests,

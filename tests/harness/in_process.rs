@@ -198,7 +198,7 @@ pub fn assert_schema(schema: &Value, instance: &Value, what: &str) {
 
 /// The seed's `EnterpriseOIDCConfig` schema (tests/fixtures, from the seed).
 pub fn seed_schema() -> Value {
-    let text = include_str!("fixtures/seed-openapi.json");
+    let text = include_str!("../fixtures/seed-openapi.json");
     let doc: Value = serde_json::from_str(text).expect("seed fixture");
     doc["components"]["schemas"]["EnterpriseOIDCConfig"].clone()
 }
