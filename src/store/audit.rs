@@ -70,7 +70,7 @@ impl Store {
 
     /// Remove events older than `before` (microseconds). Returns how many.
     ///
-    /// Each step removes up to [`PRUNE_STEP`] events in one atomic batch in a
+    /// Each step removes up to `PRUNE_STEP` events in one atomic batch in a
     /// writer's turn (so a backup never sees half a step, and the chain's head is
     /// not moved under it), and puts a checkpoint in place of the last event it
     /// removed, MAC'd, carrying that event's MAC: the chain verifies from there on.

@@ -106,6 +106,7 @@ impl Store {
     }
 }
 
+/// Fail-stop gaps (issue 11 item 17), and the gate pruning waits for.
 #[cfg(test)]
 mod tests {
     use super::*;

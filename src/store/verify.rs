@@ -178,6 +178,7 @@ impl Store {
     }
 }
 
+/// Tampering with the audit chain (issue 11 item 6).
 #[cfg(test)]
 mod tests {
     use super::*;
