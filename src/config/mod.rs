@@ -20,8 +20,7 @@ mod master;
 pub use crate::limits::LimitsConfig;
 pub use crate::logging::LogConfig;
 pub use crate::outbound::OutboundConfig;
-pub use crate::store::StorageConfig;
-pub use crate::vault::{AuditConfig, MAX_RETENTION_DAYS};
+pub use crate::store::{AuditConfig, StorageConfig, MAX_RETENTION_DAYS};
 
 pub const ENV_PREFIX: &str = "OIDCVAULT_";
 pub const DEFAULT_CONFIG_FILE: &str = "config.toml";

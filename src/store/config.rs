@@ -1,4 +1,6 @@
-//! The `[storage]` section of the configuration, and its bounds.
+//! The `[storage]` and `[audit]` sections of the configuration, and their
+//! bounds (the store keeps the data and the audit trail; the vault prunes the
+//! trail by `audit.retention_days`).
 
 use std::path::PathBuf;
 
@@ -40,5 +42,38 @@ impl StorageConfig {
     /// sled's page cache, in bytes.
     pub fn cache_capacity_bytes(&self) -> u64 {
         self.cache_capacity_mib.saturating_mul(1 << 20)
+    }
+}
+
+/// The `[audit]` section of the configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Audit events older than this are removed.
+    pub retention_days: u32,
+}
+
+/// Largest value of `audit.retention_days` (100 years).
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: 365,
+        }
+    }
+}
+
+impl AuditConfig {
+    /// Bounds of the `[audit]` settings: a message naming the key at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_RETENTION_DAYS).contains(&self.retention_days) {
+            return Err(format!(
+                "audit.retention_days = {} is outside 1..={MAX_RETENTION_DAYS} (days; \
+                 {MAX_RETENTION_DAYS} is 100 years)",
+                self.retention_days
+            ));
+        }
+        Ok(())
     }
 }

@@ -43,7 +43,7 @@
 //! - `snapshot`: the point-in-time copy a backup reads;
 //! - `commit` (group commit), `counts`, `space` (free-space guard), `records`
 //!   (on-disk types), `fsutil` (durable file helpers);
-//! - `config`: the `[storage]` section and its bounds;
+//! - `config`: the `[storage]` and `[audit]` sections and their bounds;
 //! - `test_util`: helpers the unit tests of every file share.
 
 mod audit;
@@ -70,7 +70,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 pub use chain::AuditMac;
 pub use commit::{CommitMetrics, CommitStats};
-pub use config::StorageConfig;
+pub use config::{AuditConfig, StorageConfig, MAX_RETENTION_DAYS};
 pub use records::{
     origin_of, AuditRecord, ConfigRecord, DomainRecord, TokenRecord, TokenScope, Versioned,
 };

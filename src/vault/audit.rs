@@ -7,8 +7,6 @@
 //! the keyring's audit key (see `store` and `crypto::audit`), and `verify`
 //! ([`Vault::verify`]) checks the chain and names the first event that breaks it.
 
-use serde::Deserialize;
-
 use super::{Domain, Vault, VaultError};
 use crate::crypto::AuditKey;
 use crate::store::{AuditMac, AuditRecord};
@@ -19,39 +17,6 @@ use crate::time::{format_micros, now_micros};
 impl AuditMac for AuditKey {
     fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
         AuditKey::mac(self, parts)
-    }
-}
-
-/// The `[audit]` section of the configuration.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuditConfig {
-    /// Audit events older than this are removed.
-    pub retention_days: u32,
-}
-
-/// Largest value of `audit.retention_days` (100 years).
-pub const MAX_RETENTION_DAYS: u32 = 36_500;
-
-impl Default for AuditConfig {
-    fn default() -> Self {
-        Self {
-            retention_days: 365,
-        }
-    }
-}
-
-impl AuditConfig {
-    /// Bounds of the `[audit]` settings: a message naming the key at fault.
-    pub fn validate(&self) -> Result<(), String> {
-        if !(1..=MAX_RETENTION_DAYS).contains(&self.retention_days) {
-            return Err(format!(
-                "audit.retention_days = {} is outside 1..={MAX_RETENTION_DAYS} (days; \
-                 {MAX_RETENTION_DAYS} is 100 years)",
-                self.retention_days
-            ));
-        }
-        Ok(())
     }
 }
 

@@ -21,7 +21,7 @@ mod open;
 mod term_uses;
 mod tokens;
 
-pub use audit::{AuditConfig, AuditEvent, AuditQuery, MAX_RETENTION_DAYS};
+pub use audit::{AuditEvent, AuditQuery};
 pub use backup::BackupInfo;
 pub use endpoints::{
     needs_fetch as needs_discovery_fetch, Discovered, EndpointChange, EndpointKept, EndpointSource,
