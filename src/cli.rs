@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::api::dto::{BackupResponse, DomainResponse, KeyStatusResponse, TokenResponse};
+use crate::api::dto::{BackupResponse, DomainResponse, KeyTermsResponse, TokenResponse};
 use crate::config::{Config, EnvSecrets, ENV_PASSPHRASE, MIN_PASSPHRASE_CHARS};
 use crate::crypto::MasterSecret;
 use crate::store::{fsutil, StoreError};
@@ -528,9 +528,9 @@ async fn key(
             vault.rotate(None, "requested").await?;
             let n = vault.finish_reencryption().await?;
             eprintln!("rotated: {n} secrets re-encrypted to the new term");
-            print_json(&KeyStatusResponse::from(&vault.key_status()?))
+            print_json(&KeyTermsResponse::from(&vault.key_status()?))
         }
-        KeyCommand::Status => print_json(&KeyStatusResponse::from(&vault.key_status()?)),
+        KeyCommand::Status => print_json(&KeyTermsResponse::from(&vault.key_status()?)),
         KeyCommand::ChangePassphrase => {
             let new = new_passphrase(secrets)?;
             vault.change_passphrase(&new, config.kdf_params())?;

@@ -240,11 +240,31 @@ impl WhoAmIResponse {
     }
 }
 
-/// Key terms and re-encryption progress (`/api/v1/admin/keys/`, `oidcvault key status`).
+/// Key terms and re-encryption progress (`/api/v1/admin/keys/`): what is stored,
+/// and the serving process's count of encryptions under the active term.
 #[derive(Debug, Serialize)]
 pub struct KeyStatusResponse {
-    pub active_term: u32,
+    #[serde(flatten)]
+    pub keys: KeyTermsResponse,
+    /// Counted in memory by the process that answers (an upper bound after a
+    /// restart): the command line, a process of its own, leaves it out.
     pub active_term_encryptions: u64,
+}
+
+impl From<&KeyStatus> for KeyStatusResponse {
+    fn from(s: &KeyStatus) -> Self {
+        Self {
+            keys: KeyTermsResponse::from(s),
+            active_term_encryptions: s.active_term_encryptions,
+        }
+    }
+}
+
+/// The part of [`KeyStatusResponse`] any process reads alike from the store
+/// (`oidcvault key status|rotate` print it).
+#[derive(Debug, Serialize)]
+pub struct KeyTermsResponse {
+    pub active_term: u32,
     pub rotate_after_encryptions: u64,
     pub terms: Vec<TermResponse>,
     pub total_configs: u64,
@@ -252,11 +272,10 @@ pub struct KeyStatusResponse {
     pub reencryption_pending: bool,
 }
 
-impl From<&KeyStatus> for KeyStatusResponse {
+impl From<&KeyStatus> for KeyTermsResponse {
     fn from(s: &KeyStatus) -> Self {
         Self {
             active_term: s.active_term,
-            active_term_encryptions: s.active_term_encryptions,
             rotate_after_encryptions: s.rotate_after_encryptions,
             terms: s.terms.iter().map(TermResponse::from).collect(),
             total_configs: s.total_configs,
