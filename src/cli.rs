@@ -573,19 +573,34 @@ fn new_passphrase(secrets: &EnvSecrets) -> Result<MasterSecret, CliError> {
     )))
 }
 
+/// What `oidcvault verify` prints (a command of its own: no API route answers it).
+#[derive(serde::Serialize)]
+struct VerifySummary {
+    domains: u64,
+    configs: u64,
+    tokens: u64,
+    audit_events: u64,
+    audit_legacy_events: u64,
+    audit_pruned_events: u64,
+    audit_broken_at: Option<u64>,
+    secrets_opened: u64,
+    /// How many; each is printed on standard error.
+    failures: usize,
+}
+
 fn verify(vault: &Vault) -> Result<(), CliError> {
     let r = vault.verify()?;
-    print_json(&serde_json::json!({
-        "domains": r.domains,
-        "configs": r.configs,
-        "tokens": r.tokens,
-        "audit_events": r.audit_events,
-        "audit_legacy_events": r.audit_legacy_events,
-        "audit_pruned_events": r.audit_pruned_events,
-        "audit_broken_at": r.audit_broken_at,
-        "secrets_opened": r.secrets_opened,
-        "failures": r.failures.len(),
-    }))?;
+    print_json(&VerifySummary {
+        domains: r.domains,
+        configs: r.configs,
+        tokens: r.tokens,
+        audit_events: r.audit_events,
+        audit_legacy_events: r.audit_legacy_events,
+        audit_pruned_events: r.audit_pruned_events,
+        audit_broken_at: r.audit_broken_at,
+        secrets_opened: r.secrets_opened,
+        failures: r.failures.len(),
+    })?;
     if r.audit_legacy_events > 0 {
         // Written before the trail was chained: reported, not a failure.
         eprintln!(
