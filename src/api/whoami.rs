@@ -8,9 +8,9 @@ use super::dto::WhoAmIResponse;
 use super::{authenticate, method_not_allowed, ApiError};
 use crate::vault::{Caller, Vault};
 
-pub const WHOAMI: &str = "/api/v1/auth/whoami/";
+pub(super) const WHOAMI: &str = "/api/v1/auth/whoami/";
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource([WHOAMI, WHOAMI.trim_end_matches('/')])
             .route(web::get().to(whoami))
