@@ -11,12 +11,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::api::{DomainResponse, TokenResponse};
+use crate::api::dto::{BackupResponse, DomainResponse, KeyTermsResponse, TokenResponse};
 use crate::config::{Config, EnvSecrets, ENV_PASSPHRASE, MIN_PASSPHRASE_CHARS};
 use crate::crypto::MasterSecret;
 use crate::store::{fsutil, StoreError};
-use crate::time::format_micros;
-use crate::vault::{BackupInfo, KeyStatus, OpenReport, TokenTarget, Vault, VaultError};
+use crate::vault::{OpenReport, TokenTarget, Vault, VaultError};
 
 pub use crate::config::{ENV_NEW_PASSPHRASE, ENV_TOKEN};
 
@@ -335,20 +334,10 @@ fn invalid_to_line(e: crate::vault::VaultError) -> CliError {
     }
 }
 
-fn backup_json(info: &BackupInfo) -> serde_json::Value {
-    serde_json::json!({
-        "name": info.name,
-        "path": info.path.display().to_string(),
-        "records": info.records,
-        "bytes": info.bytes,
-        "created_at": format_micros(info.created_at),
-    })
-}
-
 async fn backup_offline(vault: &Vault, dest: &std::path::Path) -> Result<(), CliError> {
     let info = vault.write_backup(dest)?;
     vault.audit_backup(&info, None).await?;
-    print_json(&backup_json(&info))
+    print_json(&BackupResponse::from(&info))
 }
 
 /// The server holds the data directory: ask it for a backup over the admin API,
@@ -377,7 +366,7 @@ fn backup_through_server(
         .post(&format!("{base}/api/v1/admin/backup"))
         .set("Authorization", &format!("Bearer {}", token.as_str()))
         .call();
-    let body: serde_json::Value = match response {
+    let mut body: BackupResponse = match response {
         Ok(r) => r.into_json()?,
         Err(ureq::Error::Status(code, r)) => {
             let detail = r
@@ -391,7 +380,7 @@ fn backup_through_server(
         }
         Err(e) => return Err(CliError(format!("cannot reach the server at {base}: {e}"))),
     };
-    let made = served_backup_path(config, body["path"].as_str())?;
+    let made = served_backup_path(config, Some(&body.path))?;
     if dest.exists() {
         std::fs::remove_dir(dest)?;
     }
@@ -400,9 +389,8 @@ fn backup_through_server(
         fsutil::sync_tree(dest)?;
         std::fs::remove_dir_all(&made)?;
     }
-    let mut out = body;
-    out["path"] = serde_json::Value::String(dest.display().to_string());
-    print_json(&out)
+    body.path = dest.display().to_string();
+    print_json(&body)
 }
 
 /// The backup a server says it wrote, resolved (symbolic links followed): it
@@ -551,18 +539,6 @@ impl rustls::client::danger::ServerCertVerifier for PinnedCert {
     }
 }
 
-fn key_status_json(s: &KeyStatus) -> serde_json::Value {
-    serde_json::json!({
-        "active_term": s.active_term,
-        "terms": s.terms.iter().map(|t| serde_json::json!({
-            "term": t.term, "active": t.active, "configs": t.configs,
-            "created_at": format_micros(t.created_at),
-        })).collect::<Vec<_>>(),
-        "total_configs": s.total_configs,
-        "progress": s.progress,
-    })
-}
-
 async fn key(
     vault: &Vault,
     config: &Config,
@@ -574,9 +550,9 @@ async fn key(
             vault.rotate(None, "requested").await?;
             let n = vault.finish_reencryption().await?;
             eprintln!("rotated: {n} secrets re-encrypted to the new term");
-            print_json(&key_status_json(&vault.key_status()?))
+            print_json(&KeyTermsResponse::from(&vault.key_status()?))
         }
-        KeyCommand::Status => print_json(&key_status_json(&vault.key_status()?)),
+        KeyCommand::Status => print_json(&KeyTermsResponse::from(&vault.key_status()?)),
         KeyCommand::ChangePassphrase => {
             let new = new_passphrase(secrets)?;
             vault.change_passphrase(&new, config.kdf_params())?;
@@ -619,19 +595,34 @@ fn new_passphrase(secrets: &EnvSecrets) -> Result<MasterSecret, CliError> {
     )))
 }
 
+/// What `oidcvault verify` prints (a command of its own: no API route answers it).
+#[derive(serde::Serialize)]
+struct VerifySummary {
+    domains: u64,
+    configs: u64,
+    tokens: u64,
+    audit_events: u64,
+    audit_legacy_events: u64,
+    audit_pruned_events: u64,
+    audit_broken_at: Option<u64>,
+    secrets_opened: u64,
+    /// How many; each is printed on standard error.
+    failures: usize,
+}
+
 fn verify(vault: &Vault) -> Result<(), CliError> {
     let r = vault.verify()?;
-    print_json(&serde_json::json!({
-        "domains": r.domains,
-        "configs": r.configs,
-        "tokens": r.tokens,
-        "audit_events": r.audit_events,
-        "audit_legacy_events": r.audit_legacy_events,
-        "audit_pruned_events": r.audit_pruned_events,
-        "audit_broken_at": r.audit_broken_at,
-        "secrets_opened": r.secrets_opened,
-        "failures": r.failures.len(),
-    }))?;
+    print_json(&VerifySummary {
+        domains: r.domains,
+        configs: r.configs,
+        tokens: r.tokens,
+        audit_events: r.audit_events,
+        audit_legacy_events: r.audit_legacy_events,
+        audit_pruned_events: r.audit_pruned_events,
+        audit_broken_at: r.audit_broken_at,
+        secrets_opened: r.secrets_opened,
+        failures: r.failures.len(),
+    })?;
     if r.audit_legacy_events > 0 {
         // Written before the trail was chained: reported, not a failure.
         eprintln!(

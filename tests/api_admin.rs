@@ -266,3 +266,64 @@ async fn openapi_document_matches_the_routes_and_the_seed() {
         .get("readOnly")
         .is_none());
 }
+
+/// `GET /api/v1/auth/whoami/`: any valid token says who it is; 401 otherwise.
+#[actix_web::test]
+async fn whoami_tells_the_kind_of_token() {
+    const WHOAMI: &str = "/api/v1/auth/whoami/";
+    let env = Env::new();
+    let (domain, token) = env.domain("acme.com").await;
+    let op = env.operator().await;
+    let app = app!(env);
+
+    let r = call(&app, get(WHOAMI, &token)).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_schema(&served_schema("WhoAmI"), &r.body, "whoami (domain)");
+    assert_eq!(r.body["kind"], "domain");
+    assert_eq!(r.body["domain"], "acme.com");
+    let domain_token_id = r.body["token_id"].as_u64().unwrap();
+    assert!(
+        token.starts_with(&format!("ovt_{domain_token_id}_")),
+        "{r:?}"
+    );
+
+    let r = call(&app, get(WHOAMI, &op)).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_schema(&served_schema("WhoAmI"), &r.body, "whoami (operator)");
+    assert_eq!(r.body["kind"], "operator");
+    assert_eq!(r.body["domain"], Value::Null);
+    let op_id = r.body["token_id"].as_u64().unwrap();
+    assert!(op.starts_with(&format!("ovt_{op_id}_")), "{r:?}");
+
+    // Without the trailing slash too; other methods: 405.
+    let r = call(&app, get(WHOAMI.trim_end_matches('/'), &op)).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let r = call(&app, post_json(WHOAMI, &op, "{}")).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{r:?}");
+    assert_eq!(r.header("allow"), Some("GET"));
+
+    // 401 with the usual challenge: no token, an unknown one, a revoked one.
+    let r = call(
+        &app,
+        delete(&format!("/api/v1/admin/domains/{}/", domain.id), &op),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{r:?}");
+    for req in [
+        TestRequest::get().uri(WHOAMI),
+        TestRequest::get().uri(WHOAMI).insert_header((
+            "Authorization",
+            "Bearer ovt_1_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        )),
+        get(WHOAMI, &token), // its domain removed, and the token with it
+    ] {
+        let r = call(&app, req).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r:?}");
+        assert!(
+            r.header("www-authenticate")
+                .is_some_and(|h| h.starts_with("Bearer")),
+            "{r:?}"
+        );
+        assert!(r.body["detail"].is_string(), "{r:?}");
+    }
+}

@@ -14,6 +14,7 @@
   const CONFIG_PATH = `${API}/enterprises/oidc/config/`;
   const DOMAINS_PATH = `${API}/admin/domains/`;
   const TOKENS_PATH = `${API}/admin/tokens/`;
+  const WHOAMI_PATH = `${API}/auth/whoami/`;
   const TOKEN_KEY = 'oidcvault.token';
   const URL_FIELDS = ['discovery_url', 'authorization_endpoint', 'token_endpoint', 'userinfo_endpoint'];
   const DOMAIN_ROUTE = '#/domain/';
@@ -282,17 +283,18 @@
 
   // ---- sign in / out -------------------------------------------------------------
 
-  /** Which kind of token: the admin list answers 200 to an operator, 403 to a domain token. */
+  /**
+   * Which kind of token, asked of the server (`GET /auth/whoami/` answers any
+   * valid token): nothing is tried that the token may not do.
+   */
   async function detectRole(token) {
     const previous = state.token;
     state.token = token;
     try {
-      const res = await request('GET', DOMAINS_PATH);
-      if (res.status === 200) {
-        state.domains = Array.isArray(res.data) ? res.data : [];
-        return 'operator';
+      const res = await request('GET', WHOAMI_PATH);
+      if (res.status === 200 && res.data && (res.data.kind === 'operator' || res.data.kind === 'domain')) {
+        return res.data.kind;
       }
-      if (res.status === 403) return 'domain';
       throw new ApiError(res.status, res.data);
     } catch (err) {
       state.token = previous;
@@ -405,6 +407,24 @@
     }
   }
 
+  /**
+   * After a 404 on the config: does the domain exist (so there is just no
+   * config yet)? Told by status codes, not by the answer's wording: a domain
+   * token's own domain exists while the token is accepted; an operator asks the
+   * domain list.
+   */
+  async function domainExists(domainName) {
+    if (state.role === 'domain') return true;
+    try {
+      const data = await api('GET', DOMAINS_PATH);
+      state.domains = Array.isArray(data) ? data : [];
+    } catch {
+      return false;
+    }
+    const wanted = String(domainName || '').toLowerCase().replace(/\.$/, '');
+    return state.domains.some((d) => d.domain === wanted);
+  }
+
   async function openConfig(domainName) {
     state.editing = domainName;
     fillConfig(null);
@@ -422,11 +442,13 @@
       $('config-form').hidden = false;
     } catch (err) {
       if (!(err instanceof ApiError) || err.status === 401) return;
-      if (err.status === 404 && err.message !== 'Enterprise domain not found') {
+      if (err.status === 404 && await domainExists(domainName)) {
+        // No configuration yet: the expected state of a new domain.
         fillConfig(null);
         $('config-form').hidden = false;
         return;
       }
+      if (!state.token) return; // signed out meanwhile (401)
       $('config-state').textContent = '';
       announceError(err.status === 404 && domainName
         ? `The domain ${domainName} does not exist (any more).`

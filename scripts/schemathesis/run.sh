@@ -79,7 +79,8 @@ done
 echo "== schemathesis $ST_VERSION against $BASE/api/v1/openapi.json (max $MAX_EXAMPLES examples per operation, seed $SEED)"
 
 # Per-operation tokens: the domain token on the OIDC routes, the operator token
-# everywhere else (schemathesis.toml reads them from the environment).
+# everywhere else (schemathesis.toml reads them from the environment); whoami
+# answers 200 to either, so it needs no token of its own.
 export OV_DOMAIN_TOKEN="$DOMAIN_TOKEN" OV_OPERATOR_TOKEN="$OPERATOR_TOKEN"
 export OV_PROTECTED_TOKEN_IDS="$TOKEN_IDS" OV_PROTECTED_DOMAIN_IDS="$DOMAIN_ID"
 export OV_BASE_URL="$BASE"
@@ -109,7 +110,8 @@ def status(path, token):
     except urllib.error.HTTPError as e:
         return e.code
 checks = [("/api/v1/enterprises/oidc/config/", domain_token, (200, 404)),
-          ("/api/v1/admin/domains/", operator_token, (200,))]
+          ("/api/v1/admin/domains/", operator_token, (200,)),
+          ("/api/v1/auth/whoami/", domain_token, (200,))]
 for path, token, ok in checks:
     got = status(path, token)
     print(f"after the run: GET {path} -> {got}")

@@ -1,12 +1,11 @@
 //! `/api/v1/admin/`: enterprise domains and API tokens (operator tokens only).
 
-use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Serialize;
-
+use super::dto::{DomainResponse, TokenCreatedResponse, TokenResponse};
 use super::json::{self, Errors, Kind};
 use super::{authenticate, method_not_allowed, read_json_body, require_operator, ApiError};
 use crate::time::format_micros;
-use crate::vault::{Caller, Domain, TokenInfo, TokenTarget, Vault, REQUIRED};
+use crate::vault::{Caller, TokenTarget, Vault, REQUIRED};
+use actix_web::{web, HttpRequest, HttpResponse};
 
 pub(super) const DOMAINS: &str = "/api/v1/admin/domains/";
 pub(super) const DOMAIN: &str = "/api/v1/admin/domains/{id}/";
@@ -36,41 +35,6 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::delete().to(revoke_token))
             .default_service(web::to(method_not_allowed("DELETE"))),
     );
-}
-
-#[derive(Debug, Serialize)]
-pub struct DomainResponse {
-    pub id: u64,
-    pub domain: String,
-    pub created_at: String,
-}
-
-impl From<Domain> for DomainResponse {
-    fn from(d: Domain) -> Self {
-        Self {
-            id: d.id,
-            domain: d.name,
-            created_at: format_micros(d.created_at),
-        }
-    }
-}
-
-#[derive(Debug, Serialize)]
-pub struct TokenResponse {
-    pub id: u64,
-    /// `null` for an operator token.
-    pub domain: Option<String>,
-    pub created_at: String,
-}
-
-impl From<TokenInfo> for TokenResponse {
-    fn from(t: TokenInfo) -> Self {
-        Self {
-            id: t.id,
-            domain: t.domain,
-            created_at: format_micros(t.created_at),
-        }
-    }
 }
 
 pub(super) fn operator(req: &HttpRequest, vault: &Vault) -> Result<Caller, ApiError> {
@@ -184,13 +148,12 @@ async fn create_token(
     let body = read_json_body(&req, payload).await?;
     let target = parse_token_target(&body)?;
     let (info, token) = vault.create_token(&target, Some(caller.token_id())).await?;
-    let body = serde_json::json!({
-        "id": info.id,
-        "token": token.expose(),
-        "domain": info.domain,
-        "created_at": format_micros(info.created_at),
-    });
-    Ok(HttpResponse::Created().json(body))
+    Ok(HttpResponse::Created().json(TokenCreatedResponse {
+        id: info.id,
+        token: token.expose(),
+        domain: info.domain,
+        created_at: format_micros(info.created_at),
+    }))
 }
 
 async fn revoke_token(

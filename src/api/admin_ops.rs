@@ -3,12 +3,12 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::admin::operator;
+use super::dto::{AuditEventResponse, AuditPageResponse, BackupResponse, KeyStatusResponse};
 use super::{method_not_allowed, ApiError};
-use crate::time::{format_micros, parse_rfc3339};
-use crate::vault::{AuditEvent, AuditQuery, KeyStatus, Vault};
+use crate::time::parse_rfc3339;
+use crate::vault::{AuditQuery, Vault};
 
 pub const KEYS: &str = "/api/v1/admin/keys/";
 pub const KEYS_ROTATE: &str = "/api/v1/admin/keys/rotate";
@@ -38,33 +38,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-fn key_status_json(s: &KeyStatus) -> serde_json::Value {
-    json!({
-        "active_term": s.active_term,
-        "active_term_encryptions": s.active_term_encryptions,
-        "rotate_after_encryptions": s.rotate_after_encryptions,
-        "terms": s.terms.iter().map(|t| json!({
-            "term": t.term,
-            "active": t.active,
-            "created_at": format_micros(t.created_at),
-            "configs": t.configs,
-        })).collect::<Vec<_>>(),
-        "total_configs": s.total_configs,
-        "progress": s.progress,
-        "reencryption_pending": s.reencryption_pending,
-    })
-}
-
 async fn key_status(req: HttpRequest, vault: web::Data<Vault>) -> Result<HttpResponse, ApiError> {
     operator(&req, &vault)?;
-    Ok(HttpResponse::Ok().json(key_status_json(&vault.key_status()?)))
+    Ok(HttpResponse::Ok().json(KeyStatusResponse::from(&vault.key_status()?)))
 }
 
 /// Add a key term; the re-encryption runs in the background.
 async fn rotate(req: HttpRequest, vault: web::Data<Vault>) -> Result<HttpResponse, ApiError> {
     let caller = operator(&req, &vault)?;
     vault.rotate(Some(caller.token_id()), "requested").await?;
-    Ok(HttpResponse::Ok().json(key_status_json(&vault.key_status()?)))
+    Ok(HttpResponse::Ok().json(KeyStatusResponse::from(&vault.key_status()?)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,20 +57,6 @@ struct AuditParams {
     until: Option<String>,
     cursor: Option<String>,
     limit: Option<String>,
-}
-
-fn event_json(e: &AuditEvent) -> serde_json::Value {
-    json!({
-        "id": e.id,
-        "at": format_micros(e.at),
-        "actor": e.actor,
-        "action": e.action,
-        "domain_id": e.domain_id,
-        "domain": e.domain,
-        "fields": e.fields,
-        "secret_fingerprint": e.secret_fingerprint,
-        "detail": e.detail,
-    })
 }
 
 async fn audit(req: HttpRequest, vault: web::Data<Vault>) -> Result<HttpResponse, ApiError> {
@@ -138,10 +107,10 @@ async fn audit(req: HttpRequest, vault: web::Data<Vault>) -> Result<HttpResponse
         after,
         limit,
     })?;
-    Ok(HttpResponse::Ok().json(json!({
-        "results": events.iter().map(event_json).collect::<Vec<_>>(),
-        "next": next.map(|n| n.to_string()),
-    })))
+    Ok(HttpResponse::Ok().json(AuditPageResponse {
+        results: events.iter().map(AuditEventResponse::from).collect(),
+        next: next.map(|n| n.to_string()),
+    }))
 }
 
 /// Write a backup under `storage.backup_dir` (never a path from the request).
@@ -152,11 +121,5 @@ async fn backup(req: HttpRequest, vault: web::Data<Vault>) -> Result<HttpRespons
         .await
         .map_err(|e| ApiError::internal(&e))??;
     vault.audit_backup(&info, Some(caller.token_id())).await?;
-    Ok(HttpResponse::Created().json(json!({
-        "name": info.name,
-        "path": info.path.display().to_string(),
-        "records": info.records,
-        "bytes": info.bytes,
-        "created_at": format_micros(info.created_at),
-    })))
+    Ok(HttpResponse::Created().json(BackupResponse::from(&info)))
 }

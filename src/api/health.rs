@@ -2,12 +2,11 @@
 //! Prometheus metrics (operator token: they tell how many domains and configs
 //! exist and how the keys stand).
 
-use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::json;
-
+use super::dto::{HealthResponse, UnreadyResponse};
 use super::{authenticate, method_not_allowed, openapi, require_operator, ApiError};
 use crate::metrics::Metrics;
 use crate::vault::Vault;
+use actix_web::{web, HttpRequest, HttpResponse};
 
 pub(super) const HEALTHZ: &str = "/healthz";
 pub(super) const READYZ: &str = "/readyz";
@@ -40,19 +39,19 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
 
 /// 200 while the process serves.
 async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+    HttpResponse::Ok().json(HealthResponse { status: "ok" })
 }
 
 /// 200 once the store is open and the keys unlocked (the server only listens
 /// after both) and while group commits succeed; 503 otherwise.
 async fn readyz(vault: web::Data<Vault>) -> Result<HttpResponse, ApiError> {
     if vault.ready() {
-        Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
+        Ok(HttpResponse::Ok().json(HealthResponse { status: "ready" }))
     } else {
-        Ok(
-            HttpResponse::ServiceUnavailable().json(json!({"status": "unavailable",
-            "detail": "The last write to disk failed; see the server log."})),
-        )
+        Ok(HttpResponse::ServiceUnavailable().json(UnreadyResponse {
+            status: "unavailable",
+            detail: "The last write to disk failed; see the server log.",
+        }))
     }
 }
 

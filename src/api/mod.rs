@@ -3,6 +3,7 @@
 
 mod admin;
 pub mod admin_ops;
+pub mod dto;
 pub mod error;
 mod health;
 mod json;
@@ -11,6 +12,7 @@ mod oidc_config;
 pub mod openapi;
 mod provider;
 pub mod ui;
+mod whoami;
 
 use std::time::{Duration, Instant};
 
@@ -19,7 +21,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use zeroize::Zeroizing;
 
-pub use admin::{DomainResponse, TokenResponse};
+pub use dto::{DomainResponse, TokenResponse};
 pub use error::ApiError;
 
 use crate::limits::{Limits, LimitsConfig};
@@ -35,6 +37,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     provider::configure(cfg);
     admin::configure(cfg);
     admin_ops::configure(cfg);
+    whoami::configure(cfg);
     health::configure(cfg);
     ui::configure(cfg);
 }

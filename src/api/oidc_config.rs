@@ -1,14 +1,13 @@
 //! `/api/v1/enterprises/oidc/config/`: the seed's resource (GET, POST, DELETE).
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Serialize;
 use serde_json::value::RawValue;
 
+use super::dto::ConfigResponse;
 use super::json::{self, Errors, Kind, MAY_NOT_BE_BLANK};
 use super::{authenticate, enterprise_domain, method_not_allowed, read_json_body, ApiError};
 use crate::outbound::Outbound;
-use crate::time::format_micros;
-use crate::vault::{ConfigPatch, OidcConfig, Patch, Vault};
+use crate::vault::{ConfigPatch, Patch, Vault};
 
 pub(super) const PATH: &str = "/api/v1/enterprises/oidc/config/";
 const CLIENT_ID_MAX_CHARS: usize = 255;
@@ -33,41 +32,6 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::delete().to(delete_config))
                 .default_service(web::to(method_not_allowed("GET, POST, DELETE"))),
         );
-    }
-}
-
-/// `EnterpriseOIDCConfig` as the seed defines it. `client_secret` carries the
-/// masked form: the plaintext never leaves the server.
-#[derive(Debug, Serialize)]
-pub(super) struct ConfigResponse {
-    pub id: u64,
-    pub enterprise_domain: u64,
-    pub client_id: String,
-    pub client_secret: String,
-    pub client_secret_masked: String,
-    pub discovery_url: Option<String>,
-    pub authorization_endpoint: Option<String>,
-    pub token_endpoint: Option<String>,
-    pub userinfo_endpoint: Option<String>,
-    pub created_at: String,
-    pub updated_at: String,
-}
-
-impl From<OidcConfig> for ConfigResponse {
-    fn from(c: OidcConfig) -> Self {
-        Self {
-            id: c.id,
-            enterprise_domain: c.domain_id,
-            client_id: c.client_id,
-            client_secret: c.client_secret_masked.clone(),
-            client_secret_masked: c.client_secret_masked,
-            discovery_url: c.discovery_url,
-            authorization_endpoint: c.authorization_endpoint,
-            token_endpoint: c.token_endpoint,
-            userinfo_endpoint: c.userinfo_endpoint,
-            created_at: format_micros(c.created_at),
-            updated_at: format_micros(c.updated_at),
-        }
     }
 }
 

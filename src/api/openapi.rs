@@ -12,6 +12,7 @@ use super::health::{HEALTHZ, METRICS, OPENAPI, READYZ};
 use super::oidc_config::PATH as OIDC_CONFIG;
 use super::provider::{REFRESH as OIDC_REFRESH, TEST as OIDC_TEST};
 use super::ui::{APP_CSS, APP_JS, ICON, INDEX};
+use super::whoami::WHOAMI;
 use super::DOMAIN_HEADER;
 
 fn error_response(description: &str) -> Value {
@@ -137,6 +138,21 @@ pub const NOT_BLANK_PATTERN: &str =
 /// digits and inner hyphens, at least two, the last one starting with a letter,
 /// optionally one trailing dot; case-insensitive (stored lower-case).
 pub const DOMAIN_NAME_PATTERN: &str = "^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.?$";
+
+/// Any valid token may ask who it is: no 403.
+fn whoami_op() -> Value {
+    let mut o = op(
+        "auth-whoami",
+        "Who the presented token is: its kind, id and (a domain token) domain",
+        json!({"200": ok_json("The token's kind, id and domain.", json!({"$ref": "#/components/schemas/WhoAmI"}))}),
+        false,
+        json!({"description": "Any valid token (domain or operator). Lets a client tell the two kinds apart without calling a route it may not use."}),
+    );
+    if let Some(r) = o["responses"].as_object_mut() {
+        r.remove("403");
+    }
+    o
+}
 
 pub fn document() -> Value {
     let domain_header = json!([{
@@ -264,6 +280,9 @@ pub fn document() -> Value {
                     json!({"201": ok_json("The backup written.", json!({"$ref": "#/components/schemas/Backup"}))}),
                     false, json!({})),
             },
+            WHOAMI: {
+                "get": whoami_op(),
+            },
             METRICS: {
                 "get": op("metrics", "Prometheus metrics (text format); operator token",
                     json!({"200": {"description": "Prometheus text exposition format 0.0.4.",
@@ -390,7 +409,8 @@ pub fn document() -> Value {
                     "total_configs": {"type": "integer"},
                     "progress": {"type": "number", "minimum": 0, "maximum": 1},
                     "reencryption_pending": {"type": "boolean"}},
-                    "required": ["active_term", "terms", "total_configs", "progress", "reencryption_pending"]},
+                    "required": ["active_term", "active_term_encryptions", "rotate_after_encryptions",
+                                 "terms", "total_configs", "progress", "reencryption_pending"]},
                 "AuditEvent": {"type": "object", "properties": {
                     "id": {"type": "integer"},
                     "at": {"type": "string", "format": "date-time"},
@@ -411,6 +431,11 @@ pub fn document() -> Value {
                     "records": {"type": "integer"}, "bytes": {"type": "integer"},
                     "created_at": {"type": "string", "format": "date-time"}},
                     "required": ["name", "path", "records", "bytes", "created_at"]},
+                "WhoAmI": {"type": "object", "properties": {
+                    "kind": {"type": "string", "enum": ["operator", "domain"]},
+                    "token_id": {"type": "integer", "minimum": 1},
+                    "domain": {"type": ["string", "null"], "description": "The domain of a domain token; null for an operator token."}},
+                    "required": ["kind", "token_id", "domain"]},
                 "TokenCreated": {"type": "object", "properties": {
                     "id": {"type": "integer", "minimum": 1},
                     "token": {"type": "string", "pattern": "^ovt_[0-9]+_[A-Za-z0-9_-]{43}$"},

@@ -4,12 +4,12 @@
 //! with `X-Enterprise-Domain`). Outbound fetches are blocking: they run on the
 //! blocking pool through `web::block`.
 
-use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::{json, Value};
-
-use super::oidc_config::ConfigResponse;
+use super::dto::{
+    ConfigResponse, ConnectionTestResponse, EndpointChangeResponse, EndpointKeptResponse,
+    RefreshResponse, StepResponse,
+};
 use super::{authenticate, enterprise_domain, method_not_allowed, ApiError};
-use crate::oidc::connection_test::{self, Step, StepStatus, TestInput};
+use crate::oidc::connection_test::{self, StepStatus, TestInput};
 use crate::oidc::discovery::{self, ProviderMetadata};
 use crate::outbound::Outbound;
 use crate::time::{format_micros, now_micros};
@@ -17,6 +17,7 @@ use crate::vault::{
     field_error, needs_discovery_fetch, BoundSecret, ConfigPatch, Discovered, Domain,
     EndpointSource, Patch, Vault,
 };
+use actix_web::{web, HttpRequest, HttpResponse};
 
 pub(super) const REFRESH: &str = "/api/v1/enterprises/oidc/config/refresh/";
 pub(super) const TEST: &str = "/api/v1/enterprises/oidc/config/test/";
@@ -87,10 +88,6 @@ pub(super) async fn resolve_on_save(
     Ok(())
 }
 
-fn opt(v: &Option<String>) -> Value {
-    v.as_ref().map_or(Value::Null, |s| Value::String(s.clone()))
-}
-
 /// The answer while a test or refresh of the same domain runs.
 const BUSY: &str = "A connection test or discovery refresh of this domain is already running; \
                     try again when it has finished.";
@@ -137,33 +134,18 @@ async fn refresh(
     let report = vault
         .refresh_discovery(&domain, &url, &endpoints(&meta), Some(caller.token_id()))
         .await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "discovery_url": url,
-        "issuer": meta.issuer,
-        "changed": report.changed.iter().map(|c| json!({
-            "field": c.field, "old": opt(&c.old), "new": opt(&c.new),
-        })).collect::<Vec<_>>(),
-        "kept": report.kept.iter().map(|k| json!({
-            "field": k.field, "value": opt(&k.value), "discovered": opt(&k.discovered),
-            "reason": k.reason,
-        })).collect::<Vec<_>>(),
-        "discovered_endpoints": report.config.discovered_endpoints.clone(),
-        "config": ConfigResponse::from(report.config),
-    })))
-}
-
-fn step_json(s: &Step) -> Value {
-    json!({
-        "name": s.name,
-        "status": s.status.as_str(),
-        "url": opt(&s.url),
-        "detail": s.detail,
-        "provider_error": s.provider_error.as_ref().map(|p| json!({
-            "status": p.status,
-            "error": opt(&p.error),
-            "error_description": opt(&p.error_description),
-        })),
-    })
+    Ok(HttpResponse::Ok().json(RefreshResponse {
+        discovery_url: url,
+        issuer: meta.issuer,
+        changed: report
+            .changed
+            .iter()
+            .map(EndpointChangeResponse::from)
+            .collect(),
+        kept: report.kept.iter().map(EndpointKeptResponse::from).collect(),
+        discovered_endpoints: report.config.discovered_endpoints.clone(),
+        config: ConfigResponse::from(report.config),
+    }))
 }
 
 /// Test the stored configuration against the provider, without a user.
@@ -235,9 +217,9 @@ async fn test(
     vault
         .record_connection_test(&domain, Some(caller.token_id()), outcome)
         .await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "ok": failed.is_empty(),
-        "tested_at": format_micros(started),
-        "steps": steps.iter().map(step_json).collect::<Vec<_>>(),
-    })))
+    Ok(HttpResponse::Ok().json(ConnectionTestResponse {
+        ok: failed.is_empty(),
+        tested_at: format_micros(started),
+        steps: steps.iter().map(StepResponse::from).collect(),
+    }))
 }

@@ -103,6 +103,8 @@ let context = null;
 let page = null;
 const requests = []; // every URL the page asked for
 const problems = []; // CSP violations, Trusted Types errors, uncaught exceptions
+const failedAnswers = []; // { step, what: 'METHOD /path STATUS' } of every 4xx/5xx the page got
+let currentStep = null;
 let shotCount = 0;
 
 async function shot(name) {
@@ -158,6 +160,11 @@ before(async () => {
     }
   });
   page.on('pageerror', (e) => problems.push(`uncaught: ${e.message}`));
+  page.on('response', (r) => {
+    if (r.status() >= 400) {
+      failedAnswers.push({ step: currentStep, what: `${r.request().method()} ${new URL(r.url()).pathname} ${r.status()}` });
+    }
+  });
 });
 
 after(async () => {
@@ -209,6 +216,7 @@ function step(name, fn) {
       t.skip(`after the failure of "${broken}"`);
       return;
     }
+    currentStep = name;
     try {
       await fn();
     } catch (e) {
@@ -236,7 +244,12 @@ step('GET / is served with the strict policy and every control is labelled', asy
   await shot('sign-in');
 });
 
-step('a wrong token is refused beside the token field', async () => {
+const WRONG_TOKEN_STEP = 'a wrong token is refused beside the token field';
+const DOMAIN_SIGN_IN_STEP = 'domain admin: sign in, save the seed values, see the masked secret';
+const RELOAD_STEP = 'domain admin: a reload keeps the session and the stored values';
+const OPERATOR_SIGN_IN_STEP = 'operator: sign in, list domains, add one (errors beside the field)';
+
+step(WRONG_TOKEN_STEP, async () => {
   await signIn('ovt_999_not-a-real-token');
   await expectText('#token-error', /not accepted/);
   assert.equal(await page.locator('#token').getAttribute('aria-invalid'), 'true');
@@ -244,7 +257,7 @@ step('a wrong token is refused beside the token field', async () => {
   assert.ok(await page.locator('#sign-in-view').isVisible());
 });
 
-step('domain admin: sign in, save the seed values, see the masked secret', async () => {
+step(DOMAIN_SIGN_IN_STEP, async () => {
   await signIn(domainToken);
   await visible('#config-form').waitFor();
   assert.equal(await page.evaluate(() => sessionStorage.getItem('oidcvault.token')), domainToken);
@@ -307,7 +320,7 @@ step('domain admin: a bad URL is shown beside its field, then fixed', async () =
   assert.equal(await page.locator('#alert').textContent(), '');
 });
 
-step('domain admin: a reload keeps the session and the stored values', async () => {
+step(RELOAD_STEP, async () => {
   await page.reload();
   await visible('#config-form').waitFor();
   await expectText('#secret-masked', /^\*{8}0rd!$/);
@@ -372,7 +385,7 @@ step('sign out removes the token from the tab', async () => {
   await visible('#sign-in-view').waitFor();
 });
 
-step('operator: sign in, list domains, add one (errors beside the field)', async () => {
+step(OPERATOR_SIGN_IN_STEP, async () => {
   await signIn(operatorToken);
   await visible('#operator-view').waitFor();
   await expectText('#session-role', /operator token/);
@@ -492,6 +505,18 @@ step('no request to another origin, no policy violation, no script error', async
   const paths = new Set(requests.map((u) => new URL(u).pathname));
   for (const p of ['/', '/ui/app.js', '/ui/app.css', '/ui/icon.svg']) assert.ok(paths.has(p), `${p} not loaded`);
   assert.deepEqual(problems, []);
+  // Signing in asks who the token is (GET /auth/whoami/): it provokes no 403,
+  // and no step gets one. The only failed answers of the sign-in steps are the
+  // ones they cause on purpose: a wrong token (401), an invalid and a duplicate
+  // domain (400), and the 404 of a domain without a configuration yet (the
+  // contract's answer for that expected state).
+  const failedIn = (name) => failedAnswers.filter((f) => f.step === name).map((f) => f.what);
+  assert.deepEqual(failedIn(WRONG_TOKEN_STEP), ['GET /api/v1/auth/whoami/ 401'], WRONG_TOKEN_STEP);
+  assert.deepEqual(failedIn(DOMAIN_SIGN_IN_STEP), ['GET /api/v1/enterprises/oidc/config/ 404'], DOMAIN_SIGN_IN_STEP);
+  assert.deepEqual(failedIn(RELOAD_STEP), [], RELOAD_STEP);
+  assert.deepEqual(failedIn(OPERATOR_SIGN_IN_STEP),
+    ['POST /api/v1/admin/domains/ 400', 'POST /api/v1/admin/domains/ 400'], OPERATOR_SIGN_IN_STEP);
+  assert.deepEqual(failedAnswers.filter((f) => / 403$/.test(f.what)), [], 'answers 403');
   // The server never logged a secret or a token.
   for (const secret of [CLIENT_SECRET, 'n3w-s3cr3t-v4lue!', 'globex-secret-123456', domainToken, operatorToken]) {
     assert.ok(!serverLog.includes(secret), 'a secret in the server log');
