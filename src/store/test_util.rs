@@ -5,15 +5,27 @@ use std::path::Path;
 
 use super::{AuditMac, AuditRecord, ConfigRecord, Store, StoreOptions, TokenScope};
 
+/// Open the store in `dir`. A test that reopens the directory it just shut
+/// down may find sled's file lock still held for a moment: sled releases it
+/// when its own background threads let go of the database, after the last
+/// handle is dropped (a new process, as in production, never meets this). So a
+/// lock held is retried for a few seconds; any other error fails at once.
 pub(super) fn open(dir: &Path) -> Store {
-    Store::open(
-        dir,
-        &StoreOptions {
-            cache_capacity_bytes: 8 << 20,
-            commit_metrics: None,
-        },
-    )
-    .unwrap()
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open(
+            dir,
+            &StoreOptions {
+                cache_capacity_bytes: 8 << 20,
+                commit_metrics: None,
+            },
+        ) {
+            Err(super::StoreError::InUse { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other.unwrap(),
+        }
+    }
 }
 
 pub(super) fn ev() -> AuditRecord {
