@@ -462,4 +462,32 @@ pub(super) mod tests {
             );
         }
     }
+
+    /// An invalid `log.level` is refused like any other bad key (it used to
+    /// become `info` silently), naming the key and the value.
+    #[test]
+    fn an_invalid_log_level_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        for ok in [
+            "info",
+            "debug",
+            "oidcvault=debug,warn",
+            "warn,oidcvault::audit=info",
+        ] {
+            std::fs::write(&path, format!("[log]\nlevel = {ok:?}\n")).unwrap();
+            Config::load_with_env(Some(&path), &[]).unwrap();
+        }
+        for bad in ["verbose=[", "oidcvault=loud"] {
+            std::fs::write(&path, format!("[log]\nlevel = {bad:?}\n")).unwrap();
+            let e = Config::load_with_env(Some(&path), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("log.level") && e.contains(bad), "{bad}: {e}");
+        }
+        let e = Config::load_with_env(Some(&path), &env(&[("OIDCVAULT_LOG__LEVEL", "x=y=z")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("log.level"), "{e}");
+    }
 }
