@@ -195,13 +195,7 @@ async fn the_secret_never_reaches_an_origin_its_writer_did_not_bind_it_to() {
         .await;
         assert_eq!(r.status, StatusCode::OK, "{order:?}: {r:?}");
         let t = call(&app, post_json(TEST, &token, "")).await;
-        let client = t.body["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == "client_authentication")
-            .unwrap()
-            .clone();
+        let client = step(&t.body, "client_authentication").clone();
         assert_eq!(client["status"], "pass", "{order:?}: {t:?}");
         assert!(
             leaked(&attacker).is_empty(),
@@ -269,13 +263,7 @@ async fn a_new_secret_rebinds_and_the_refresh_reports_what_it_kept() {
     .await;
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
     let t = call(&app, post_json(TEST, &token, "")).await;
-    let client = t.body["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "client_authentication")
-        .unwrap()
-        .clone();
+    let client = step(&t.body, "client_authentication").clone();
     assert_eq!(client["status"], "pass", "{t:?}");
     assert_eq!(client["url"], other.url("/token"));
     let posts = |s: &Stub| s.requests().iter().filter(|r| r.method == "POST").count();
@@ -306,13 +294,7 @@ async fn a_secret_written_without_a_token_endpoint_is_sent_nowhere() {
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
     assert_eq!(r.body["token_endpoint"], Value::Null);
     let t = call(&app, post_json(TEST, &token, "")).await;
-    let client = t.body["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "client_authentication")
-        .unwrap()
-        .clone();
+    let client = step(&t.body, "client_authentication").clone();
     assert_eq!(client["status"], "fail", "{t:?}");
     assert!(
         client["detail"].as_str().unwrap().contains("bound to none"),
