@@ -15,6 +15,7 @@ pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod oidc;
+pub mod origin;
 pub mod outbound;
 pub mod server;
 pub mod startup;

@@ -11,6 +11,7 @@ use super::dto::{
 use super::{authenticate, enterprise_domain, method_not_allowed, ApiError};
 use crate::oidc::connection_test::{self, StepStatus, TestInput};
 use crate::oidc::discovery::{self, ProviderMetadata};
+use crate::origin::origin_of;
 use crate::outbound::Outbound;
 use crate::time::{format_micros, now_micros};
 use crate::vault::{
@@ -94,9 +95,7 @@ const BUSY: &str = "A connection test or discovery refresh of this domain is alr
 
 /// The origin of a URL, for audit details.
 fn origin_label(url: &str) -> String {
-    url::Url::parse(url)
-        .map(|u| u.origin().ascii_serialization())
-        .unwrap_or_else(|_| "an invalid URL".into())
+    origin_of(url).unwrap_or_else(|| "an invalid URL".into())
 }
 
 /// Re-read the discovery document and bring managed endpoints up to date.

@@ -20,6 +20,7 @@ use zeroize::Zeroizing;
 
 use super::discovery::{fetch, ProviderMetadata};
 use crate::crypto::SecretString;
+use crate::origin::origin_of;
 use crate::outbound::{FormBody, Outbound};
 
 /// Provider text quoted in an answer is cut to this many characters.
@@ -83,12 +84,6 @@ pub struct TestInput {
     pub client_id: String,
     /// The only origin the client secret may be sent to (`None`: nowhere).
     pub secret_origin: Option<String>,
-}
-
-/// The origin (`scheme://host[:port]`) of a URL, as compared with a binding.
-fn origin(url: &str) -> Option<String> {
-    let origin = url::Url::parse(url).ok()?.origin();
-    origin.is_tuple().then(|| origin.ascii_serialization())
 }
 
 /// Every spelling of the credentials a provider might echo back: the secret
@@ -304,7 +299,7 @@ fn token_form(code: &str, post_credentials: Option<(&str, &SecretString)>) -> Fo
 /// Whether the secret may be sent to `url`: only to the origin it is bound to.
 /// `Err` says why not, for the operator.
 pub fn may_send_secret(url: &str, bound: Option<&str>) -> Result<(), String> {
-    let target = origin(url);
+    let target = origin_of(url);
     match bound {
         Some(b) if target.as_deref() == Some(b) => Ok(()),
         Some(b) => Err(format!(

@@ -71,10 +71,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 pub use chain::AuditMac;
 pub use commit::{CommitMetrics, CommitStats};
 pub use config::{AuditConfig, StorageConfig, MAX_RETENTION_DAYS};
-pub use records::{
-    origin_of, AuditRecord, ConfigRecord, DomainRecord, TokenRecord, TokenScope, Versioned,
-};
 pub use records::{AuditBody, AuditCheckpoint, AuditEntry};
+pub use records::{AuditRecord, ConfigRecord, DomainRecord, TokenRecord, TokenScope, Versioned};
 pub use snapshot::SnapshotStats;
 pub use verify::AuditChainReport;
 

@@ -9,6 +9,7 @@
 use bincode::{Decode, Encode};
 
 use super::StoreError;
+use crate::origin::origin_of;
 
 /// No record is anywhere near this; a corrupt length prefix must not allocate more.
 const DECODE_LIMIT: usize = 1 << 20;
@@ -59,13 +60,6 @@ pub struct DomainRecord {
     /// Ids of the tokens scoped to this domain, so removal can take them along
     /// inside one transaction.
     pub token_ids: Vec<u64>,
-}
-
-/// The origin (`scheme://host[:port]`, default ports left out) of an absolute
-/// URL; `None` for a URL without one (unparseable, or an opaque origin).
-pub fn origin_of(url: &str) -> Option<String> {
-    let origin = url::Url::parse(url).ok()?.origin();
-    origin.is_tuple().then(|| origin.ascii_serialization())
 }
 
 /// Version 2 (the current one). Fields are encoded in declaration order.
@@ -457,20 +451,6 @@ mod tests {
         assert_eq!(back, new);
         // A truncated version 2 record is an error, not a silent default.
         assert!(decode::<ConfigRecord>("configs", b"k", &bytes[..bytes.len() - 1]).is_err());
-    }
-
-    #[test]
-    fn origins() {
-        assert_eq!(
-            origin_of("https://IdP.Example.com:443/t").as_deref(),
-            Some("https://idp.example.com")
-        );
-        assert_eq!(
-            origin_of("http://127.0.0.1:8080/t").as_deref(),
-            Some("http://127.0.0.1:8080")
-        );
-        assert_eq!(origin_of("not a url"), None);
-        assert_eq!(origin_of("data:text/plain,x"), None);
     }
 
     #[test]

@@ -21,7 +21,8 @@
 //! nothing and is not sent anywhere until it is written again with one.
 
 use super::{field_error, FieldErrors};
-use crate::store::{origin_of, ConfigRecord};
+use crate::origin::origin_of;
+use crate::store::ConfigRecord;
 
 /// The origin a secret written for `record`'s current endpoints is bound to.
 pub(super) fn origin_for(record: &ConfigRecord) -> Option<String> {

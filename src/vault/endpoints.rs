@@ -417,7 +417,7 @@ mod tests {
             created_at: 1,
             updated_at: 1,
             discovered_endpoints: managed.iter().map(|s| s.to_string()).collect(),
-            secret_origin: t.and_then(crate::store::origin_of),
+            secret_origin: t.and_then(crate::origin::origin_of),
         }
     }
 
