@@ -155,35 +155,29 @@ async fn test(
 ) -> Result<HttpResponse, ApiError> {
     let caller = authenticate(&req, &vault)?;
     let domain = enterprise_domain(&req, &vault, caller)?;
-    if vault.get_config(&domain)?.is_none() {
+    let Some(config) = vault.get_config(&domain)? else {
         return Err(ApiError::NotFound("Not found."));
-    }
+    };
     let _job = vault
         .begin_outbound_job(&domain)
         .ok_or(ApiError::Busy(BUSY))?;
     // Audited (durably) before the secret is decrypted, naming where it may go.
-    let Some(bound) = vault.secret_origin(&domain)? else {
-        return Err(ApiError::NotFound("Not found."));
-    };
     vault
         .record_outbound_start(
             &domain,
             Some(caller.token_id()),
             "config.test.start",
-            match &bound {
+            match &config.secret_origin {
                 Some(origin) => format!("connection test; the client secret may be sent to {origin}"),
                 None => "connection test; the client secret is bound to no token endpoint and is not sent".into(),
             },
         )
         .await?;
-    // Read again after the event: the config the test runs on, and its secret,
-    // decrypted for this request only into a zeroizing buffer that the blocking
-    // task drops (and wipes) as soon as the test is over. The secret goes only
-    // to the origin it is bound to (checked where it is sent).
-    let Some(config) = vault.get_config(&domain)? else {
-        return Err(ApiError::NotFound("Not found."));
-    };
-    let Some(BoundSecret { secret, origin }) = vault.reveal_secret(&domain)? else {
+    // Read again after the event, in one read: the config the test runs on and
+    // its secret, decrypted for this request only into a zeroizing buffer that
+    // the blocking task drops (and wipes) as soon as the test is over. The
+    // secret goes only to the origin it is bound to (checked where it is sent).
+    let Some(BoundSecret { secret, config }) = vault.reveal_secret(&domain)? else {
         return Err(ApiError::NotFound("Not found."));
     };
     let input = TestInput {
@@ -192,7 +186,7 @@ async fn test(
         token_endpoint: config.token_endpoint,
         userinfo_endpoint: config.userinfo_endpoint,
         client_id: config.client_id,
-        secret_origin: origin,
+        secret_origin: config.secret_origin,
     };
     let outbound = Outbound::clone(&outbound);
     let started = now_micros();

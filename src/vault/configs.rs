@@ -209,15 +209,10 @@ impl Vault {
         })
     }
 
-    /// The origin a domain's client secret is bound to, without decrypting it:
-    /// `None` when there is no config, `Some(None)` when bound nowhere.
-    pub fn secret_origin(&self, domain: &Domain) -> Result<Option<Option<String>>, VaultError> {
-        Ok(self.store.config(domain.id)?.map(|r| r.secret_origin))
-    }
-
     /// Decrypt a domain's client secret, for a request to the origin it is
-    /// bound to (returned beside it; `None`: bound nowhere, never to be sent).
-    /// The caller must not send it anywhere else.
+    /// bound to, with the config it was read from (`config.secret_origin`;
+    /// `None`: bound nowhere, never to be sent). The caller must not send it
+    /// anywhere else.
     pub fn reveal_secret(&self, domain: &Domain) -> Result<Option<BoundSecret>, VaultError> {
         let Some(record) = self.store.config(domain.id)? else {
             return Ok(None);
@@ -237,7 +232,7 @@ impl Vault {
         })?;
         Ok(Some(BoundSecret {
             secret: SecretString::new(text),
-            origin: record.secret_origin,
+            config: record.into(),
         }))
     }
 }

@@ -115,7 +115,7 @@ pub fn needs_fetch(patch: &super::ConfigPatch, current: Option<&OidcConfig>) -> 
         created_at: cur.created_at,
         updated_at: cur.updated_at,
         discovered_endpoints: cur.discovered_endpoints.clone(),
-        secret_origin: None,
+        secret_origin: cur.secret_origin.clone(),
     });
     needs_fetch_record(patch, record.as_ref())
 }

@@ -39,6 +39,9 @@ pub struct OidcConfig {
     pub updated_at: i64,
     /// Endpoint fields managed by discovery (the others were set by hand).
     pub discovered_endpoints: Vec<String>,
+    /// The origin the client secret is bound to (`None`: written without a
+    /// token endpoint, so it may go nowhere). Not a secret; never in answers.
+    pub secret_origin: Option<String>,
 }
 
 impl From<ConfigRecord> for OidcConfig {
@@ -55,6 +58,7 @@ impl From<ConfigRecord> for OidcConfig {
             created_at: r.created_at,
             updated_at: r.updated_at,
             discovered_endpoints: r.discovered_endpoints,
+            secret_origin: r.secret_origin,
         }
     }
 }
@@ -107,12 +111,13 @@ impl Drop for OutboundJob<'_> {
     }
 }
 
-/// A decrypted client secret and the one origin it may be sent to.
+/// A decrypted client secret with the config it was read from (one read, so
+/// the two always match); `config.secret_origin` is the one origin it may be
+/// sent to.
 #[derive(Debug)]
 pub struct BoundSecret {
     pub secret: SecretString,
-    /// `None`: written without a token endpoint, so it may go nowhere.
-    pub origin: Option<String>,
+    pub config: OidcConfig,
 }
 
 /// Who is calling, as established from a token.
