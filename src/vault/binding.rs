@@ -39,6 +39,11 @@ pub(super) fn check_kept_secret(
     cur: &ConfigRecord,
     next: &ConfigRecord,
 ) -> Result<(), FieldErrors> {
+    // The common update leaves both URLs as they were: nothing moves, nothing
+    // to parse.
+    if next.token_endpoint == cur.token_endpoint && next.discovery_url == cur.discovery_url {
+        return Ok(());
+    }
     let bound = cur.secret_origin.as_deref();
     let token_now = origin_for(next);
     if let Some(new) = token_now.as_deref() {
