@@ -16,6 +16,8 @@
 //!   run by `scripts/test.sh`).
 //! - `crash`: a kill -9 loop and 64 concurrent clients against the real binary;
 //! - `proptests`: property tests of the OIDC routes and the decoders;
+//! - `sso_state`: the sign-in broker's transactions and codes through the vault
+//!   (take-once under concurrency, audited redemptions);
 //! - `limits`: abuse limits in process; `limits_tcp`: over TCP;
 //! - `disk_full`: writes on a full (tmpfs) disk; skipped with a message without
 //!   root, failing instead with `CI=true`.
@@ -57,4 +59,5 @@ mod ops_tls;
 mod ops_verify;
 mod outbound;
 mod proptests;
+mod sso_state;
 mod ui;

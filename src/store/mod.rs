@@ -6,7 +6,10 @@
 //! - `domains`: id → [`DomainRecord`]; `domain_names`: name → id;
 //! - `configs`: domain id → [`ConfigRecord`];
 //! - `tokens`: id → [`TokenRecord`];
-//! - `audit`: monotonic id → [`AuditRecord`].
+//! - `audit`: monotonic id → [`AuditRecord`];
+//! - `sso_transactions`, `sso_codes`: SHA-256 of a sign-in's `state` / one-time
+//!   code → [`SsoRecord`] (sealed by the vault); `sso_spent`: SHA-256 of a
+//!   redeemed code → its expiry (a replay is told apart from an unknown code).
 //!
 //! Every mutation runs in one sled transaction over the trees it touches, its
 //! audit event included, then waits for the group commit, so a method that
@@ -37,6 +40,7 @@
 //!   [`Store::exclusive`], the fail-stop checks (`usable`, `writable`);
 //! - `domains`, `configs`, `tokens`: one entity each (configs also re-seal);
 //! - `terms`: the persisted use counts of key terms;
+//! - `sso`: the sign-in broker's short-lived records (take-once, swept);
 //! - `audit`: appending, paging and pruning the audit trail;
 //! - `chain`: the MAC chain as it is written (links, slots, the anchor);
 //! - `verify`: walking the chain ([`Store::verify_audit_chain`]);
@@ -58,6 +62,7 @@ mod gate;
 mod records;
 mod snapshot;
 mod space;
+mod sso;
 mod terms;
 #[cfg(test)]
 mod test_util;
@@ -72,8 +77,11 @@ pub use chain::AuditMac;
 pub use commit::{CommitMetrics, CommitStats};
 pub use config::{AuditConfig, StorageConfig, MAX_RETENTION_DAYS};
 pub use records::{AuditBody, AuditCheckpoint, AuditEntry};
-pub use records::{AuditRecord, ConfigRecord, DomainRecord, TokenRecord, TokenScope, Versioned};
+pub use records::{
+    AuditRecord, ConfigRecord, DomainRecord, SsoRecord, TokenRecord, TokenScope, Versioned,
+};
 pub use snapshot::SnapshotStats;
+pub use sso::{SsoTree, Taken};
 pub use verify::AuditChainReport;
 
 pub use commit::GroupCommit;
@@ -209,6 +217,11 @@ pub struct Store {
     configs: sled::Tree,
     tokens: sled::Tree,
     audit: sled::Tree,
+    sso_transactions: sled::Tree,
+    sso_codes: sled::Tree,
+    sso_spent: sled::Tree,
+    /// Login transactions stored and not yet taken or swept.
+    sso_pending: std::sync::atomic::AtomicUsize,
     /// Next audit event id: one past the last stored, so ids stay unique in a
     /// restored copy too (sled's own `generate_id` state is not in a copy).
     next_audit: std::sync::atomic::AtomicU64,
@@ -293,7 +306,13 @@ impl Store {
         let domains = db.open_tree("domains")?;
         let configs = db.open_tree("configs")?;
         let counts = counts::Counter::new(initial_counts(&domains, &configs)?);
+        let sso_transactions = db.open_tree("sso_transactions")?;
+        let sso_pending = std::sync::atomic::AtomicUsize::new(sso_transactions.len());
         Ok(Self {
+            sso_transactions,
+            sso_codes: db.open_tree("sso_codes")?,
+            sso_spent: db.open_tree("sso_spent")?,
+            sso_pending,
             next_audit: std::sync::atomic::AtomicU64::new(head.id.saturating_add(1)),
             write_order: std::sync::Mutex::new(ChainHead { link: head }),
             anchor,

@@ -189,6 +189,31 @@ pub enum TokenScope {
     Domain(u64),
 }
 
+/// A sign-in broker record (a login transaction or a one-time code): its
+/// enterprise domain and expiry in clear (sweeps need no key), the rest sealed
+/// by the vault (the store never sees it). Keyed by a SHA-256 of its random
+/// value, so the value itself is never stored.
+#[derive(Clone, PartialEq, Eq, Encode, Decode)]
+pub struct SsoRecord {
+    pub domain_id: u64,
+    /// Microseconds since the epoch; the record is void from then on.
+    pub expires_at: i64,
+    pub sealed: Vec<u8>,
+}
+
+impl std::fmt::Debug for SsoRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SsoRecord")
+            .field("domain_id", &self.domain_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Versioned for SsoRecord {
+    const VERSION: u8 = 1;
+}
+
 #[derive(Clone, PartialEq, Eq, Encode, Decode)]
 pub struct TokenRecord {
     pub id: u64,

@@ -306,7 +306,7 @@ impl Vault {
     }
 
     /// The server's background task: key maintenance when woken (or every
-    /// minute), audit retention every hour.
+    /// minute), audit retention every hour, expired sign-in state every round.
     pub async fn run_maintenance(self: Arc<Self>) {
         let mut last_prune: Option<std::time::Instant> = None;
         loop {
@@ -320,6 +320,12 @@ impl Vault {
                     Err(e) => tracing::error!(error = %e, "audit retention failed"),
                 }
                 last_prune = Some(std::time::Instant::now());
+            }
+            // Sign-in state past its expiry (at most a minute late).
+            match self.sweep_sign_ins() {
+                Ok(n) if n > 0 => tracing::debug!(removed = n, "expired sign-in state removed"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "sweeping sign-in state failed"),
             }
             let _ = tokio::time::timeout(Duration::from_secs(60), self.wake.notified()).await;
         }

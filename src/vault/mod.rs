@@ -7,7 +7,8 @@
 //! `binding` (where a secret may go), `endpoints` (endpoints from discovery),
 //! `keys` (rotation, re-encryption, passphrase change, verify) with
 //! `term_uses` (encryptions counted per key term), `audit` (the audit trail),
-//! `backup` (online backups).
+//! `backup` (online backups), `sso` (the sign-in broker's transactions and
+//! one-time codes).
 
 mod audit;
 mod backup;
@@ -18,6 +19,7 @@ mod endpoints;
 mod keys;
 mod model;
 mod open;
+mod sso;
 mod term_uses;
 mod tokens;
 
@@ -33,6 +35,7 @@ pub use model::{
     OutboundJob, Patch, TokenInfo, TokenTarget,
 };
 pub use open::OpenReport;
+pub use sso::{CodeGrant, LoginEvent, LoginPurpose, LoginTransaction, Redemption, TakenLogin};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
