@@ -3,12 +3,13 @@
 //! model types (`Domain`, `OidcConfig`, ...), never in storage records or DTOs.
 //!
 //! One file per job: `model` (the model types), `open` (unlock or bootstrap
-//! the data directory), `configs`, `domains`, `tokens` (one per resource),
-//! `binding` (where a secret may go), `endpoints` (endpoints from discovery),
-//! `keys` (rotation, re-encryption, passphrase change, verify) with
-//! `term_uses` (encryptions counted per key term), `audit` (the audit trail),
-//! `backup` (online backups).
+//! the data directory), `configs`, `domains`, `tokens`, `apps` (the sign-in
+//! broker's applications; one per resource), `binding` (where a secret may
+//! go), `endpoints` (endpoints from discovery), `keys` (rotation,
+//! re-encryption, passphrase change, verify) with `term_uses` (encryptions
+//! counted per key term), `audit` (the audit trail), `backup` (online backups).
 
+mod apps;
 mod audit;
 mod backup;
 mod binding;
@@ -29,8 +30,8 @@ pub use endpoints::{
 };
 pub use keys::{KeyStatus, TermStatus, VerifyReport};
 pub use model::{
-    normalize_domain_name, BoundSecret, Caller, ConfigPatch, Domain, DomainAccess, OidcConfig,
-    OutboundJob, Patch, TokenInfo, TokenTarget,
+    normalize_domain_name, App, AppSecret, BoundSecret, Caller, ConfigPatch, Domain, DomainAccess,
+    OidcConfig, OutboundJob, Patch, TokenInfo, TokenTarget,
 };
 pub use open::OpenReport;
 
