@@ -344,3 +344,66 @@ fn the_request_schema_matches_the_rules() {
         assert!(!validator.is_valid(&bad), "{bad}");
     }
 }
+
+/// The server accepts a redirect URI exactly when the document's pattern
+/// matches it, over valid URIs and every single-character insertion into them
+/// (what a fuzzer tries first). Sent with a blank name, so nothing is stored:
+/// the answer's `redirect_uris` key says whether the URI was refused.
+#[actix_web::test]
+async fn the_server_accepts_exactly_the_documented_redirect_uris() {
+    let env = Env::new();
+    let op = env.operator().await;
+    let app = app!(env);
+    let pattern = oidcvault::api::openapi::REDIRECT_URI_PATTERN;
+    let validator =
+        jsonschema::validator_for(&json!({"type": "string", "pattern": pattern})).unwrap();
+    let seeds = [
+        "https://a.example.com:8443/cb?x=1",
+        "http://127.0.0.1:80/p",
+        "http://[::1]/",
+        "https://10.0.0.5",
+    ];
+    let inserts = [
+        '*', '-', '.', ':', '0', '9', 'x', '%', '#', '@', '[', ']', '?', '/', ' ', 'é', '"',
+    ];
+    let mut candidates: Vec<String> = seeds.iter().map(|s| s.to_string()).collect();
+    for seed in seeds {
+        for at in 0..=seed.len() {
+            for c in inserts {
+                let mut s = seed.to_owned();
+                s.insert(at, c);
+                candidates.push(s);
+            }
+        }
+    }
+    candidates.sort();
+    candidates.dedup();
+    let mut mismatches = Vec::new();
+    let (mut accepted, mut refused) = (0, 0);
+    for uri in &candidates {
+        let r = call(&app, post_json(APPS, &op, &body(" ", &[uri]))).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{uri}: {r:?}");
+        let server_ok = r.body.get("redirect_uris").is_none();
+        if server_ok {
+            accepted += 1;
+        } else {
+            refused += 1;
+        }
+        if server_ok != validator.is_valid(&json!(uri)) {
+            mismatches.push(format!("{uri:?}: server accepts: {server_ok}; {}", r.raw));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} differ:\n{}",
+        mismatches.len(),
+        candidates.len(),
+        mismatches.join("\n")
+    );
+    // Both sides of the line were exercised.
+    assert!(
+        accepted > 50 && refused > 50,
+        "{accepted} accepted, {refused} refused"
+    );
+    assert_eq!(call(&app, get(APPS, &op)).await.body, json!([]));
+}

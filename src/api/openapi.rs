@@ -140,16 +140,24 @@ pub const NOT_BLANK_PATTERN: &str =
 /// optionally one trailing dot; case-insensitive (stored lower-case).
 pub const DOMAIN_NAME_PATTERN: &str = "^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.?$";
 
-/// A redirect URI as the document promises it is accepted: `https` with a DNS
-/// host name (`http` with `localhost`, `127.0.0.1` or `[::1]`), an optional
-/// port, path and query, no credentials, no fragment. The server accepts a
-/// little more (any 127.0.0.0/8 address, IP hosts, percent-escapes; see
-/// `vault::apps`); the pattern keeps to what a client can rely on.
+/// A redirect URI exactly as the server accepts it (`vault::redirect_uri`
+/// states the grammar), except that labels starting with `xn--` (IDNA) are
+/// left out here, since not every such label is valid.
 pub const REDIRECT_URI_PATTERN: &str = concat!(
-    r"^(?:https://(?:(?![Xx][Nn]--)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*",
+    r"^(?:https://(?:",
+    // a DNS name
+    r"(?:(?![Xx][Nn]--)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*",
     r"(?![Xx][Nn]--)[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?",
-    r"|http://(?:localhost|127\.0\.0\.1|\[::1\]))(?::[1-9][0-9]{0,3})?",
-    r"(?:/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)?(?:\?[A-Za-z0-9._~!$&'()*+,;=:@/?-]*)?$"
+    // an IPv4 address, or [::1]
+    r"|(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])",
+    r"|\[::1\])",
+    // plain http: loopback only
+    r"|http://(?:localhost|\[::1\]",
+    r"|127(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}))",
+    // port 1-65535
+    r"(?::(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?",
+    r"(?:/(?:[A-Za-z0-9._~!$&'()*+,;=:@/-]|%[0-9A-Fa-f]{2})*)?",
+    r"(?:\?(?:[A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-Fa-f]{2})*)?$"
 );
 
 /// Any valid token may ask who it is: no 403.
@@ -275,7 +283,7 @@ pub fn document() -> Value {
                                    "parameters": {"id": "$response.body#/id"}}})),
                            "400": validation_response()}),
                     true,
-                    json!({"description": "`name`: not blank (surrounding whitespace is trimmed), at most 100 characters. `redirect_uris`: 1 to 10 distinct absolute URLs of at most 2048 characters each, registered exactly as given (a sign-in's `redirect_uri` must equal one of them character for character): `https`, or `http` for loopback hosts only (127.0.0.0/8, `[::1]`, `localhost`); scheme in lower case; no credentials; no fragment. Field errors name `name` or `redirect_uris` (a URI's messages start with `Item <index>:`, from 0). The client secret is stored only as a hash: keep it from this answer. Recorded in the audit trail as `app.create`.",
+                    json!({"description": "`name`: not blank (surrounding whitespace is trimmed), at most 100 characters. `redirect_uris`: 1 to 10 distinct absolute URLs of at most 2048 characters each, registered exactly as given (a sign-in's `redirect_uri` must equal one of them character for character): `https`, or `http` for loopback hosts only (127.0.0.0/8, `[::1]`, `localhost`), scheme in lower case; the host a DNS name, an IPv4 address or `[::1]`; a port from 1 to 65535; path and query of RFC 3986 characters (percent-escapes allowed); no credentials; no fragment: the `pattern` of `AppCreate` states exactly this. Field errors name `name` or `redirect_uris` (a URI's messages start with `Item <index>:`, from 0). The client secret is stored only as a hash: keep it from this answer. Recorded in the audit trail as `app.create`.",
                            "requestBody": json_body("#/components/schemas/AppCreate",
                                json!({"name": "Billing portal", "redirect_uris": ["https://billing.example.com/oidc/callback"]}))})),
             },

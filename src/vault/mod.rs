@@ -3,11 +3,12 @@
 //! model types (`Domain`, `OidcConfig`, ...), never in storage records or DTOs.
 //!
 //! One file per job: `model` (the model types), `open` (unlock or bootstrap
-//! the data directory), `configs`, `domains`, `tokens`, `apps` (the sign-in
-//! broker's applications; one per resource), `binding` (where a secret may
-//! go), `endpoints` (endpoints from discovery), `keys` (rotation,
-//! re-encryption, passphrase change, verify) with `term_uses` (encryptions
-//! counted per key term), `audit` (the audit trail), `backup` (online backups).
+//! the data directory), `configs`, `domains`, `tokens`, `apps` (one per
+//! resource; `apps` are the sign-in broker's applications, `redirect_uri`
+//! their redirect URIs' rules), `binding` (where a secret may go),
+//! `endpoints` (endpoints from discovery), `keys` (rotation, re-encryption,
+//! passphrase change, verify) with `term_uses` (encryptions counted per key
+//! term), `audit` (the audit trail), `backup` (online backups).
 
 mod apps;
 mod audit;
@@ -19,6 +20,7 @@ mod endpoints;
 mod keys;
 mod model;
 mod open;
+mod redirect_uri;
 mod term_uses;
 mod tokens;
 
