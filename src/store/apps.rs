@@ -267,4 +267,27 @@ mod tests {
             );
         }
     }
+
+    /// A backup is a copy of every tree: the applications and their index
+    /// come along, and the copy finds an application by its client id.
+    #[actix_web::test]
+    async fn a_snapshot_carries_the_applications() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let uris = uris();
+        let new = NewApp {
+            name: "Portal",
+            redirect_uris: &uris,
+            now: 5,
+        };
+        let (a, _) = store
+            .create_app(&new, |_| ("ova_a".into(), [1; 32], ()), |_| ev())
+            .await
+            .unwrap();
+        let dest = dir.path().join("copy");
+        store.snapshot_to(&dest, &[]).unwrap();
+        let copy = open(&dest);
+        assert_eq!(copy.app_by_client_id("ova_a").unwrap(), Some(a));
+        assert_eq!(copy.check_apps().failures, Vec::<String>::new());
+    }
 }
