@@ -6,7 +6,8 @@
 //!   stub HTTP servers (`harness::stub_http`), the one Prometheus text parser,
 //!   polling with a deadline, and the fixtures of the `ops_*` modules.
 //! - `api_*`: through the real `App` (`oidcvault::app`, the factory `main` uses),
-//!   with `actix_web::test::init_service`;
+//!   with `actix_web::test::init_service` (`api_apps`: the sign-in broker's
+//!   applications);
 //! - `binary_*`: through the real binary over real TCP, for the guarantees:
 //!   durability across `kill -9` and backup by copy (`binary_durability`), the
 //!   master key (`binary_master_key`), nothing secret at rest or in the logs
@@ -37,6 +38,7 @@
 mod harness;
 
 mod api_admin;
+mod api_apps;
 mod api_oidc;
 mod api_ops;
 mod binary_cli;

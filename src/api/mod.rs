@@ -3,6 +3,7 @@
 
 mod admin;
 pub mod admin_ops;
+mod apps;
 pub mod dto;
 pub mod error;
 mod health;
@@ -37,6 +38,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     oidc_config::configure(cfg);
     provider::configure(cfg);
     admin::configure(cfg);
+    apps::configure(cfg);
     admin_ops::configure(cfg);
     whoami::configure(cfg);
     sso::configure(cfg);

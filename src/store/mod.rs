@@ -6,6 +6,8 @@
 //! - `domains`: id → [`DomainRecord`]; `domain_names`: name → id;
 //! - `configs`: domain id → [`ConfigRecord`];
 //! - `tokens`: id → [`TokenRecord`];
+//! - `apps`: id → [`AppRecord`] (the sign-in broker's applications);
+//!   `app_client_ids`: client id → id;
 //! - `audit`: monotonic id → [`AuditRecord`];
 //! - `sso_transactions`, `sso_codes`: SHA-256 of a sign-in's `state` / one-time
 //!   code → [`SsoRecord`] (sealed by the vault); `sso_spent`: SHA-256 of a
@@ -38,7 +40,8 @@
 //!   the transaction helpers and id counters the entities share;
 //! - `gate`: the writer's turn (write-order lock and shared gate),
 //!   [`Store::exclusive`], the fail-stop checks (`usable`, `writable`);
-//! - `domains`, `configs`, `tokens`: one entity each (configs also re-seal);
+//! - `domains`, `configs`, `tokens`, `apps`: one entity each (configs also
+//!   re-seal);
 //! - `terms`: the persisted use counts of key terms;
 //! - `sso`: the sign-in broker's short-lived records (take-once, swept);
 //! - `audit`: appending, paging and pruning the audit trail;
@@ -50,6 +53,7 @@
 //! - `config`: the `[storage]` and `[audit]` sections and their bounds;
 //! - `test_util`: helpers the unit tests of every file share.
 
+mod apps;
 mod audit;
 mod chain;
 mod commit;
@@ -73,13 +77,15 @@ use std::path::{Path, PathBuf};
 
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
+pub use apps::{AppsReport, NewApp};
 pub use chain::AuditMac;
 pub use commit::{CommitMetrics, CommitStats};
 pub use config::{AuditConfig, StorageConfig, MAX_RETENTION_DAYS};
-pub use records::{AuditBody, AuditCheckpoint, AuditEntry};
 pub use records::{
-    AuditRecord, ConfigRecord, DomainRecord, SsoRecord, TokenRecord, TokenScope, Versioned,
+    AppRecord, AuditRecord, ConfigRecord, DomainRecord, SsoRecord, TokenRecord, TokenScope,
+    Versioned,
 };
+pub use records::{AuditBody, AuditCheckpoint, AuditEntry};
 pub use snapshot::SnapshotStats;
 pub use sso::{SsoTree, Taken};
 pub use verify::AuditChainReport;
@@ -131,6 +137,10 @@ pub enum StoreError {
     DomainExists,
     #[error("enterprise domain not found")]
     DomainNotFound,
+    /// A new application's random client id is already taken (128 random bits:
+    /// not expected to happen; nothing was written).
+    #[error("an application with this client id already exists")]
+    ClientIdTaken,
 }
 
 /// Outcome of a transaction body: a store-level refusal or the caller's own error.
@@ -172,6 +182,7 @@ fn store_only<T>(r: Result<T, Abort<std::convert::Infallible>>) -> Result<T, Sto
 const META_NEXT_DOMAIN: &[u8] = b"next_id/domain";
 const META_NEXT_CONFIG: &[u8] = b"next_id/config";
 const META_NEXT_TOKEN: &[u8] = b"next_id/token";
+const META_NEXT_APP: &[u8] = b"next_id/app";
 
 fn next_id<E>(meta: &TransactionalTree, key: &[u8]) -> TxResult<u64, E> {
     let current = match meta.get(key)? {
@@ -216,6 +227,8 @@ pub struct Store {
     domain_names: sled::Tree,
     configs: sled::Tree,
     tokens: sled::Tree,
+    apps: sled::Tree,
+    app_client_ids: sled::Tree,
     audit: sled::Tree,
     sso_transactions: sled::Tree,
     sso_codes: sled::Tree,
@@ -321,6 +334,8 @@ impl Store {
             domain_names: db.open_tree("domain_names")?,
             configs,
             tokens: db.open_tree("tokens")?,
+            apps: db.open_tree("apps")?,
+            app_client_ids: db.open_tree("app_client_ids")?,
             audit: audit.clone(),
             db,
             dir: dir.to_path_buf(),

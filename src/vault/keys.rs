@@ -51,6 +51,8 @@ pub struct VerifyReport {
     pub domains: u64,
     pub configs: u64,
     pub tokens: u64,
+    /// Applications of the sign-in broker (each read, its client id checked).
+    pub apps: u64,
     pub audit_events: u64,
     pub secrets_opened: u64,
     /// Audit events written before the trail was chained (no MAC): reported,
@@ -396,6 +398,9 @@ impl Vault {
             Ok(t) => report.tokens = t.len() as u64,
             Err(e) => report.failures.push(e.to_string()),
         }
+        let apps = self.store.check_apps();
+        report.apps = apps.apps;
+        report.failures.extend(apps.failures);
         match self.store.verify_audit_chain(&keyring.audit_key()) {
             Ok(chain) => {
                 report.audit_events = chain.events;
