@@ -58,13 +58,6 @@ impl Landing {
             Landing::Page { status, .. } => Some(*status),
         }
     }
-
-    pub fn body(&self) -> &str {
-        match self {
-            Landing::App { .. } => "",
-            Landing::Page { body, .. } => body,
-        }
-    }
 }
 
 /// One answer, whoever gave it.
@@ -106,14 +99,6 @@ impl Browser {
                 .collect::<Vec<_>>()
                 .join("; ")
         })
-    }
-
-    /// The value of a cookie of the broker.
-    pub fn cookie(&self, name: &str) -> Option<&str> {
-        self.cookies
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
     }
 
     /// The path so far, one hop a line.
@@ -228,6 +213,29 @@ impl Browser {
         S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
         B: MessageBody,
     {
+        match self
+            .follow_app_until(app, public_url, idp_origin, start, |_| false)
+            .await
+        {
+            Ok(url) => unreachable!("stopped at {url}"),
+            Err(landing) => landing,
+        }
+    }
+
+    /// As [`Browser::follow_app`], but stops before requesting a URL for which
+    /// `stop` is true, and returns it (a tab that has not come back yet).
+    pub async fn follow_app_until<S, B>(
+        &mut self,
+        app: &S,
+        public_url: &str,
+        idp_origin: &str,
+        start: &str,
+        stop: impl Fn(&str) -> bool,
+    ) -> Result<String, Landing>
+    where
+        S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+        B: MessageBody,
+    {
         let broker = origin_of(public_url);
         let mut url = if start.starts_with('/') {
             format!("{broker}{start}")
@@ -236,7 +244,10 @@ impl Browser {
         };
         for _ in 0..MAX_HOPS {
             if let Some(l) = self.landed(&url, &broker, idp_origin) {
-                return l;
+                return Err(l);
+            }
+            if stop(&url) {
+                return Ok(url);
             }
             let hop = if origin_of(&url) == broker {
                 let parsed = url::Url::parse(&url).expect("a broker URL");
@@ -271,7 +282,7 @@ impl Browser {
             };
             match self.after(&url, hop, &broker) {
                 Ok(next) => url = next,
-                Err(page) => return page,
+                Err(page) => return Err(page),
             }
         }
         self.panic_too_long()

@@ -369,13 +369,6 @@ impl StubIdp {
             .filter(|r| r.path.split('?').next() == Some(path))
             .count()
     }
-
-    /// A signed ID token with these claims (for tests that post tokens themselves).
-    pub fn sign(&self, claims: &Value) -> String {
-        let k = self.knobs();
-        let key = &k.keys[k.current];
-        key.sign(&key.kid, claims)
-    }
 }
 
 pub fn parse_form(body: &[u8]) -> Vec<(String, String)> {
