@@ -502,10 +502,7 @@ impl Knobs {
     fn token(&mut self, r: &Recorded) -> Reply {
         let form = parse_form(&r.body);
         let outcome = self.check_token_request(r, &form);
-        let auth = match self.client_auth(r, &form) {
-            Ok(how) => how,
-            Err(_) => "none",
-        };
+        let auth = self.client_auth(r, &form).unwrap_or("none");
         let reply = match &outcome {
             Ok(issued) => match self.token_error.clone() {
                 Some((status, body)) => Reply::Json(status, body),
