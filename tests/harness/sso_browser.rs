@@ -106,7 +106,8 @@ impl Browser {
         self.hops.join("\n")
     }
 
-    fn keep_cookies(&mut self, set_cookies: &[String]) {
+    /// Keep the cookies of `Set-Cookie` values of the broker.
+    pub fn keep_cookies(&mut self, set_cookies: &[String]) {
         for sc in set_cookies {
             let mut parts = sc.split(';');
             let Some((name, value)) = parts.next().and_then(|p| p.split_once('=')) else {

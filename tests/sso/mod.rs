@@ -11,6 +11,8 @@
 //! - `token`: `/sso/token` (RFC 6749 §5.2 errors, one redemption per code);
 //! - `props`: any query string to `/sso/authorize` and `/sso/callback` is a 4xx
 //!   page or a redirect to a registered URI or the provider, never a 5xx;
+//! - `admin`: the callback URL to register, "Try sign-in" (each check, no
+//!   code), the sign-in metrics;
 //! - `binary`: through the real binary over TCP: a sign-in end to end, and
 //!   `kill -9` during redemptions never lets a code be redeemed twice.
 //!
@@ -28,6 +30,7 @@ use crate::harness::in_process::*;
 use crate::harness::sso_browser::{Browser, Landing};
 use crate::harness::stub_idp::{self, StubIdp};
 
+mod admin;
 mod binary;
 mod flow;
 mod props;
@@ -133,6 +136,8 @@ struct World {
     env: Env,
     idp: StubIdp,
     operator: String,
+    /// A token of the domain (its admin).
+    domain_token: String,
 }
 
 impl World {
@@ -143,9 +148,14 @@ impl World {
     async fn with_public_url(public_url: &str) -> Self {
         let idp = StubIdp::start();
         let env = Env::with_config(&config(public_url));
-        env.domain(DOMAIN).await;
+        let (_, domain_token) = env.domain(DOMAIN).await;
         let operator = env.operator().await;
-        Self { env, idp, operator }
+        Self {
+            env,
+            idp,
+            operator,
+            domain_token,
+        }
     }
 
     /// Configure the domain with the stub provider and register an application.
