@@ -322,3 +322,63 @@ fn get_tcp(url: &str, cookie: Option<&str>) -> Hop {
         body,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::harness::stub_http::{Reply, Stub};
+    use crate::harness::stub_idp::{Answer, StubIdp, CLIENT_ID};
+
+    /// A fake broker over TCP: `/start` sets a cookie and sends the browser to
+    /// the provider, whose answer comes back to `/callback`, which needs the
+    /// cookie and sends the browser on to the application.
+    #[test]
+    fn the_browser_follows_a_flow_keeping_the_brokers_cookie() {
+        let idp = StubIdp::start();
+        let idp_origin = idp.origin();
+        let broker = Stub::start("127.0.0.1", {
+            let idp_origin = idp_origin.clone();
+            move |r| {
+                let port_of = |h: Option<&str>| h.unwrap_or_default().to_owned();
+                let me = format!("http://{}", port_of(r.header("host")));
+                if r.path.starts_with("/start") {
+                    let to = format!(
+                        "{idp_origin}/authorize?client_id={CLIENT_ID}&state=xyz&redirect_uri={}",
+                        url::form_urlencoded::byte_serialize(format!("{me}/callback").as_bytes())
+                            .collect::<String>()
+                    );
+                    Reply::Raw {
+                        status: 302,
+                        headers: vec![
+                            ("Location".into(), to),
+                            ("Set-Cookie".into(), "b=1; Path=/; HttpOnly".into()),
+                            ("Set-Cookie".into(), "gone=x; Max-Age=0".into()),
+                        ],
+                        body: Vec::new(),
+                        no_length: false,
+                    }
+                } else if r.header("cookie") == Some("b=1") {
+                    Reply::redirect(302, "http://127.0.0.1:9/app?code=c1&state=s")
+                } else {
+                    Reply::text(400, "text/html", "<h1>Sign-in failed</h1>")
+                }
+            }
+        });
+        let mut browser = Browser::new();
+        let landing = browser.follow_tcp(&broker.origin(), &idp_origin, "/start");
+        assert_eq!(landing.param("code"), Some("c1"), "{}", browser.trace());
+        assert_eq!(browser.cookies, vec![("b".to_owned(), "1".to_owned())]);
+        assert_eq!(browser.hops.len(), 3, "{}", browser.trace());
+        // Without the cookie, the fake broker's page.
+        idp.knobs().answer = Answer::Deny("no".into());
+        let mut stranger = Browser::new();
+        let landing = stranger.follow_tcp(&broker.origin(), &idp_origin, &{
+            let cb = browser.hops[1]
+                .split(" Location: ")
+                .nth(1)
+                .unwrap_or_default();
+            cb.split(' ').next().unwrap_or_default().to_owned()
+        });
+        assert_eq!(landing.status(), Some(400), "{}", stranger.trace());
+    }
+}
