@@ -2,6 +2,8 @@
 //! profile the application gets, a stable `id`, two tabs at once,
 //! `client_secret_post`, and userinfo when the ID token has no e-mail.
 
+use std::time::Duration;
+
 use actix_web::http::StatusCode;
 use serde_json::json;
 
@@ -255,6 +257,10 @@ async fn rfc_9207_iss_is_accepted_when_it_is_the_issuer_and_a_subdomain_email_to
     expect_code(&landing, "i", &browser);
 }
 
+/// The broker's JWK refetches of one provider: at most one per this long
+/// (`broker::JWKS_MIN_REFETCH`, counted from any fetch).
+const JWKS_MIN_REFETCH: Duration = Duration::from_secs(30);
+
 #[actix_web::test]
 async fn a_rotated_key_is_fetched_once_and_the_sign_in_succeeds() {
     let w = World::new().await;
@@ -265,15 +271,35 @@ async fn a_rotated_key_is_fetched_once_and_the_sign_in_succeeds() {
         .sign_in(&app, &mut browser, &authorize_path(&creds, "r1", &[]))
         .await;
     expect_code(&landing, "r1", &browser);
+    let fetched = std::time::Instant::now();
     let before = w.idp.hits("/jwks");
     assert!(before >= 1, "the JWK set was fetched");
-    // The provider rotates: the broker's cached set lacks the new kid, it refetches once.
+    // The provider rotates: the cached set lacks the new kid. Right after a
+    // fetch, the refetch is held back (rate limit): refused, nothing fetched.
     w.idp.rotate();
     let mut browser = Browser::new();
     let landing = w
         .sign_in(&app, &mut browser, &authorize_path(&creds, "r2", &[]))
         .await;
-    expect_code(&landing, "r2", &browser);
+    if fetched.elapsed() < JWKS_MIN_REFETCH {
+        expect_refused(
+            &w,
+            &landing,
+            &browser,
+            "r2",
+            &["access_denied"],
+            "unknown_kid",
+        );
+        assert_eq!(w.idp.hits("/jwks"), before, "a refetch within the limit");
+    }
+    // Once the interval has passed: one refetch, then success.
+    actix_web::rt::time::sleep(JWKS_MIN_REFETCH.saturating_sub(fetched.elapsed())).await;
+    actix_web::rt::time::sleep(Duration::from_secs(1)).await;
+    let mut browser = Browser::new();
+    let landing = w
+        .sign_in(&app, &mut browser, &authorize_path(&creds, "r3", &[]))
+        .await;
+    expect_code(&landing, "r3", &browser);
     assert_eq!(
         w.idp.hits("/jwks"),
         before + 1,
@@ -282,8 +308,8 @@ async fn a_rotated_key_is_fetched_once_and_the_sign_in_succeeds() {
     // The next sign-in uses the cache.
     let mut browser = Browser::new();
     let landing = w
-        .sign_in(&app, &mut browser, &authorize_path(&creds, "r3", &[]))
+        .sign_in(&app, &mut browser, &authorize_path(&creds, "r4", &[]))
         .await;
-    expect_code(&landing, "r3", &browser);
+    expect_code(&landing, "r4", &browser);
     assert_eq!(w.idp.hits("/jwks"), before + 1, "cached");
 }

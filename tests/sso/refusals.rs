@@ -184,7 +184,7 @@ async fn refused_email_outside_the_domain() {
         refused(
             |i| i.claims(json!({ "email": email })),
             DENIED,
-            "email_domain",
+            "email_outside_domain",
         )
         .await;
     }
@@ -195,7 +195,7 @@ async fn refused_email_verified_false() {
     refused(
         |i| i.claims(json!({"email_verified": false})),
         DENIED,
-        "email_verified",
+        "email_not_verified",
     )
     .await;
 }
@@ -221,7 +221,7 @@ async fn refused_no_email_anywhere() {
             i.userinfo(json!({"email": null}));
         },
         DENIED,
-        "email",
+        "no_email",
     )
     .await;
 }
@@ -244,7 +244,7 @@ async fn refused_idp_error_access_denied_reaches_the_application() {
         &browser,
         "deny",
         &["access_denied"],
-        "access_denied",
+        "idp_error",
     );
     let description = landing.param("error_description").unwrap_or_default();
     assert!(
@@ -332,7 +332,7 @@ async fn refused_replayed_state() {
         tokens,
         "the code went to the provider again"
     );
-    expect_failure_event(&w, "state");
+    expect_failure_event(&w, "unknown_state");
 }
 
 #[actix_web::test]
@@ -384,7 +384,7 @@ async fn refused_state_without_its_cookie_or_with_another_browsers() {
             }
         }
         assert_eq!(w.idp.tokens().len(), tokens, "the code was exchanged");
-        expect_failure_event(&w, "cookie");
+        expect_failure_event(&w, "browser_mismatch");
     }
 }
 
