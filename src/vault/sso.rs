@@ -244,7 +244,9 @@ impl Vault {
             sealed: sealed?,
         };
         let event = login_event(now_micros(), Some(domain), event);
-        Ok(self.store.put_code(&key, &record, &event).await?)
+        self.store.put_code(&key, &record, &event).await?;
+        audit::log_line(&event);
+        Ok(())
     }
 
     /// Audit a sign-in that ended without a code (a refusal, or a test).
@@ -253,8 +255,7 @@ impl Vault {
         domain: Option<&Domain>,
         event: &LoginEvent<'_>,
     ) -> Result<(), VaultError> {
-        let event = login_event(now_micros(), domain, event);
-        Ok(self.store.append_audit(&event).await?)
+        self.record(login_event(now_micros(), domain, event)).await
     }
 
     /// Redeem a one-time code for the application `app_id`: taken once,
@@ -299,6 +300,8 @@ impl Vault {
                 Taken::Unknown => (None, "refused", Some("unknown_code")),
             }
         };
+        // The event the (possibly retried) transaction wrote last, for the log.
+        let written = std::cell::RefCell::new(None);
         let taken = self
             .store
             .redeem_code(&key, now, |taken| {
@@ -314,9 +317,13 @@ impl Vault {
                     Some(w) => format!("outcome={result} reason={w} app={app_id}"),
                     None => format!("outcome={result} app={app_id}"),
                 });
+                *written.borrow_mut() = Some(e.clone());
                 e
             })
             .await?;
+        if let Some(e) = written.into_inner() {
+            audit::log_line(&e);
+        }
         Ok(match taken {
             Taken::Found(r) => {
                 let grant = open(&r)?;
