@@ -9,6 +9,10 @@
 //!   refuse: the application gets its `error` and `state`, no code, and an
 //!   `sso.login` audit event names the reason;
 //! - `token`: `/sso/token` (RFC 6749 §5.2 errors, one redemption per code);
+//! - `hardening`: what the contract implies beyond the issue's list (the
+//!   `__Host-` cookie, the secret only to the bound token endpoint, injection
+//!   through the provider's words, removed applications, concurrent callbacks,
+//!   bounds and expiries);
 //! - `props`: any query string to `/sso/authorize` and `/sso/callback` is a 4xx
 //!   page or a redirect to a registered URI or the provider, never a 5xx;
 //! - `admin`: the callback URL to register, "Try sign-in" (each check, no
@@ -33,6 +37,7 @@ use crate::harness::stub_idp::{self, StubIdp};
 mod admin;
 mod binary;
 mod flow;
+mod hardening;
 mod props;
 mod refusals;
 mod token;
@@ -53,9 +58,14 @@ const APP_VERIFIER: &str = "app-side-pkce-verifier-0123456789-abcdefghijklmnop";
 /// `[server] public_url`, `[sso]` and outbound to loopback (the stub provider),
 /// with a short outbound timeout (the hanging token endpoint).
 fn config(public_url: &str) -> String {
+    config_with(public_url, "")
+}
+
+/// As [`config`], with `sso_extra` lines in `[sso]`.
+fn config_with(public_url: &str, sso_extra: &str) -> String {
     format!(
         "[server]\npublic_url = \"{public_url}\"\n\
-         [sso]\nclock_skew_secs = 120\nauthorize_per_address_per_minute = 100000\n\
+         [sso]\nclock_skew_secs = 120\nauthorize_per_address_per_minute = 100000\n{sso_extra}\
          [outbound]\nresolve_discovery_on_save = true\n\
          allow_http_hosts = [\"127.0.0.1\"]\nallow_private_hosts = [\"127.0.0.1\"]\n\
          connect_timeout_secs = 2\ntimeout_secs = 3\n"
@@ -65,6 +75,7 @@ fn config(public_url: &str) -> String {
 /// An application as `POST /api/v1/admin/apps/` returned it.
 #[derive(Debug, Clone)]
 struct AppCreds {
+    id: u64,
     client_id: String,
     client_secret: String,
     redirect_uri: String,
@@ -73,6 +84,7 @@ struct AppCreds {
 impl AppCreds {
     fn from_json(v: &Value) -> Self {
         Self {
+            id: v["id"].as_u64().unwrap_or_else(|| panic!("no id in {v}")),
             client_id: v["client_id"].as_str().unwrap().to_owned(),
             client_secret: v["client_secret"].as_str().unwrap().to_owned(),
             redirect_uri: v["redirect_uris"][0].as_str().unwrap().to_owned(),
@@ -138,16 +150,18 @@ struct World {
     operator: String,
     /// A token of the domain (its admin).
     domain_token: String,
+    public_url: String,
 }
 
 impl World {
     async fn new() -> Self {
-        Self::with_public_url(PUBLIC_URL).await
+        Self::with(PUBLIC_URL, "").await
     }
 
-    async fn with_public_url(public_url: &str) -> Self {
+    /// With another `server.public_url` and `sso_extra` lines in `[sso]`.
+    async fn with(public_url: &str, sso_extra: &str) -> Self {
         let idp = StubIdp::start();
-        let env = Env::with_config(&config(public_url));
+        let env = Env::with_config(&config_with(public_url, sso_extra));
         let (_, domain_token) = env.domain(DOMAIN).await;
         let operator = env.operator().await;
         Self {
@@ -155,6 +169,7 @@ impl World {
             idp,
             operator,
             domain_token,
+            public_url: public_url.to_owned(),
         }
     }
 
@@ -197,7 +212,7 @@ impl World {
         B: MessageBody,
     {
         browser
-            .follow_app(app, PUBLIC_URL, &self.idp.origin(), start)
+            .follow_app(app, &self.public_url, &self.idp.origin(), start)
             .await
     }
 

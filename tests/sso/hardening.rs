@@ -1,0 +1,368 @@
+//! What the contract implies beyond the issue's list: the `__Host-` cookie of an
+//! https `public_url`, the client secret sent only to the bound token endpoint,
+//! the provider's words unable to inject parameters or markup, a removed
+//! application never redirected to, two callbacks at once exchanging the code
+//! once, and the bounds and expiries of what the broker stores.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::test::TestRequest;
+use base64::Engine;
+use serde_json::json;
+
+use super::*;
+use crate::app;
+use crate::harness::stub_http::{Reply, Stub};
+use crate::harness::stub_idp::Answer;
+
+fn is_callback(u: &str) -> bool {
+    u.contains("/sso/callback")
+}
+
+#[actix_web::test]
+async fn an_https_public_url_gets_a_host_prefixed_secure_cookie() {
+    let public = "https://sso.example.test";
+    let w = World::with(public, "").await;
+    let app = app!(w.env);
+    let creds = w.setup(&app).await;
+    let mut browser = Browser::new();
+    let landing = w
+        .sign_in(&app, &mut browser, &authorize_path(&creds, "h", &[]))
+        .await;
+    expect_code(&landing, "h", &browser);
+    assert_eq!(
+        w.idp.last_authorize().get("redirect_uri"),
+        Some(format!("{public}/sso/callback").as_str())
+    );
+    let set_cookie = browser
+        .hops
+        .iter()
+        .find_map(|h| h.split(" Set-Cookie: ").nth(1))
+        .unwrap_or_else(|| panic!("no cookie:\n{}", browser.trace()))
+        .to_owned();
+    assert!(
+        set_cookie.starts_with("__Host-oidcvault_sso="),
+        "{set_cookie}"
+    );
+    let lower = set_cookie.to_ascii_lowercase();
+    for attr in ["secure", "httponly", "samesite=lax", "path=/"] {
+        assert!(lower.contains(attr), "{attr} missing: {set_cookie}");
+    }
+    assert!(
+        !lower.contains("domain="),
+        "__Host- has no Domain: {set_cookie}"
+    );
+}
+
+#[actix_web::test]
+async fn the_secret_goes_only_to_the_bound_token_endpoint() {
+    let w = World::new().await;
+    let app = app!(w.env);
+    let creds = w.setup(&app).await;
+    // After the config was saved, the provider's document names endpoints
+    // elsewhere: the broker keeps to the stored, bound token endpoint.
+    let evil = Stub::start("127.0.0.1", |_| {
+        Reply::Json(400, r#"{"error":"invalid_grant"}"#.into())
+    });
+    w.idp.set_doc("token_endpoint", json!(evil.url("/token")));
+    w.idp
+        .set_doc("userinfo_endpoint", json!(evil.url("/userinfo")));
+    let mut browser = Browser::new();
+    let landing = w
+        .sign_in(&app, &mut browser, &authorize_path(&creds, "b", &[]))
+        .await;
+    assert_eq!(landing.param("state"), Some("b"), "{landing:?}");
+    let leaked: Vec<String> = evil
+        .requests()
+        .iter()
+        .filter(|r| {
+            String::from_utf8_lossy(&r.body).contains(stub_idp::CLIENT_SECRET)
+                || r.header("authorization").is_some()
+        })
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(leaked.is_empty(), "credentials sent elsewhere: {leaked:?}");
+    // At the provider, the secret is in token requests only.
+    let basic_secret = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        stub_idp::CLIENT_ID,
+        stub_idp::CLIENT_SECRET
+    ));
+    for r in w.idp.stub.requests() {
+        let carries = String::from_utf8_lossy(&r.body).contains(stub_idp::CLIENT_SECRET)
+            || r.path.contains(stub_idp::CLIENT_SECRET)
+            || r.header("authorization")
+                .is_some_and(|a| a.contains(&basic_secret));
+        assert!(
+            !carries || (r.method == "POST" && r.path == "/token"),
+            "the secret in {} {}",
+            r.method,
+            r.path
+        );
+    }
+}
+
+#[actix_web::test]
+async fn the_providers_words_cannot_inject_parameters_or_markup() {
+    let w = World::new().await;
+    let app = app!(w.env);
+    let creds = w.setup(&app).await;
+    w.idp.knobs().answer =
+        Answer::Deny("no&code=injected&state=forged#frag<script>x</script>".into());
+    let mut browser = Browser::new();
+    let landing = w
+        .sign_in(&app, &mut browser, &authorize_path(&creds, "real", &[]))
+        .await;
+    assert_eq!(landing.param("code"), None, "{landing:?}");
+    assert_eq!(landing.param("state"), Some("real"), "{landing:?}");
+    assert_eq!(landing.param("error"), Some("access_denied"), "{landing:?}");
+    assert!(!landing.url().contains('#'), "a fragment: {landing:?}");
+
+    // The sign-in test page shows the provider's words escaped.
+    let r = call(
+        &app,
+        post_json(
+            "/api/v1/enterprises/oidc/sign-in-test/",
+            &w.domain_token,
+            "{}",
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    w.idp.knobs().answer =
+        Answer::Deny("<script>alert(1)</script><img src=x onerror=alert(2)>".into());
+    let mut browser = Browser::new();
+    let cookies: Vec<String> = r
+        .headers
+        .get_all("set-cookie")
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect();
+    browser.keep_cookies(&cookies);
+    let page = w
+        .sign_in(
+            &app,
+            &mut browser,
+            r.body["authorization_url"].as_str().unwrap(),
+        )
+        .await;
+    let Landing::Page { body, .. } = &page else {
+        panic!("{page:?}")
+    };
+    assert!(body.contains("Sign-in test: failed"), "{body}");
+    assert!(
+        !body.contains("<script>alert") && !body.contains("<img src=x"),
+        "unescaped: {body}"
+    );
+    // Nor does an error page reflect markup from the query.
+    let mut browser = Browser::new();
+    let page = w
+        .sign_in(
+            &app,
+            &mut browser,
+            &with_query(
+                AUTHORIZE,
+                &[
+                    ("client_id", "<script>alert(3)</script>"),
+                    ("redirect_uri", "<img src=x>"),
+                ],
+            ),
+        )
+        .await;
+    let Landing::Page { body, .. } = &page else {
+        panic!("{page:?}")
+    };
+    assert!(
+        !body.contains("<script>alert") && !body.contains("<img src=x"),
+        "{body}"
+    );
+}
+
+#[actix_web::test]
+async fn a_removed_application_is_never_redirected_to() {
+    let w = World::new().await;
+    let app = app!(w.env);
+    let creds = w.setup(&app).await;
+    let mut browser = Browser::new();
+    let callback = browser
+        .follow_app_until(
+            &app,
+            PUBLIC_URL,
+            &w.idp.origin(),
+            &authorize_path(&creds, "gone", &[]),
+            is_callback,
+        )
+        .await
+        .unwrap_or_else(|l| panic!("stopped at {l:?}"));
+    let r = call(&app, delete(&format!("{APPS}{}/", creds.id), &w.operator)).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{r:?}");
+    let landing = w.sign_in(&app, &mut browser, &callback).await;
+    expect_error_page(&landing, &browser);
+    expect_failure_event(&w, "application_removed");
+    assert!(
+        w.idp.tokens().is_empty(),
+        "the code was exchanged for nobody"
+    );
+    // And a new sign-in for it is a page too (unknown client).
+    let mut browser = Browser::new();
+    let landing = w
+        .sign_in(&app, &mut browser, &authorize_path(&creds, "gone", &[]))
+        .await;
+    expect_error_page(&landing, &browser);
+}
+
+#[actix_web::test]
+async fn two_callbacks_at_once_exchange_the_code_once() {
+    let w = World::new().await;
+    let app = app!(w.env);
+    let creds = w.setup(&app).await;
+    let mut browser = Browser::new();
+    let callback = browser
+        .follow_app_until(
+            &app,
+            PUBLIC_URL,
+            &w.idp.origin(),
+            &authorize_path(&creds, "race", &[]),
+            is_callback,
+        )
+        .await
+        .unwrap_or_else(|l| panic!("stopped at {l:?}"));
+    let path = callback.strip_prefix(PUBLIC_URL).unwrap().to_owned();
+    let cookie = browser.cookie_header().unwrap();
+    let req = || {
+        TestRequest::get()
+            .uri(&path)
+            .insert_header(("Cookie", cookie.clone()))
+    };
+    let (a, b, c) =
+        futures_util::future::join3(call(&app, req()), call(&app, req()), call(&app, req())).await;
+    let with_code = [&a, &b, &c]
+        .iter()
+        .filter(|r| r.header("location").is_some_and(|l| l.contains("code=")))
+        .count();
+    assert_eq!(with_code, 1, "{a:?}\n{b:?}\n{c:?}");
+    assert_eq!(w.idp.tokens().len(), 1, "{:?}", w.idp.tokens());
+    for r in [&a, &b, &c] {
+        assert!(r.status.as_u16() < 500, "{r:?}");
+    }
+}
+
+#[actix_web::test]
+async fn pending_sign_ins_are_bounded_and_a_finished_one_frees_its_place() {
+    let w = World::with(PUBLIC_URL, "max_pending_transactions = 2\n").await;
+    let app = app!(w.env);
+    let creds = w.setup(&app).await;
+    let mut first = Browser::new();
+    let callback = first
+        .follow_app_until(
+            &app,
+            PUBLIC_URL,
+            &w.idp.origin(),
+            &authorize_path(&creds, "p1", &[]),
+            is_callback,
+        )
+        .await
+        .unwrap_or_else(|l| panic!("stopped at {l:?}"));
+    let mut second = Browser::new();
+    second
+        .follow_app_until(
+            &app,
+            PUBLIC_URL,
+            &w.idp.origin(),
+            &authorize_path(&creds, "p2", &[]),
+            is_callback,
+        )
+        .await
+        .unwrap_or_else(|l| panic!("stopped at {l:?}"));
+    let mut third = Browser::new();
+    let landing = w
+        .sign_in(&app, &mut third, &authorize_path(&creds, "p3", &[]))
+        .await;
+    assert_eq!(
+        landing.param("error"),
+        Some("temporarily_unavailable"),
+        "{landing:?}\n{}",
+        third.trace()
+    );
+    assert_eq!(landing.param("state"), Some("p3"), "{landing:?}");
+    assert_eq!(
+        w.idp.authorizes().len(),
+        2,
+        "the third reached the provider"
+    );
+    // The first finishes: its place is free again.
+    let landing = w.sign_in(&app, &mut first, &callback).await;
+    expect_code(&landing, "p1", &first);
+    let mut fourth = Browser::new();
+    let landing = w
+        .sign_in(&app, &mut fourth, &authorize_path(&creds, "p4", &[]))
+        .await;
+    expect_code(&landing, "p4", &fourth);
+}
+
+#[actix_web::test]
+async fn an_expired_code_is_invalid_grant() {
+    let w = World::with(PUBLIC_URL, "code_ttl_secs = 5\n").await;
+    let app = app!(w.env);
+    let creds = w.setup(&app).await;
+    let mut browser = Browser::new();
+    let landing = w
+        .sign_in(&app, &mut browser, &authorize_path(&creds, "e", &[]))
+        .await;
+    let code = expect_code(&landing, "e", &browser);
+    actix_web::rt::time::sleep(Duration::from_secs(6)).await;
+    let r = redeem(&app, &creds, &code, APP_REDIRECT, None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    assert_eq!(r.body["error"], "invalid_grant", "{r:?}");
+}
+
+#[actix_web::test]
+async fn an_expired_sign_in_is_refused_at_the_callback() {
+    let w = World::with(PUBLIC_URL, "transaction_ttl_secs = 30\n").await;
+    let app = app!(w.env);
+    let creds = w.setup(&app).await;
+    let mut browser = Browser::new();
+    let callback = browser
+        .follow_app_until(
+            &app,
+            PUBLIC_URL,
+            &w.idp.origin(),
+            &authorize_path(&creds, "x", &[]),
+            is_callback,
+        )
+        .await
+        .unwrap_or_else(|l| panic!("stopped at {l:?}"));
+    actix_web::rt::time::sleep(Duration::from_secs(31)).await;
+    let landing = w.sign_in(&app, &mut browser, &callback).await;
+    expect_error_page(&landing, &browser);
+    assert!(
+        w.idp.tokens().is_empty(),
+        "an expired sign-in exchanged its code"
+    );
+    let logins = w.logins();
+    let (detail, whole) = logins.last().expect("an sso.login event");
+    assert!(
+        detail.contains("expired_state") || detail.contains("unknown_state"),
+        "{whole}"
+    );
+}
+
+#[actix_web::test]
+async fn the_domain_of_a_login_hint_is_found_whatever_its_case() {
+    let w = World::new().await;
+    let app = app!(w.env);
+    let creds = w.setup(&app).await;
+    let mut browser = Browser::new();
+    let landing = w
+        .sign_in(
+            &app,
+            &mut browser,
+            &authorize_path(&creds, "c", &[("login_hint", "Alice@ACME.Com")]),
+        )
+        .await;
+    expect_code(&landing, "c", &browser);
+    assert_eq!(
+        w.idp.last_authorize().get("login_hint"),
+        Some("Alice@ACME.Com")
+    );
+}
