@@ -2,7 +2,7 @@
 //! provider, and the guarantee that a code is redeemed at most once across
 //! `kill -9`: many applications' clients redeem every code at once (several
 //! times each), the server is killed as soon as the first redemption is
-//! answered (others in flight), restarted on the same port, and every code is
+//! answered (others in flight; later in later cycles), restarted on the same port, and every code is
 //! redeemed again; over everything, before and after, at most one 200 per code.
 
 use std::collections::BTreeMap;
@@ -141,7 +141,9 @@ fn a_sign_in_through_the_binary_and_nothing_secret_in_its_log() {
     }
 }
 
-const CYCLES: usize = 3;
+/// How long after the first answered redemption each cycle's kill comes: at
+/// once (most requests in flight), then later (more answered, some cut).
+const KILL_DELAYS_MS: [u64; 4] = [0, 3, 10, 30];
 const CODES_PER_CYCLE: usize = 16;
 const REDEEMERS_PER_CODE: usize = 4;
 
@@ -155,7 +157,8 @@ fn kill_9_during_redemptions_never_lets_a_code_be_redeemed_twice() {
     let creds = setup(&server, &operator, &idp);
     let mut unanswered_total = 0;
     let mut ok_before_total = 0;
-    for cycle in 0..CYCLES {
+    let mut spent_unanswered_total = 0;
+    for (cycle, delay) in KILL_DELAYS_MS.into_iter().enumerate() {
         let codes: Vec<String> = (0..CODES_PER_CYCLE)
             .map(|i| sign_in(&server, &idp, &creds, &format!("c{cycle}-{i}")))
             .collect();
@@ -189,6 +192,7 @@ fn kill_9_during_redemptions_never_lets_a_code_be_redeemed_twice() {
         drop(first_ok);
         // Kill as soon as one redemption is answered, the others in flight.
         let got_one = first_ok_rx.recv_timeout(Duration::from_secs(30)).is_ok();
+        std::thread::sleep(Duration::from_millis(delay));
         let killed = server.kill9();
         for t in threads {
             t.join().unwrap();
@@ -213,6 +217,7 @@ fn kill_9_during_redemptions_never_lets_a_code_be_redeemed_twice() {
                 "cycle {cycle}: code {i}: {statuses:?}"
             );
         }
+        let mut spent_unanswered = 0;
         // Restart on the same port and redeem every code again.
         server = home.start();
         assert_eq!(server.client().base, base, "restarted on another address");
@@ -229,6 +234,10 @@ fn kill_9_during_redemptions_never_lets_a_code_be_redeemed_twice() {
                 after.push(status);
             }
             let oks_after = after.iter().filter(|s| **s == 200).count();
+            if oks_before + oks_after == 0 {
+                // Redeemed (durably) by a request the kill cut before its answer.
+                spent_unanswered += 1;
+            }
             assert!(
                 oks_before + oks_after <= 1,
                 "cycle {cycle}: code {i} redeemed {} times ({oks_before} before the kill, \
@@ -237,18 +246,24 @@ fn kill_9_during_redemptions_never_lets_a_code_be_redeemed_twice() {
                 tail(&server.log(), 4000)
             );
         }
+        spent_unanswered_total += spent_unanswered;
         eprintln!(
-            "kill -9 cycle {cycle}: {} answered before the kill, {lost} unanswered",
+            "kill -9 cycle {cycle} (+{delay} ms): {} answered before the kill, {lost} cut, \
+             {spent_unanswered} codes spent by a cut request",
             before.values().map(Vec::len).sum::<usize>()
         );
     }
     eprintln!(
         "kill -9: {ok_before_total} redemptions answered 200 before kills, {unanswered_total} \
-         requests cut by the kills"
+         requests cut by the kills, {spent_unanswered_total} codes spent without an answer"
     );
     assert!(
         unanswered_total > 0,
         "no kill landed while redemptions were in flight: the test proved nothing"
+    );
+    assert!(
+        spent_unanswered_total > 0,
+        "no kill landed between a redemption and its answer: the test proved nothing"
     );
     server.stop();
 }

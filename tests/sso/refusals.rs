@@ -146,7 +146,12 @@ async fn refused_wrong_nonce_and_no_nonce() {
         "wrong_nonce",
     )
     .await;
-    refused(|i| i.claims(json!({"nonce": null})), BAD_TOKEN, "wrong_nonce").await;
+    refused(
+        |i| i.claims(json!({"nonce": null})),
+        BAD_TOKEN,
+        "wrong_nonce",
+    )
+    .await;
 }
 
 #[actix_web::test]
