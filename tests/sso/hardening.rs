@@ -366,3 +366,68 @@ async fn the_domain_of_a_login_hint_is_found_whatever_its_case() {
         Some("Alice@ACME.Com")
     );
 }
+
+#[actix_web::test]
+async fn sign_ins_and_refused_callbacks_are_limited_per_address() {
+    let w = World::with(PUBLIC_URL, "authorize_per_address_per_minute = 5\n").await;
+    let app = app!(w.env);
+    let creds = w.setup(&app).await;
+    let addr = |last: u8| std::net::SocketAddr::from(([10, 0, 0, last], 40000));
+    // Starts: five from one address, then back to the application with
+    // temporarily_unavailable; another address is not held up.
+    let start = authorize_path(&creds, "lim", &[]);
+    let mut seen = Vec::new();
+    for _ in 0..7 {
+        let r = call(&app, TestRequest::get().uri(&start).peer_addr(addr(7))).await;
+        seen.push((
+            r.status.as_u16(),
+            r.header("location").unwrap_or_default().to_owned(),
+        ));
+    }
+    let to_idp = seen
+        .iter()
+        .filter(|(_, l)| l.starts_with(&w.idp.origin()))
+        .count();
+    assert_eq!(to_idp, 5, "{seen:#?}");
+    let (status, last) = seen.last().unwrap();
+    assert!(
+        *status == 302
+            && last.starts_with(APP_REDIRECT)
+            && last.contains("error=temporarily_unavailable"),
+        "{seen:#?}"
+    );
+    let r = call(&app, TestRequest::get().uri(&start).peer_addr(addr(8))).await;
+    assert!(
+        r.header("location")
+            .is_some_and(|l| l.starts_with(&w.idp.origin())),
+        "{r:?}"
+    );
+
+    // Callbacks with made-up states: refused and audited up to the allowance,
+    // then 429 and no more audit events (the trail is no flood target).
+    let before = w.logins().len();
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let uri = with_query(
+            "/sso/callback",
+            &[("state", &format!("made-up-{i}")), ("code", "x")],
+        );
+        let r = call(&app, TestRequest::get().uri(&uri).peer_addr(addr(9))).await;
+        statuses.push(r.status.as_u16());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 400).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        7,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        w.logins().len() - before,
+        5,
+        "audit events past the allowance"
+    );
+}
