@@ -177,3 +177,57 @@ async fn the_application_authenticates_by_basic_or_body_and_errors_are_rfc_6749(
     let r = redeem(&app, &creds, code, APP_REDIRECT, None).await;
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
 }
+
+#[actix_web::test]
+async fn malformed_token_requests_are_invalid_request_and_leave_the_code() {
+    let w = World::new().await;
+    let app = app!(w.env);
+    let creds = w.setup(&app).await;
+    let code = code_for(&w, &app, &creds, "m", false).await;
+    let base = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", APP_REDIRECT),
+    ];
+    // Basic and body credentials at once (RFC 6749 §2.3: one method).
+    let mut both = base.to_vec();
+    both.push(("client_id", &creds.client_id));
+    both.push(("client_secret", &creds.client_secret));
+    let r = post_form(&app, Some(&creds.basic()), &both).await;
+    expect_oauth_error(&r, 400, "invalid_request", "basic and body credentials");
+    // A client_id in the body that is not the authenticated one.
+    let mut other = base.to_vec();
+    other.push(("client_id", "ova_someone_else"));
+    let r = post_form(&app, Some(&creds.basic()), &other).await;
+    expect_oauth_error(&r, 400, "invalid_request", "client_id mismatch");
+    // A parameter twice.
+    let mut twice = base.to_vec();
+    twice.push(("code", "another"));
+    let r = post_form(&app, Some(&creds.basic()), &twice).await;
+    expect_oauth_error(&r, 400, "invalid_request", "code twice");
+    // JSON instead of a form.
+    let r = call(
+        &app,
+        TestRequest::post()
+            .uri(TOKEN)
+            .insert_header(("Authorization", creds.basic()))
+            .insert_header(("Content-Type", "application/json"))
+            .set_payload(r#"{"grant_type":"authorization_code"}"#),
+    )
+    .await;
+    expect_oauth_error(&r, 400, "invalid_request", "a JSON body");
+    // A 401 to Basic credentials names the scheme (RFC 6749 §5.2).
+    let r = post_form(&app, Some(&basic(&creds.client_id, "ovs_wrong")), &base).await;
+    expect_oauth_error(&r, 401, "invalid_client", "a wrong secret");
+    assert!(
+        r.header("www-authenticate")
+            .is_some_and(|h| h.starts_with("Basic")),
+        "{r:?}"
+    );
+    // GET is not how a code is redeemed.
+    let r = call(&app, TestRequest::get().uri(TOKEN)).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{r:?}");
+    // None of it used the code up.
+    let r = redeem(&app, &creds, &code, APP_REDIRECT, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+}
