@@ -431,3 +431,30 @@ async fn sign_ins_and_refused_callbacks_are_limited_per_address() {
         "audit events past the allowance"
     );
 }
+
+/// OpenID Connect Discovery §4.3: the issuer a document names must be the URL it
+/// was fetched under; a document claiming another issuer (another provider's,
+/// whose users' profile ids are `(issuer, sub)`) is not used.
+#[actix_web::test]
+async fn a_discovery_document_naming_another_issuer_is_not_used() {
+    let w = World::new().await;
+    let app = app!(w.env);
+    let creds = w.setup(&app).await;
+    // Issued tokens follow the document's (new) issuer: only the document check can refuse.
+    w.idp
+        .set_doc("issuer", json!("https://login.another-idp.example"));
+    let mut browser = Browser::new();
+    let landing = w
+        .sign_in(&app, &mut browser, &authorize_path(&creds, "mixup", &[]))
+        .await;
+    assert_eq!(
+        landing.param("code"),
+        None,
+        "a sign-in under another provider's issuer:\n{}",
+        browser.trace()
+    );
+    assert!(
+        landing.param("error").is_some() || landing.status().is_some_and(|s| s < 500),
+        "{landing:?}"
+    );
+}
