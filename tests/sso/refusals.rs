@@ -545,3 +545,86 @@ async fn refused_id_tokens_without_required_claims_or_with_an_empty_sub() {
         assert!(detail.contains("outcome=failure"), "{what}: {whole}");
     }
 }
+
+#[actix_web::test]
+async fn refused_token_responses_without_an_id_token_or_with_garbage() {
+    for (body, reason) in [
+        (
+            r#"{"access_token":"at","token_type":"Bearer"}"#,
+            "no_id_token",
+        ),
+        (
+            r#"{"access_token":"at","token_type":"Bearer","id_token":"not.a.jwt"}"#,
+            "malformed_id_token",
+        ),
+        // Not JSON: the broker names it as having no ID token.
+        (r#"{"id_token":"#, "no_id_token"),
+    ] {
+        refused(
+            |i| i.knobs().token_error = Some((200, body.to_owned())),
+            BAD_TOKEN,
+            reason,
+        )
+        .await;
+    }
+}
+
+/// Code injection: a code the attacker got for a sign-in of their own, put in
+/// the victim's callback (with the victim's state), is exchanged with the
+/// victim's PKCE verifier, which the provider refuses.
+#[actix_web::test]
+async fn refused_a_code_from_another_sign_in() {
+    let w = World::new().await;
+    let app = app!(w.env);
+    let creds = w.setup(&app).await;
+    let idp = w.idp.origin();
+    let to_callback = |u: &str| u.contains("/sso/callback");
+    let mut victim = Browser::new();
+    let victim_cb = victim
+        .follow_app_until(
+            &app,
+            PUBLIC_URL,
+            &idp,
+            &authorize_path(&creds, "victim", &[]),
+            to_callback,
+        )
+        .await
+        .unwrap_or_else(|l| panic!("{l:?}"));
+    let mut attacker = Browser::new();
+    let attacker_cb = attacker
+        .follow_app_until(
+            &app,
+            PUBLIC_URL,
+            &idp,
+            &authorize_path(&creds, "attacker", &[]),
+            to_callback,
+        )
+        .await
+        .unwrap_or_else(|l| panic!("{l:?}"));
+    let param = |u: &str, name: &str| {
+        url::Url::parse(u)
+            .unwrap()
+            .query_pairs()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.into_owned())
+            .unwrap()
+    };
+    let injected = with_query(
+        "/sso/callback",
+        &[
+            ("code", &param(&attacker_cb, "code")),
+            ("state", &param(&victim_cb, "state")),
+        ],
+    );
+    let landing = w.sign_in(&app, &mut victim, &injected).await;
+    expect_refused(
+        &w,
+        &landing,
+        &victim,
+        "victim",
+        BAD_TOKEN,
+        "token_endpoint_error",
+    );
+    let last = w.idp.tokens().pop().expect("a token request");
+    assert_eq!(last.outcome, "code_verifier does not match", "{last:?}");
+}
