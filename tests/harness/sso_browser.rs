@@ -179,6 +179,21 @@ impl Browser {
     /// Start at `start` (a path of the broker at `broker_base`, the real binary,
     /// or an absolute URL) and follow the flow over TCP.
     pub fn follow_tcp(&mut self, broker_base: &str, idp_origin: &str, start: &str) -> Landing {
+        match self.follow_tcp_until(broker_base, idp_origin, start, |_| false) {
+            Ok(url) => unreachable!("stopped at {url}"),
+            Err(landing) => landing,
+        }
+    }
+
+    /// As [`Browser::follow_tcp`], but stops before requesting a URL for which
+    /// `stop` is true, and returns it.
+    pub fn follow_tcp_until(
+        &mut self,
+        broker_base: &str,
+        idp_origin: &str,
+        start: &str,
+        stop: impl Fn(&str) -> bool,
+    ) -> Result<String, Landing> {
         let broker = origin_of(broker_base);
         let mut url = if start.starts_with('/') {
             format!("{broker_base}{start}")
@@ -187,7 +202,10 @@ impl Browser {
         };
         for _ in 0..MAX_HOPS {
             if let Some(l) = self.landed(&url, &broker, idp_origin) {
-                return l;
+                return Err(l);
+            }
+            if stop(&url) {
+                return Ok(url);
             }
             let cookie = (origin_of(&url) == broker)
                 .then(|| self.cookie_header())
@@ -195,7 +213,7 @@ impl Browser {
             let hop = get_tcp(&url, cookie.as_deref());
             match self.after(&url, hop, &broker) {
                 Ok(next) => url = next,
-                Err(page) => return page,
+                Err(page) => return Err(page),
             }
         }
         self.panic_too_long()

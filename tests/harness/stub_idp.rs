@@ -177,6 +177,9 @@ pub struct Knobs {
     pub hang: Option<Duration>,
     /// The token endpoint answers this (status, JSON body) instead of a token.
     pub token_error: Option<(u16, String)>,
+    /// Codes may be exchanged more than once (a provider that does not enforce
+    /// one-time codes: what the broker guarantees must not rest on it).
+    pub reusable_codes: bool,
     keys: Vec<Key>,
     /// Index in `keys` of the key that signs (`Signing::Good`).
     current: usize,
@@ -210,6 +213,7 @@ impl StubIdp {
             auth: Auth::Either,
             hang: None,
             token_error: None,
+            reusable_codes: false,
             keys: vec![Key::generate("key-1", Algorithm::ES256)],
             current: 0,
             published: vec![0],
@@ -558,7 +562,7 @@ impl Knobs {
             self.codes
                 .get_mut(code)
                 .ok_or((400, "invalid_grant", "unknown code".to_owned()))?;
-        if issued.used {
+        if issued.used && !self.reusable_codes {
             return Err((400, "invalid_grant", "code already used".into()));
         }
         issued.used = true;

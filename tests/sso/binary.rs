@@ -267,3 +267,173 @@ fn kill_9_during_redemptions_never_lets_a_code_be_redeemed_twice() {
     );
     server.stop();
 }
+
+/// GET `url` with `cookie`, no redirects: whether the answer sends the browser
+/// to the application with a code; `Err` when no answer came.
+fn deliver(url: &str, cookie: &str) -> Result<bool, String> {
+    let agent = ureq::AgentBuilder::new()
+        .redirects(0)
+        .max_idle_connections(0)
+        .timeout(Duration::from_secs(20))
+        .build();
+    match agent.get(url).set("Cookie", cookie).call() {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => Ok(r
+            .header("location")
+            .is_some_and(|l| l.starts_with(APP_REDIRECT) && l.contains("code="))),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The guarantee for `state`: taken at most once across `kill -9`, even with a
+/// provider that would exchange its code again. Each pending sign-in's callback
+/// is delivered by several clients at once, the server is killed as soon as one
+/// gets a code, restarted, and every callback delivered again: at most one code
+/// per sign-in over everything.
+#[test]
+fn kill_9_during_callbacks_never_takes_a_state_twice() {
+    let idp = StubIdp::start();
+    idp.knobs().reusable_codes = true;
+    let (home, _) = broker_home();
+    let operator = home.run_ok(&["token", "create", "--operator"]);
+    home.run_ok(&["domain", "add", DOMAIN]);
+    let mut server = home.start();
+    let creds = setup(&server, &operator, &idp);
+    let mut spent_unanswered = 0;
+    for (cycle, delay) in [0u64, 5].into_iter().enumerate() {
+        let base = server.client().base;
+        let pending: Vec<(String, String)> = (0..12)
+            .map(|i| {
+                let mut browser = Browser::new();
+                let start = super::authorize_path(&creds, &format!("k{cycle}-{i}"), &[]);
+                let callback = browser
+                    .follow_tcp_until(&base, &idp.origin(), &start, |u| {
+                        u.contains("/sso/callback")
+                    })
+                    .unwrap_or_else(|l| panic!("{l:?}\n{}", browser.trace()));
+                (
+                    callback,
+                    browser.cookie_header().expect("the binding cookie"),
+                )
+            })
+            .collect();
+        let codes: Arc<Mutex<BTreeMap<usize, usize>>> = Arc::default();
+        let barrier = Arc::new(Barrier::new(pending.len() * 3));
+        let (first, first_rx) = mpsc::channel::<()>();
+        let mut threads = Vec::new();
+        for (i, (url, cookie)) in pending.iter().enumerate() {
+            for _ in 0..3 {
+                let (url, cookie) = (url.clone(), cookie.clone());
+                let (codes, barrier, first) = (codes.clone(), barrier.clone(), first.clone());
+                threads.push(std::thread::spawn(move || {
+                    barrier.wait();
+                    if let Ok(true) = deliver(&url, &cookie) {
+                        *codes.lock().unwrap().entry(i).or_default() += 1;
+                        let _ = first.send(());
+                    }
+                }));
+            }
+        }
+        drop(first);
+        let got = first_rx.recv_timeout(Duration::from_secs(30)).is_ok();
+        std::thread::sleep(Duration::from_millis(delay));
+        server.kill9();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(
+            got,
+            "cycle {cycle}: no callback gave a code\n{}",
+            tail(&server.log(), 6000)
+        );
+        server = home.start();
+        let before = codes.lock().unwrap().clone();
+        for (i, (url, cookie)) in pending.iter().enumerate() {
+            let again = deliver(url, cookie).unwrap_or_else(|e| panic!("{e}"));
+            let total = before.get(&i).copied().unwrap_or(0) + usize::from(again);
+            assert!(
+                total <= 1,
+                "cycle {cycle}: sign-in {i} gave {total} codes ({:?} before the kill, {again} \
+                 after the restart)\n--- server stderr ---\n{}",
+                before.get(&i),
+                tail(&server.log(), 4000)
+            );
+            if total == 0 {
+                spent_unanswered += 1;
+            }
+        }
+        eprintln!(
+            "callbacks, cycle {cycle} (+{delay} ms): {} codes before the kill",
+            before.values().sum::<usize>()
+        );
+    }
+    eprintln!("callbacks: {spent_unanswered} sign-ins taken by a request the kill cut");
+    server.stop();
+}
+
+/// After sign-ins (one code minted and not redeemed, one sign-in pending),
+/// nothing of them is under `data/` in the clear: not the code, the provider's
+/// state, nonce and code verifier, its tokens, the application's state, the
+/// browser's binding, or either secret.
+#[test]
+fn nothing_of_a_sign_in_is_in_the_clear_under_data() {
+    use crate::harness::leaks::{encodings, find_needles};
+    let idp = StubIdp::start();
+    let (home, _) = broker_home();
+    let operator = home.run_ok(&["token", "create", "--operator"]);
+    home.run_ok(&["domain", "add", DOMAIN]);
+    let mut server = home.start();
+    let creds = setup(&server, &operator, &idp);
+    let app_state = "app-state-kept-sealed-0123456789";
+    let code = sign_in(&server, &idp, &creds, app_state);
+    let done = idp.last_authorize();
+    let token_req = idp.tokens().pop().expect("a token request");
+    let mut pending = Browser::new();
+    pending
+        .follow_tcp_until(
+            &server.client().base,
+            &idp.origin(),
+            &super::authorize_path(&creds, "pending-app-state-0123456789", &[]),
+            |u| u.contains("/sso/callback"),
+        )
+        .unwrap_or_else(|l| panic!("{l:?}"));
+    let open = idp.last_authorize();
+    server.stop();
+
+    let mut values: Vec<(String, String)> = vec![
+        ("the code".into(), code),
+        ("the application's state".into(), app_state.into()),
+        (
+            "a pending application state".into(),
+            "pending-app-state-0123456789".into(),
+        ),
+        ("the client secret".into(), stub_idp::CLIENT_SECRET.into()),
+        ("the application secret".into(), creds.client_secret.clone()),
+        (
+            "the code verifier".into(),
+            token_req.get("code_verifier").unwrap_or_default().into(),
+        ),
+    ];
+    for (what, a) in [("done", &done), ("pending", &open)] {
+        for p in ["state", "nonce"] {
+            values.push((format!("{what} {p}"), a.get(p).unwrap_or_default().into()));
+        }
+    }
+    for (name, v) in &pending.cookies {
+        values.push((format!("cookie {name}"), v.clone()));
+    }
+    let mut needles = Vec::new();
+    for (what, v) in &values {
+        assert!(v.len() >= 16, "{what} is too short to look for: {v:?}");
+        needles.extend(encodings(what, v.as_bytes()));
+    }
+    let files = crate::harness::snapshot(&home.data_dir());
+    for (path, bytes) in &files {
+        let Some(bytes) = bytes else { continue };
+        let found = find_needles(bytes, &needles);
+        assert!(
+            found.is_empty(),
+            "data/{} contains {found:?}",
+            path.display()
+        );
+    }
+}
