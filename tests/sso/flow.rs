@@ -315,3 +315,42 @@ async fn a_rotated_key_is_fetched_once_and_the_sign_in_succeeds() {
     expect_code(&landing, "r4", &browser);
     assert_eq!(w.idp.hits("/jwks"), before + 1, "cached");
 }
+
+#[actix_web::test]
+async fn the_applications_state_and_its_uris_query_come_back_exactly() {
+    let w = World::new().await;
+    let app = app!(w.env);
+    w.setup(&app).await;
+    let with_query_uri = "http://127.0.0.1:3999/cb?tenant=t1&x=%2F";
+    let creds = w.add_app(&app, "Query app", with_query_uri).await;
+    for state in ["a b&c=d/é?#%+", "=", "x".repeat(1024).as_str()] {
+        let mut browser = Browser::new();
+        let landing = w
+            .sign_in(&app, &mut browser, &authorize_path(&creds, state, &[]))
+            .await;
+        assert!(
+            landing.url().starts_with("http://127.0.0.1:3999/cb?"),
+            "{landing:?}\n{}",
+            browser.trace()
+        );
+        assert_eq!(landing.param("state"), Some(state), "{landing:?}");
+        assert_eq!(landing.param("tenant"), Some("t1"), "{landing:?}");
+        assert_eq!(landing.param("x"), Some("/"), "{landing:?}");
+        let code = landing.param("code").expect("a code").to_owned();
+        let r = redeem(&app, &creds, &code, with_query_uri, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    }
+    // Without a state, none comes back (and the sign-in works).
+    let path = with_query(
+        AUTHORIZE,
+        &[
+            ("client_id", &creds.client_id),
+            ("redirect_uri", with_query_uri),
+            ("domain", DOMAIN),
+        ],
+    );
+    let mut browser = Browser::new();
+    let landing = w.sign_in(&app, &mut browser, &path).await;
+    assert!(landing.param("code").is_some(), "{landing:?}");
+    assert_eq!(landing.param("state"), None, "{landing:?}");
+}
