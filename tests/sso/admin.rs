@@ -157,3 +157,45 @@ async fn sign_ins_are_counted_by_outcome() {
         r.raw
     );
 }
+
+#[actix_web::test]
+async fn try_sign_in_is_for_the_domains_admins_only() {
+    let w = World::new().await;
+    let app = app!(w.env);
+    w.setup(&app).await;
+    let (_, other_token) = w.env.domain("other.example").await;
+    // Another domain's token naming this domain; no token; an operator naming none.
+    let r = call(
+        &app,
+        post_json(SIGN_IN_TEST, &other_token, "{}").insert_header(("X-Enterprise-Domain", DOMAIN)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{r:?}");
+    let r = call(
+        &app,
+        TestRequest::post()
+            .uri(SIGN_IN_TEST)
+            .insert_header(("Content-Type", "application/json"))
+            .set_payload("{}"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r:?}");
+    let r = call(&app, post_json(SIGN_IN_TEST, &w.operator, "{}")).await;
+    assert!(r.status.is_client_error(), "{r:?}");
+    assert!(r.header("set-cookie").is_none(), "{r:?}");
+    // The other domain has no configuration: a 4xx, no authorization URL.
+    let r = call(&app, post_json(SIGN_IN_TEST, &other_token, "{}")).await;
+    assert!(r.status.is_client_error(), "{r:?}");
+    assert!(r.body.get("authorization_url").is_none(), "{r:?}");
+    // The operator naming the domain may.
+    let r = call(
+        &app,
+        post_json(SIGN_IN_TEST, &w.operator, "{}").insert_header(("X-Enterprise-Domain", DOMAIN)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert!(
+        w.idp.authorizes().is_empty(),
+        "nothing reached the provider yet"
+    );
+}
