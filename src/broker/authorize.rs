@@ -226,6 +226,16 @@ impl Broker {
                 "the enterprise domain's OIDC configuration has no authorization endpoint".into(),
             ));
         };
+        // What the callback needs, checked before the user is sent to sign in
+        // at the provider for nothing.
+        if config.discovery_url.is_none() {
+            return Err((
+                "server_error",
+                "the enterprise domain's OIDC configuration has no discovery_url (the broker \
+                 needs the provider's issuer and keys)"
+                    .into(),
+            ));
+        }
         let binding = match cookie.filter(|c| well_formed_binding(c)) {
             Some(c) => Zeroizing::new(c.to_owned()),
             None => rp::random_value(),

@@ -458,3 +458,95 @@ async fn a_discovery_document_naming_another_issuer_is_not_used() {
         "{landing:?}"
     );
 }
+
+#[actix_web::test]
+async fn without_a_discovery_url_or_a_public_url_no_sign_in_starts() {
+    // A domain configured with explicit endpoints only: the broker needs the
+    // provider's issuer and keys, so the application hears it at once.
+    let w = World::new().await;
+    let app = app!(w.env);
+    let body = json!({
+        "client_id": stub_idp::CLIENT_ID,
+        "client_secret": stub_idp::CLIENT_SECRET,
+        "authorization_endpoint": format!("{}/authorize", w.idp.origin()),
+        "token_endpoint": format!("{}/token", w.idp.origin()),
+    });
+    let r = call(
+        &app,
+        post_json(CONFIG_PATH, &w.operator, &body.to_string())
+            .insert_header(("X-Enterprise-Domain", DOMAIN)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let creds = w.add_app(&app, "App", APP_REDIRECT).await;
+    let mut browser = Browser::new();
+    let landing = w
+        .sign_in(&app, &mut browser, &authorize_path(&creds, "nd", &[]))
+        .await;
+    assert_eq!(
+        landing.param("code"),
+        None,
+        "{landing:?}\n{}",
+        browser.trace()
+    );
+    assert_eq!(
+        landing.param("state"),
+        Some("nd"),
+        "{landing:?}\n{}",
+        browser.trace()
+    );
+    assert_eq!(landing.param("error"), Some("server_error"), "{landing:?}");
+    assert!(
+        landing
+            .param("error_description")
+            .is_some_and(|d| d.contains("discovery_url")),
+        "{landing:?}"
+    );
+    assert!(
+        w.idp.authorizes().is_empty(),
+        "sent to the provider:\n{}",
+        browser.trace()
+    );
+    // "Try sign-in" says so too, instead of a URL.
+    let r = call(
+        &app,
+        post_json(
+            "/api/v1/enterprises/oidc/sign-in-test/",
+            &w.domain_token,
+            "{}",
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    assert!(r.raw.contains("discovery_url"), "{r:?}");
+
+    // No server.public_url: no callback URL to give the provider.
+    let env = Env::with_config(
+        "[outbound]\nresolve_discovery_on_save = false\nallow_http_hosts = [\"127.0.0.1\"]\n\
+         allow_private_hosts = [\"127.0.0.1\"]\n",
+    );
+    env.domain(DOMAIN).await;
+    let operator = env.operator().await;
+    let app = app!(env);
+    let r = call(&app, get("/api/v1/sso/", &operator)).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert!(
+        r.body["public_url"].is_null() && r.body["callback_url"].is_null(),
+        "{r:?}"
+    );
+    let body = json!({"name": "App", "redirect_uris": [APP_REDIRECT]});
+    let r = call(&app, post_json(APPS, &operator, &body.to_string())).await;
+    let creds = AppCreds::from_json(&r.body);
+    let r = call(
+        &app,
+        TestRequest::get().uri(&authorize_path(&creds, "np", &[])),
+    )
+    .await;
+    let location = r.header("location").unwrap_or_default();
+    assert!(
+        r.status.is_client_error()
+            || (location.starts_with(APP_REDIRECT) && location.contains("error=")),
+        "{r:?}"
+    );
+    assert!(!location.contains("code="), "{r:?}");
+}
