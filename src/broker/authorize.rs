@@ -236,6 +236,12 @@ impl Broker {
                     .into(),
             ));
         }
+        if config.token_endpoint.is_none() {
+            return Err((
+                "server_error",
+                "the enterprise domain's OIDC configuration has no token endpoint".into(),
+            ));
+        }
         let binding = match cookie.filter(|c| well_formed_binding(c)) {
             Some(c) => Zeroizing::new(c.to_owned()),
             None => rp::random_value(),

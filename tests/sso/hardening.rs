@@ -520,6 +520,44 @@ async fn without_a_discovery_url_or_a_public_url_no_sign_in_starts() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
     assert!(r.raw.contains("discovery_url"), "{r:?}");
 
+    // A discovery URL, but no token endpoint stored (not resolved on save).
+    let env = Env::with_config(&config(PUBLIC_URL).replace(
+        "resolve_discovery_on_save = true",
+        "resolve_discovery_on_save = false",
+    ));
+    env.domain(DOMAIN).await;
+    let operator = env.operator().await;
+    let app2 = app!(env);
+    let body = json!({
+        "client_id": stub_idp::CLIENT_ID,
+        "client_secret": stub_idp::CLIENT_SECRET,
+        "discovery_url": w.idp.discovery_url(),
+        "authorization_endpoint": format!("{}/authorize", w.idp.origin()),
+    });
+    let r = call(
+        &app2,
+        post_json(CONFIG_PATH, &operator, &body.to_string())
+            .insert_header(("X-Enterprise-Domain", DOMAIN)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let body = json!({"name": "App", "redirect_uris": [APP_REDIRECT]});
+    let r = call(&app2, post_json(APPS, &operator, &body.to_string())).await;
+    let creds = AppCreds::from_json(&r.body);
+    let r = call(
+        &app2,
+        TestRequest::get().uri(&authorize_path(&creds, "nt", &[])),
+    )
+    .await;
+    let location = r.header("location").unwrap_or_default();
+    assert!(
+        location.starts_with(APP_REDIRECT)
+            && location.contains("error=server_error")
+            && location.contains("token+endpoint"),
+        "{r:?}"
+    );
+    assert!(w.idp.authorizes().is_empty(), "sent to the provider");
+
     // No server.public_url: no callback URL to give the provider.
     let env = Env::with_config(
         "[outbound]\nresolve_discovery_on_save = false\nallow_http_hosts = [\"127.0.0.1\"]\n\
