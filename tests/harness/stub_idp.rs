@@ -180,6 +180,8 @@ pub struct Knobs {
     /// Codes may be exchanged more than once (a provider that does not enforce
     /// one-time codes: what the broker guarantees must not rest on it).
     pub reusable_codes: bool,
+    /// The userinfo endpoint answers this status (and an error) instead.
+    pub userinfo_status: Option<u16>,
     keys: Vec<Key>,
     /// Index in `keys` of the key that signs (`Signing::Good`).
     current: usize,
@@ -214,6 +216,7 @@ impl StubIdp {
             hang: None,
             token_error: None,
             reusable_codes: false,
+            userinfo_status: None,
             keys: vec![Key::generate("key-1", Algorithm::ES256)],
             current: 0,
             published: vec![0],
@@ -646,6 +649,9 @@ impl Knobs {
         let Some(sub) = self.access_tokens.get(token.trim()) else {
             return Reply::Json(401, r#"{"error":"invalid_token"}"#.into());
         };
+        if let Some(status) = self.userinfo_status {
+            return Reply::Json(status, r#"{"error":"server_error"}"#.into());
+        }
         let mut answer = json!({
             "sub": sub,
             "email": EMAIL,

@@ -628,3 +628,37 @@ async fn refused_a_code_from_another_sign_in() {
     let last = w.idp.tokens().pop().expect("a token request");
     assert_eq!(last.outcome, "code_verifier does not match", "{last:?}");
 }
+
+/// Userinfo (the ID token has no e-mail) is held to the same rules, and its
+/// failure refuses the sign-in.
+#[actix_web::test]
+async fn refused_userinfo_unverified_outside_the_domain_or_failing() {
+    let no_email = json!({"email": null, "email_verified": null});
+    refused(
+        |i| {
+            i.claims(no_email.clone());
+            i.userinfo(json!({"email": "carol@acme.com", "email_verified": false}));
+        },
+        DENIED,
+        "email_not_verified",
+    )
+    .await;
+    refused(
+        |i| {
+            i.claims(no_email.clone());
+            i.userinfo(json!({"email": "carol@evil.example"}));
+        },
+        DENIED,
+        "email_outside_domain",
+    )
+    .await;
+    refused(
+        |i| {
+            i.claims(no_email.clone());
+            i.knobs().userinfo_status = Some(500);
+        },
+        &["access_denied", "temporarily_unavailable"],
+        "userinfo_failed",
+    )
+    .await;
+}
