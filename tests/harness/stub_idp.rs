@@ -61,6 +61,9 @@ pub enum Signing {
     UnlistedAlg,
     /// A P-256 key whose `kid` the JWK set never has.
     UnknownKid,
+    /// HS256 with the client secret as the key (what OIDC allows for HS*, and
+    /// what a broker that verifies with keys of the JWK set must never accept).
+    Hs256ClientSecret,
 }
 
 /// What the authorization endpoint does with a well-formed request.
@@ -630,6 +633,12 @@ impl Knobs {
             Signing::OtherKey => self.other.sign(&current.kid, &claims),
             Signing::UnlistedAlg => self.es384.sign(&self.es384.kid, &claims),
             Signing::UnknownKid => self.stray.sign(&self.stray.kid, &claims),
+            Signing::Hs256ClientSecret => {
+                let mut header = Header::new(Algorithm::HS256);
+                header.kid = Some(current.kid.clone());
+                let key = EncodingKey::from_secret(CLIENT_SECRET.as_bytes()).expect("HMAC key");
+                jsonwebtoken::encode(&header, &claims, &key).expect("sign HS256")
+            }
             Signing::AlgNone => {
                 let header = json!({"alg": "none", "typ": "JWT", "kid": current.kid});
                 format!(

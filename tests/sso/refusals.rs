@@ -662,3 +662,21 @@ async fn refused_userinfo_unverified_outside_the_domain_or_failing() {
     )
     .await;
 }
+
+/// HS256 with the client secret (OIDC's symmetric option), even listed by the
+/// document: the broker verifies with the provider's public keys only.
+#[actix_web::test]
+async fn refused_hs256_signed_with_the_client_secret() {
+    refused(
+        |i| {
+            i.set_doc(
+                "id_token_signing_alg_values_supported",
+                json!(["ES256", "HS256"]),
+            );
+            i.signing(Signing::Hs256ClientSecret);
+        },
+        BAD_TOKEN,
+        "alg_not_allowed",
+    )
+    .await;
+}
