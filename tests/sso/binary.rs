@@ -437,3 +437,65 @@ fn nothing_of_a_sign_in_is_in_the_clear_under_data() {
         );
     }
 }
+
+/// Sign-in state is left out of backups: a backup taken while a code was
+/// unredeemed and a sign-in pending, restored after the code was redeemed,
+/// brings back neither (a restore never lets a code be redeemed twice).
+#[test]
+fn a_restored_backup_brings_back_no_code_and_no_pending_sign_in() {
+    let idp = StubIdp::start();
+    let (home, _) = broker_home();
+    let operator = home.run_ok(&["token", "create", "--operator"]);
+    home.run_ok(&["domain", "add", DOMAIN]);
+    let mut server = home.start();
+    let creds = setup(&server, &operator, &idp);
+    let code = sign_in(&server, &idp, &creds, "before-backup");
+    let base = server.client().base;
+    let mut pending = Browser::new();
+    let callback = pending
+        .follow_tcp_until(
+            &base,
+            &idp.origin(),
+            &super::authorize_path(&creds, "pending", &[]),
+            |u| u.contains("/sso/callback"),
+        )
+        .unwrap_or_else(|l| panic!("{l:?}"));
+    let dest = home.path().join("sso-backup");
+    let addr = crate::harness::ops::addr_of(&server);
+    let out = home.run_with(
+        None,
+        &[
+            (crate::harness::ops::TOKEN_ENV, operator.as_str()),
+            ("OIDCVAULT_SERVER__BIND", addr.as_str()),
+        ],
+        &["backup", dest.to_str().unwrap()],
+        crate::harness::EXIT_TIMEOUT,
+    );
+    assert!(out.success(), "backup failed\n{}", out.describe());
+    let (status, body) = redeem_tcp(&base, &creds, &code).unwrap();
+    assert_eq!(status, 200, "{body}");
+    server.stop();
+
+    std::fs::remove_dir_all(home.data_dir()).unwrap();
+    std::fs::rename(&dest, home.data_dir()).unwrap();
+    let mut server = home.start();
+    let (status, body) = redeem_tcp(&base, &creds, &code).unwrap();
+    assert_eq!(
+        status, 400,
+        "the restored backup redeemed the code again: {body}"
+    );
+    let landing = pending.follow_tcp(&base, &idp.origin(), &callback);
+    assert_eq!(
+        landing.param("code"),
+        None,
+        "{landing:?}\n{}",
+        pending.trace()
+    );
+    assert_eq!(
+        landing.status(),
+        Some(400),
+        "{landing:?}\n{}",
+        pending.trace()
+    );
+    server.stop();
+}
