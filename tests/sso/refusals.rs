@@ -680,3 +680,24 @@ async fn refused_hs256_signed_with_the_client_secret() {
     )
     .await;
 }
+
+/// A provider that is down (its keys unreachable, its token endpoint failing):
+/// the application hears `temporarily_unavailable`, not a refusal of the user.
+#[actix_web::test]
+async fn refused_provider_down_is_temporarily_unavailable() {
+    refused(
+        |i| {
+            let closed = crate::harness::stub_http::closed_port();
+            i.set_doc("jwks_uri", json!(format!("http://127.0.0.1:{closed}/jwks")));
+        },
+        &["temporarily_unavailable"],
+        "jwks_unavailable",
+    )
+    .await;
+    refused(
+        |i| i.knobs().token_error = Some((503, r#"{"error":"temporarily_unavailable"}"#.into())),
+        &["temporarily_unavailable"],
+        "token_endpoint_error",
+    )
+    .await;
+}
