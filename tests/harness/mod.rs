@@ -20,6 +20,7 @@ pub(crate) mod files;
 pub(crate) mod home;
 pub(crate) mod in_process;
 pub(crate) mod leaks;
+pub(crate) mod oidc_provider;
 pub(crate) mod ops;
 pub(crate) mod poll;
 pub(crate) mod prometheus;
