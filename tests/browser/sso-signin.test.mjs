@@ -292,10 +292,12 @@ step('the application starts a sign-in: the broker sends the browser to the prov
 });
 
 step('a wrong password at the provider brings its form back', async () => {
-  const before = page.url();
+  const form = page.url();
+  const back = page.waitForResponse((r) => r.url() === form && r.request().method() === 'GET');
   await signInAtIdp(page, 'not the password');
+  assert.equal((await back).status(), 200);
   await page.waitForLoadState('load');
-  assert.equal(page.url(), before);
+  assert.equal(page.url(), form);
   await page.locator('input[name=password]').waitFor();
 });
 

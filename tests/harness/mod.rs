@@ -10,6 +10,8 @@
 //! - In process: [`in_process`] (a vault in a temporary directory and the real
 //!   `App`, request helpers).
 //! - [`stub_http`]: a tiny HTTP server on loopback standing in for providers.
+//! - [`oidc_provider`]: a real OpenID Provider (panva's `oidc-provider`, run by
+//!   node) on loopback, for the discovery tests and the browser sign-in.
 //! - [`prometheus`]: the one strict parser of `/metrics` text.
 //! - [`poll`]: waiting for a state, with a deadline and what was seen.
 
