@@ -234,10 +234,11 @@ async function expectText(p, selector, pattern) {
   });
 }
 
-/** The provider's own login form: type the login and password, submit. */
-async function signInAtIdp(p, password = PASSWORD) {
+/** The provider's own login form: type the login and password (a screenshot then), submit. */
+async function signInAtIdp(p, { password = PASSWORD, screenshot = null } = {}) {
   await p.locator('input[name=login]').fill(LOGIN);
   await p.locator('input[name=password]').fill(password);
+  if (screenshot) await shot(p, screenshot);
   await p.locator('button[type=submit]').click();
 }
 
@@ -294,7 +295,7 @@ step('the application starts a sign-in: the broker sends the browser to the prov
 step('a wrong password at the provider brings its form back', async () => {
   const form = page.url();
   const back = page.waitForResponse((r) => r.url() === form && r.request().method() === 'GET');
-  await signInAtIdp(page, 'not the password');
+  await signInAtIdp(page, { password: 'not the password' });
   assert.equal((await back).status(), 200);
   await page.waitForLoadState('load');
   assert.equal(page.url(), form);
@@ -302,7 +303,7 @@ step('a wrong password at the provider brings its form back', async () => {
 });
 
 step('signing in at the provider lands back at the application with the verified profile', async () => {
-  await signInAtIdp(page);
+  await signInAtIdp(page, { screenshot: 'idp-login-typed' });
   await page.waitForURL((u) => u.href.startsWith(`${APP}/callback`));
   await expectText(page, 'h1', /^Signed in$/);
   await shot(page, 'app-signed-in');
@@ -391,8 +392,7 @@ step('operator: Try sign-in opens a new tab that ends on "succeeded" with every 
   // The provider remembers the user from the first sign-in, or asks again.
   await tab.waitForURL((u) => u.href.startsWith(`${BASE}/sso/callback`) || u.href.startsWith(`${ISSUER}/interaction/`));
   if (tab.url().startsWith(`${ISSUER}/interaction/`)) {
-    await shot(tab, 'try-sign-in-idp');
-    await signInAtIdp(tab);
+    await signInAtIdp(tab, { screenshot: 'try-sign-in-idp' });
     await tab.waitForURL((u) => u.href.startsWith(`${BASE}/sso/callback`));
   }
   await expectText(tab, 'h1', /Sign-in test: succeeded/);
