@@ -281,6 +281,37 @@ fn sso_sign_in_in_headless_chromium() {
         status.is_some_and(|s| s.success()),
         "the sign-in browser test failed\n{report}"
     );
+    // The audit trail: the sign-in, the redemption and the replayed code, never a secret.
+    let audit = server.expect(
+        200,
+        "GET",
+        "/api/v1/admin/audit/?limit=1000",
+        &operator,
+        None,
+        None,
+    );
+    let events = audit["results"].as_array().cloned().unwrap_or_default();
+    let actions: Vec<&str> = events.iter().filter_map(|e| e["action"].as_str()).collect();
+    for action in ["sso.login", "sso.code_redeem", "sso.code_replay"] {
+        assert!(
+            actions.contains(&action),
+            "no {action} audit event in {actions:?}\n{report}"
+        );
+    }
+    assert!(
+        events.iter().any(|e| e["action"] == "sso.login"
+            && e["domain"] == DOMAIN
+            && e["detail"].as_str().is_some_and(|d| d.contains(EMAIL))),
+        "no sso.login event of {DOMAIN} naming {EMAIL}: {events:#?}"
+    );
+    let audit_text = audit.to_string();
+    for (what, secret) in [
+        ("the IdP client secret", IDP_CLIENT_SECRET),
+        ("the application's client secret", client_secret.as_str()),
+        ("the password", PASSWORD),
+    ] {
+        assert!(!audit_text.contains(secret), "{what} is in the audit trail");
+    }
     for (what, secret) in [
         ("the IdP client secret", IDP_CLIENT_SECRET),
         ("the application's client secret", client_secret.as_str()),
