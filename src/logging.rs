@@ -552,3 +552,9 @@ mod tests {
         );
     }
 }
+
+/// A new id that ties a generic error answer to the log line with its cause.
+pub fn correlation_id() -> String {
+    use rand::RngCore;
+    format!("{:016x}", rand::rngs::OsRng.next_u64())
+}

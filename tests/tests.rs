@@ -6,7 +6,8 @@
 //!   stub HTTP servers (`harness::stub_http`), the one Prometheus text parser,
 //!   polling with a deadline, and the fixtures of the `ops_*` modules.
 //! - `api_*`: through the real `App` (`oidcvault::app`, the factory `main` uses),
-//!   with `actix_web::test::init_service`;
+//!   with `actix_web::test::init_service` (`api_apps`: the sign-in broker's
+//!   applications);
 //! - `binary_*`: through the real binary over real TCP, for the guarantees:
 //!   durability across `kill -9` and backup by copy (`binary_durability`), the
 //!   master key (`binary_master_key`), nothing secret at rest or in the logs
@@ -17,6 +18,8 @@
 //!   run by `scripts/test.sh`).
 //! - `crash`: a kill -9 loop and 64 concurrent clients against the real binary;
 //! - `proptests`: property tests of the OIDC routes and the decoders;
+//! - `sso_state`: the sign-in broker's transactions and codes through the vault
+//!   (take-once under concurrency, audited redemptions);
 //! - `limits`: abuse limits in process; `limits_tcp`: over TCP;
 //! - `disk_full`: writes on a full (tmpfs) disk; skipped with a message without
 //!   root, failing instead with `CI=true`.
@@ -36,6 +39,7 @@
 mod harness;
 
 mod api_admin;
+mod api_apps;
 mod api_oidc;
 mod api_ops;
 mod binary_cli;
@@ -58,4 +62,5 @@ mod ops_tls;
 mod ops_verify;
 mod outbound;
 mod proptests;
+mod sso_state;
 mod ui;
