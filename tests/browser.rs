@@ -304,6 +304,15 @@ fn sso_sign_in_in_headless_chromium() {
             && e["detail"].as_str().is_some_and(|d| d.contains(EMAIL))),
         "no sso.login event of {DOMAIN} naming {EMAIL}: {events:#?}"
     );
+    // Every audit event is also one structured log line (target oidcvault::audit,
+    // as for every other action), so a log pipeline sees the sign-ins too.
+    for action in ["sso.login", "sso.code_redeem", "sso.code_replay"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("oidcvault::audit") && l.contains(&format!("action={action} "))),
+            "no audit log line for {action} (the events are in the audit trail, not in the log)\n{report}"
+        );
+    }
     let audit_text = audit.to_string();
     for (what, secret) in [
         ("the IdP client secret", IDP_CLIENT_SECRET),

@@ -148,6 +148,7 @@ let profileDir = null;
 const bodies = []; // { url, text } of every document and fetch answer the browser got
 const problems = []; // script errors and policy violations on the broker's pages
 const chain = []; // 'METHOD url -> status location' of every navigation request
+const brokerAnswers = []; // { url, status, headers } of the broker's browser routes (/sso/*)
 let shotCount = 0;
 
 async function shot(p, name) {
@@ -198,6 +199,9 @@ before(async () => {
   context.setDefaultTimeout(30_000);
   context.on('response', async (r) => {
     const req = r.request();
+    if (r.url().startsWith(`${BASE}/sso/`)) {
+      brokerAnswers.push({ url: r.url(), status: r.status(), headers: r.headers() });
+    }
     if (req.isNavigationRequest()) {
       chain.push(`${req.method()} ${r.url()} -> ${r.status()}${r.headers().location ? ` ${r.headers().location}` : ''}`);
     }
@@ -419,5 +423,21 @@ step('no page or answer the browser got holds a client secret; no script error',
     assert.ok(!html.includes(IDP_SECRET) && !html.includes(APP_SECRET), `a secret in ${p.url()}`);
   }
   assert.deepEqual(problems, []);
+  // The broker's answers to the browser (redirects with codes and states in
+  // their URLs, the pages) are never cached and leak no URL onwards; its pages
+  // run nothing.
+  const paths = brokerAnswers.map((a) => `${new URL(a.url).pathname} ${a.status}`);
+  for (const expected of ['/sso/authorize 302', '/sso/callback 302', '/sso/callback 400', '/sso/callback 200']) {
+    assert.ok(paths.includes(expected), `no ${expected} among ${paths}`);
+  }
+  for (const { url, status, headers } of brokerAnswers) {
+    const what = `${new URL(url).pathname} ${status}`;
+    assert.match(headers['cache-control'] || '', /no-store/, `${what}: Cache-Control`);
+    assert.equal(headers['referrer-policy'], 'no-referrer', `${what}: Referrer-Policy`);
+    if (status !== 302) {
+      assert.match(headers['content-type'] || '', /^text\/html/, `${what}: Content-Type`);
+      assert.match(headers['content-security-policy'] || '', /default-src 'none'/, `${what}: CSP`);
+    }
+  }
   process.stdout.write(`# ${bodies.length} answers checked; screenshots in ${SHOTS}\n`);
 });
