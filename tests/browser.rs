@@ -292,12 +292,47 @@ fn sso_sign_in_in_headless_chromium() {
     );
     let events = audit["results"].as_array().cloned().unwrap_or_default();
     let actions: Vec<&str> = events.iter().filter_map(|e| e["action"].as_str()).collect();
+    let sso_events: Vec<String> = events
+        .iter()
+        .filter(|e| e["action"].as_str().is_some_and(|a| a.starts_with("sso.")))
+        .map(|e| format!("{} {} {}", e["action"], e["domain"], e["detail"]))
+        .collect();
+    let report = format!(
+        "{report}\n--- sso.* audit events ---\n{}",
+        sso_events.join("\n")
+    );
     for action in ["sso.login", "sso.code_redeem", "sso.code_replay"] {
         assert!(
             actions.contains(&action),
             "no {action} audit event in {actions:?}\n{report}"
         );
     }
+    // One sso.login per sign-in the scenario made, in order, with its reason.
+    let logins: Vec<String> = events
+        .iter()
+        .filter(|e| e["action"] == "sso.login")
+        .map(|e| {
+            let detail = e["detail"].as_str().unwrap_or_default();
+            detail
+                .split_whitespace()
+                .filter(|w| w.starts_with("outcome=") || w.starts_with("reason="))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    assert_eq!(
+        logins,
+        [
+            "outcome=success",
+            "outcome=failure reason=unknown_state", // the provider's answer replayed
+            "outcome=failure reason=idp_error",     // cancelled at the provider
+            "outcome=success",                      // two tabs at once
+            "outcome=success",
+            "outcome=failure reason=browser_mismatch", // finished in another browser
+            "outcome=success reason=sign_in_test",     // the admin page's Try sign-in
+        ],
+        "the sso.login events\n{report}"
+    );
     assert!(
         events.iter().any(|e| e["action"] == "sso.login"
             && e["domain"] == DOMAIN

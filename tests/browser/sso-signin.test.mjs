@@ -113,12 +113,13 @@ async function appHandler(req, res) {
       code_challenge: crypto.createHash('sha256').update(verifier).digest('base64url'),
       code_challenge_method: 'S256',
     }).toString();
-    return send(302, '', { Location: to.toString(), 'Set-Cookie': `example_app_state=${state}; HttpOnly; SameSite=Lax; Path=/` });
+    // One cookie per sign-in (named by its state), so two tabs can sign in at once.
+    return send(302, '', { Location: to.toString(), 'Set-Cookie': `example_app_${state}=1; HttpOnly; SameSite=Lax; Path=/; Max-Age=600` });
   }
   if (url.pathname === '/callback') {
     const state = url.searchParams.get('state') || '';
     const verifier = app.pending.get(state);
-    if (!verifier || cookieOf(req, 'example_app_state') !== state) {
+    if (!verifier || cookieOf(req, `example_app_${state}`) !== '1') {
       return send(400, pageOf('Sign-in failed', '<p id="error">unknown state, or not this browser\'s</p>'));
     }
     app.pending.delete(state);
@@ -360,6 +361,92 @@ step('the provider\'s answer replayed is refused with an error page, not a redir
   await shot(page, 'replayed-callback');
 });
 
+/** The provider forgets the browser's session (its cookies, not the broker's or the app's). */
+async function forgetIdpSession() {
+  await context.clearCookies({ name: /^_(session|interaction)/ });
+}
+
+/** From the application's start page to the provider's login form, in `p`. */
+async function startAtApp(p) {
+  await p.goto(`${APP}/`);
+  await p.locator('#email').fill(EMAIL);
+  await p.locator('#sign-in').click();
+  await p.waitForURL((u) => u.href.startsWith(`${ISSUER}/interaction/`));
+}
+
+step('cancelling at the provider returns access_denied to the application, with its state', async () => {
+  await forgetIdpSession();
+  const answers = app.tokenAnswers.length;
+  await startAtApp(page);
+  await page.getByRole('link', { name: '[ Cancel ]' }).click();
+  await page.waitForURL((u) => u.href.startsWith(`${APP}/callback`));
+  await expectText(page, 'h1', /^Sign-in failed$/);
+  // The application found its own state (else it would say "unknown state").
+  await expectText(page, '#error', /^access_denied: \S/);
+  const back = new URL(page.url());
+  assert.equal(back.searchParams.get('error'), 'access_denied');
+  assert.ok(!back.searchParams.has('code'), 'no code with an error');
+  assert.equal(app.tokenAnswers.length, answers, 'nothing redeemed');
+  await shot(page, 'app-cancelled-at-idp');
+});
+
+step('two sign-ins at once, in two tabs of one browser, both succeed', async () => {
+  await forgetIdpSession();
+  const answers = app.tokenAnswers.length;
+  const second = await context.newPage();
+  try {
+    await startAtApp(page);
+    await startAtApp(second);
+    // The second finishes first.
+    await signInAtIdp(second);
+    await second.waitForURL((u) => u.href.startsWith(`${APP}/callback`));
+    await expectText(second, 'h1', /^Signed in$/);
+    await signInAtIdp(page);
+    await page.waitForURL((u) => u.href.startsWith(`${APP}/callback`));
+    await expectText(page, 'h1', /^Signed in$/);
+    const got = app.tokenAnswers.slice(answers);
+    assert.deepEqual(got.map((a) => a.status), [200, 200], JSON.stringify(got.map((a) => a.body)));
+    assert.deepEqual(got.map((a) => a.body.profile.sub), [SUB, SUB]);
+  } finally {
+    await second.close();
+  }
+});
+
+step('a sign-in finished in another browser (no binding cookie) gets no code', async () => {
+  // This browser starts a sign-in; its provider URL is taken to another
+  // browser (login CSRF: an attacker's sign-in pushed onto a victim), which
+  // signs in at the provider and comes back to the broker without the cookie.
+  // (Through the context's own HTTP client: its cookies are the browser's.)
+  const hop = async (url) => {
+    const r = await context.request.get(url, { maxRedirects: 0 });
+    assert.equal(r.status(), 302, `${url}: ${r.status()} ${await r.text()}`);
+    return r.headers().location;
+  };
+  const idpUrl = await hop(await hop(`${APP}/login?email=${encodeURIComponent(EMAIL)}`));
+  assert.ok(idpUrl.startsWith(`${ISSUER}/auth?`), `the broker sent the browser to ${idpUrl}`);
+  const codes = app.codes.length;
+  const other = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1'] });
+  try {
+    const victim = await (await other.newContext()).newPage();
+    const seen = [];
+    victim.on('response', (r) => {
+      if (r.request().isNavigationRequest()) seen.push(`${r.url()} -> ${r.status()} ${r.headers().location || ''}`);
+    });
+    await victim.goto(idpUrl);
+    await signInAtIdp(victim);
+    await victim.waitForURL((u) => !u.href.startsWith(ISSUER));
+    await victim.waitForLoadState('load');
+    const callback = seen.find((x) => x.startsWith(`${BASE}/sso/callback?`));
+    assert.ok(callback, `the provider did not send the other browser to the broker: ${seen.join('\n')}`);
+    assert.ok(!/ -> 302 \S*[?&]code=/.test(callback), `a code for a browser without the cookie: ${callback}`);
+    await expectText(victim, 'h1', /^Sign-in failed$/);
+    await shot(victim, 'other-browser-refused');
+  } finally {
+    await other.close();
+  }
+  assert.equal(app.codes.length, codes, 'a code reached the application');
+});
+
 // ---- the admin page -----------------------------------------------------------------------
 
 let admin = null;
@@ -389,6 +476,7 @@ step('operator: Try sign-in opens a new tab that ends on "succeeded" with every 
   admin.on('request', (r) => {
     if (r.url().endsWith('/api/v1/enterprises/oidc/sign-in-test/')) sent.push(r.headers()['x-enterprise-domain']);
   });
+  const answers = app.tokenAnswers.length;
   const opened = context.waitForEvent('page');
   await admin.locator('#try-sign-in').click();
   const tab = await opened;
@@ -407,7 +495,7 @@ step('operator: Try sign-in opens a new tab that ends on "succeeded" with every 
   const profile = JSON.parse(await tab.locator('#profile').textContent());
   assert.equal(profile.email, EMAIL);
   assert.equal(profile.sub, SUB);
-  assert.equal(app.tokenAnswers.length, 1, 'the test sign-in sent nothing to the application');
+  assert.equal(app.tokenAnswers.length, answers, 'the test sign-in sent nothing to the application');
   await expectText(admin, '#notice', /new tab/);
   await tab.close();
 });
