@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::harness::oidc_provider::Provider;
-use crate::harness::{config_toml, tail, Home, CONFIG_PATH, PASSPHRASE};
+use crate::harness::{config_toml, tail, tls_agent, Home, CONFIG_PATH, PASSPHRASE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_oidcvault");
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -167,13 +167,30 @@ fn free_port() -> u16 {
 #[ignore = "needs headless Chromium, playwright-core and oidc-provider: scripts/test.sh \
             installs them and runs this (cargo test --test integration browser:: -- --ignored)"]
 fn sso_sign_in_in_headless_chromium() {
+    sign_in_scenario(false);
+}
+
+/// The same over https: the binding cookie is then `__Host-` prefixed and
+/// Secure, which a browser accepts only with exactly the right attributes.
+#[test]
+#[ignore = "needs headless Chromium, playwright-core and oidc-provider: scripts/test.sh \
+            installs them and runs this (cargo test --test integration browser:: -- --ignored)"]
+fn sso_sign_in_over_https_in_headless_chromium() {
+    sign_in_scenario(true);
+}
+
+/// The provider, the binary (its public URL https with a self-signed
+/// certificate when `https`), the domain, its config and an application; then
+/// `sso-signin.test.mjs`, the audit trail and the log.
+fn sign_in_scenario(https: bool) {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     assert_installed(&[(
         repo.join("tests/oidc-provider/node_modules/oidc-provider/package.json"),
         "cd tests/oidc-provider && npm ci",
     )]);
     let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
+    let scheme = if https { "https" } else { "http" };
+    let base = format!("{scheme}://127.0.0.1:{port}");
     let app_port = free_port();
     let app_redirect = format!("http://127.0.0.1:{app_port}/callback");
 
@@ -206,9 +223,31 @@ fn sso_sign_in_in_headless_chromium() {
              connect_timeout_secs = 2\ntimeout_secs = 10\n",
         );
     assert!(config.contains("public_url") && config.contains("allow_http_hosts"));
+    let cert_pem = https.then(|| {
+        let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+            .expect("generate a certificate");
+        std::fs::write(home.path().join("cert.pem"), generated.cert.pem()).unwrap();
+        std::fs::write(
+            home.path().join("key.pem"),
+            generated.signing_key.serialize_pem(),
+        )
+        .unwrap();
+        generated.cert.pem()
+    });
+    let config = if https {
+        config.replace(
+            "[server]\n",
+            "[server]\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n",
+        )
+    } else {
+        config
+    };
     home.write_config(&config);
     let operator = home.run_ok(&["token", "create", "--operator"]);
-    let server = home.start();
+    let mut server = home.start();
+    if let Some(pem) = &cert_pem {
+        server.client.agent = tls_agent(pem);
+    }
     assert_eq!(
         server.client.base, base,
         "the server is not where its public URL says"
@@ -248,27 +287,35 @@ fn sso_sign_in_in_headless_chromium() {
     };
     let (client_id, client_secret) = (text(&app["client_id"]), text(&app["client_secret"]));
 
-    let shots = screenshots_dir().join("sso-signin");
-    let (status, report) = run_node_test(
-        "sso-signin.test.mjs",
-        &[
-            ("OIDCVAULT_BASE", base.clone()),
-            ("OIDCVAULT_OPERATOR_TOKEN", operator.clone()),
-            ("OIDCVAULT_SCREENSHOTS", shots.display().to_string()),
-            ("SSO_ISSUER", op.issuer()),
-            ("SSO_DOMAIN", DOMAIN.to_owned()),
-            ("SSO_DOMAIN_ID", domain["id"].to_string()),
-            ("SSO_LOGIN", LOGIN.to_owned()),
-            ("SSO_PASSWORD", PASSWORD.to_owned()),
-            ("SSO_EMAIL", EMAIL.to_owned()),
-            ("SSO_SUB", SUB.to_owned()),
-            ("SSO_APP_PORT", app_port.to_string()),
-            ("SSO_APP_REDIRECT_URI", app_redirect),
-            ("SSO_APP_CLIENT_ID", client_id),
-            ("SSO_APP_CLIENT_SECRET", client_secret.clone()),
-            ("SSO_IDP_CLIENT_SECRET", IDP_CLIENT_SECRET.to_owned()),
-        ],
-    );
+    let shots = screenshots_dir().join(if https {
+        "sso-signin-https"
+    } else {
+        "sso-signin"
+    });
+    let mut env = vec![
+        ("SSO_HTTPS", https.to_string()),
+        ("OIDCVAULT_BASE", base.clone()),
+        ("OIDCVAULT_OPERATOR_TOKEN", operator.clone()),
+        ("OIDCVAULT_SCREENSHOTS", shots.display().to_string()),
+        ("SSO_ISSUER", op.issuer()),
+        ("SSO_DOMAIN", DOMAIN.to_owned()),
+        ("SSO_DOMAIN_ID", domain["id"].to_string()),
+        ("SSO_LOGIN", LOGIN.to_owned()),
+        ("SSO_PASSWORD", PASSWORD.to_owned()),
+        ("SSO_EMAIL", EMAIL.to_owned()),
+        ("SSO_SUB", SUB.to_owned()),
+        ("SSO_APP_PORT", app_port.to_string()),
+        ("SSO_APP_REDIRECT_URI", app_redirect),
+        ("SSO_APP_CLIENT_ID", client_id),
+        ("SSO_APP_CLIENT_SECRET", client_secret.clone()),
+        ("SSO_IDP_CLIENT_SECRET", IDP_CLIENT_SECRET.to_owned()),
+    ];
+    if https {
+        // The test application's requests to the broker trust its certificate.
+        let cert = home.path().join("cert.pem").display().to_string();
+        env.push(("NODE_EXTRA_CA_CERTS", cert));
+    }
+    let (status, report) = run_node_test("sso-signin.test.mjs", &env);
     let log = server.log();
     let op_log = op.stop_and_log();
     let report = format!(

@@ -20,6 +20,9 @@
 //   SSO_APP_REDIRECT_URI      its registered redirect URI (…/callback)
 //   SSO_APP_CLIENT_ID, SSO_APP_CLIENT_SECRET  its credentials at the broker
 //   SSO_IDP_CLIENT_SECRET     the secret the vault keeps: never in any page
+//   SSO_HTTPS                 "true": the broker is on https (a self-signed
+//                             certificate the browser is told to accept; node
+//                             trusts it through NODE_EXTRA_CA_CERTS)
 //   CHROMIUM                  default /usr/bin/chromium
 
 import { test, before, after } from 'node:test';
@@ -52,7 +55,10 @@ const APP_REDIRECT = need('SSO_APP_REDIRECT_URI');
 const APP_CLIENT_ID = need('SSO_APP_CLIENT_ID');
 const APP_SECRET = need('SSO_APP_CLIENT_SECRET');
 const IDP_SECRET = need('SSO_IDP_CLIENT_SECRET');
+const HTTPS = process.env.SSO_HTTPS === 'true';
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+// The browser-binding cookie: __Host- prefixed and Secure on an https public URL.
+const BINDING = HTTPS ? '__Host-oidcvault_sso' : 'oidcvault_sso';
 const APP = `http://127.0.0.1:${APP_PORT}`;
 const CHECKS = ['state', 'cookie', 'iss', 'token_exchange', 'signature', 'issuer', 'audience',
   'expiry', 'nonce', 'email_domain', 'email_verified'];
@@ -194,6 +200,7 @@ before(async () => {
       '--dns-prefetch-disable',
     ],
     viewport: { width: 1100, height: 900 },
+    ignoreHTTPSErrors: HTTPS,
     locale: 'en-US',
     timezoneId: 'UTC',
   });
@@ -287,13 +294,17 @@ step('the application starts a sign-in: the broker sends the browser to the prov
   assert.equal(at.searchParams.get('code_challenge_method'), 'S256');
   assert.equal(at.searchParams.get('login_hint'), EMAIL);
   for (const p of ['state', 'nonce', 'code_challenge']) assert.ok(at.searchParams.get(p), `no ${p} in ${at}`);
-  // The browser binding: HttpOnly, SameSite=Lax; not Secure on this http public URL.
+  // The browser binding: HttpOnly, SameSite=Lax, host-only; Secure and
+  // __Host- prefixed on an https public URL (the browser stored it: its
+  // attributes passed the prefix's rules).
   const cookies = await context.cookies(BASE);
-  const binding = cookies.find((c) => c.name === 'oidcvault_sso');
-  assert.ok(binding, `no oidcvault_sso cookie: ${JSON.stringify(cookies.map((c) => c.name))}`);
+  const binding = cookies.find((c) => c.name === BINDING);
+  assert.ok(binding, `no ${BINDING} cookie: ${JSON.stringify(cookies.map((c) => c.name))}`);
   assert.equal(binding.httpOnly, true);
   assert.equal(binding.sameSite, 'Lax');
   assert.equal(binding.path, '/');
+  assert.equal(binding.secure, HTTPS);
+  assert.equal(binding.domain, '127.0.0.1', 'host-only');
   await shot(page, 'idp-login');
 });
 
@@ -427,7 +438,7 @@ step('a sign-in finished in another browser (no binding cookie) gets no code', a
   const codes = app.codes.length;
   const other = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1'] });
   try {
-    const victim = await (await other.newContext()).newPage();
+    const victim = await (await other.newContext({ ignoreHTTPSErrors: HTTPS })).newPage();
     const seen = [];
     victim.on('response', (r) => {
       if (r.request().isNavigationRequest()) seen.push(`${r.url()} -> ${r.status()} ${r.headers().location || ''}`);

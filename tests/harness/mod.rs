@@ -30,7 +30,7 @@ pub(crate) mod server;
 pub(crate) mod stub_http;
 pub(crate) mod text;
 
-pub(crate) use client::{Client, Resp};
+pub(crate) use client::{tls_agent, Client, Resp};
 pub(crate) use files::{copy_dir, snapshot, snapshot_diff};
 pub(crate) use home::{
     assert_one_line_failure, assert_refused_for_master_key, config_toml, Home, Output,
