@@ -9,7 +9,9 @@
 //!   `server.public_url`, creates the domain, its OIDC config and an
 //!   application over the API, then runs `sso-signin.test.mjs`: a tiny test
 //!   application on loopback, the browser signing in through the broker at the
-//!   provider's page, the admin page's callback URL and "Try sign-in".
+//!   provider's page, the admin page's callback URL and "Try sign-in";
+//!   `sso_sign_in_over_https_in_headless_chromium` the same with the broker on
+//!   https (self-signed), where its binding cookie is `__Host-` and Secure.
 //!
 //! They need Chromium and the npm packages, which `scripts/test.sh` installs, so
 //! a plain `cargo test` lists them as ignored; `scripts/test.sh` always runs them:
@@ -19,7 +21,7 @@
 //! ```
 //!
 //! Screenshots go to `target/browser-screenshots/` (the sign-in's to its
-//! `sso-signin/` folder).
+//! `sso-signin/` and `sso-signin-https/` folders).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
