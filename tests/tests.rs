@@ -33,6 +33,9 @@
 //!   (`harness::stub_http`) on loopback; `discovery`: resolve on save, refresh and
 //!   the connection test, against stubs and (ignored by a plain `cargo test`, run
 //!   by `scripts/test.sh`) a real OpenID Provider from npm.
+//! - `sso`: the sign-in broker against stub OpenID Providers
+//!   (`harness::stub_idp`), in process and through the real binary (`sso::binary`:
+//!   a code is redeemed at most once across `kill -9`).
 // Tests and benchmarks may unwrap: a panic is their failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
@@ -62,5 +65,6 @@ mod ops_tls;
 mod ops_verify;
 mod outbound;
 mod proptests;
+mod sso;
 mod sso_state;
 mod ui;

@@ -9,7 +9,9 @@
 //!   (the leak detector), [`text`]; [`ops`] (fixtures of the `ops_*` modules).
 //! - In process: [`in_process`] (a vault in a temporary directory and the real
 //!   `App`, request helpers).
-//! - [`stub_http`]: a tiny HTTP server on loopback standing in for providers.
+//! - [`stub_http`]: a tiny HTTP server on loopback standing in for providers;
+//!   [`stub_idp`]: a stub OpenID Provider on it (keys, ID tokens, knobs), and
+//!   [`sso_browser`]: a browser that follows a sign-in through the broker.
 //! - [`oidc_provider`]: a real OpenID Provider (panva's `oidc-provider`, run by
 //!   node) on loopback, for the discovery tests and the browser sign-in.
 //! - [`prometheus`]: the one strict parser of `/metrics` text.
@@ -27,7 +29,9 @@ pub(crate) mod ops;
 pub(crate) mod poll;
 pub(crate) mod prometheus;
 pub(crate) mod server;
+pub(crate) mod sso_browser;
 pub(crate) mod stub_http;
+pub(crate) mod stub_idp;
 pub(crate) mod text;
 
 pub(crate) use client::{tls_agent, Client, Resp};

@@ -107,7 +107,7 @@ impl JwksCache {
                 Ok(data) => return check_claims(data.claims, c),
                 Err(e) if *e.kind() == ErrorKind::InvalidSignature => {}
                 Err(e) => {
-                    last = library_error(e.kind(), id_token, c);
+                    last = library_error(e.kind(), id_token, c, &alg);
                     break;
                 }
             }
@@ -165,7 +165,7 @@ fn claim_shown(token: &str, name: &str) -> String {
 }
 
 /// The library's refusal, once the signature verified.
-fn library_error(kind: &ErrorKind, token: &str, c: &IdTokenCheck) -> RpError {
+fn library_error(kind: &ErrorKind, token: &str, c: &IdTokenCheck, alg: &str) -> RpError {
     let wrong_issuer = || RpError::WrongIssuer {
         got: claim_shown(token, "iss"),
         expected: shown(c.issuer),
@@ -188,8 +188,8 @@ fn library_error(kind: &ErrorKind, token: &str, c: &IdTokenCheck) -> RpError {
             RpError::MalformedIdToken(format!("the {} claim has the wrong type", shown(n)))
         }
         ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => RpError::AlgNotAllowed {
-            alg: "(unexpected)".into(),
-            allowed: String::new(),
+            alg: shown(alg),
+            allowed: "(the library refused it)".into(),
         },
         ErrorKind::InvalidSignature => RpError::BadSignature,
         _ => RpError::MalformedIdToken("the payload is not a JSON object of claims".into()),
