@@ -156,6 +156,8 @@ const PASSWORD: &str = "correct horse at the IdP";
 const EMAIL: &str = "alice@acme.com";
 const SUB: &str = "248289761001";
 const DOMAIN: &str = "acme.com";
+/// A domain at the same provider that the account's e-mail is not in.
+const OTHER_DOMAIN: &str = "globex.example";
 
 /// A port free a moment ago, for a listener whose address must be known before
 /// it starts (the broker's public URL is in its config; the test application's
@@ -256,24 +258,27 @@ fn sign_in_scenario(https: bool) {
     );
 
     let domain = server.add_domain(&operator, DOMAIN);
-    let stored = server.expect(
-        200,
-        "POST",
-        CONFIG_PATH,
-        &operator,
-        Some(DOMAIN),
-        Some(&json!({
-            "client_id": IDP_CLIENT_ID,
-            "client_secret": IDP_CLIENT_SECRET,
-            "discovery_url": op.discovery_url(),
-        })),
-    );
-    // Resolved on save: the secret is bound to the provider's token endpoint.
-    assert_eq!(
-        stored["token_endpoint"],
-        format!("{}/token", op.issuer()),
-        "{stored}"
-    );
+    server.add_domain(&operator, OTHER_DOMAIN);
+    for name in [DOMAIN, OTHER_DOMAIN] {
+        let stored = server.expect(
+            200,
+            "POST",
+            CONFIG_PATH,
+            &operator,
+            Some(name),
+            Some(&json!({
+                "client_id": IDP_CLIENT_ID,
+                "client_secret": IDP_CLIENT_SECRET,
+                "discovery_url": op.discovery_url(),
+            })),
+        );
+        // Resolved on save: the secret is bound to the provider's token endpoint.
+        assert_eq!(
+            stored["token_endpoint"],
+            format!("{}/token", op.issuer()),
+            "{stored}"
+        );
+    }
     let app = server.expect(
         201,
         "POST",
@@ -301,6 +306,7 @@ fn sign_in_scenario(https: bool) {
         ("OIDCVAULT_SCREENSHOTS", shots.display().to_string()),
         ("SSO_ISSUER", op.issuer()),
         ("SSO_DOMAIN", DOMAIN.to_owned()),
+        ("SSO_OTHER_DOMAIN", OTHER_DOMAIN.to_owned()),
         ("SSO_DOMAIN_ID", domain["id"].to_string()),
         ("SSO_LOGIN", LOGIN.to_owned()),
         ("SSO_PASSWORD", PASSWORD.to_owned()),
@@ -379,6 +385,7 @@ fn sign_in_scenario(https: bool) {
             "outcome=success",
             "outcome=failure reason=browser_mismatch", // finished in another browser
             "outcome=success reason=sign_in_test",     // the admin page's Try sign-in
+            "outcome=failure reason=email_outside_domain", // ... for the other domain
         ],
         "the sso.login events\n{report}"
     );

@@ -14,6 +14,8 @@
 //   OIDCVAULT_SCREENSHOTS     where the screenshots go
 //   SSO_ISSUER                the provider's issuer
 //   SSO_DOMAIN, SSO_DOMAIN_ID the enterprise domain (name, id)
+//   SSO_OTHER_DOMAIN          another domain at the same provider, which the
+//                             account's e-mail is not in
 //   SSO_LOGIN, SSO_PASSWORD   the account at the provider's login form
 //   SSO_EMAIL, SSO_SUB        what its profile must say
 //   SSO_APP_PORT              where the test application listens
@@ -46,6 +48,7 @@ const SHOTS = need('OIDCVAULT_SCREENSHOTS');
 const ISSUER = need('SSO_ISSUER');
 const DOMAIN = need('SSO_DOMAIN');
 const DOMAIN_ID = Number(need('SSO_DOMAIN_ID'));
+const OTHER_DOMAIN = need('SSO_OTHER_DOMAIN');
 const LOGIN = need('SSO_LOGIN');
 const PASSWORD = need('SSO_PASSWORD');
 const EMAIL = need('SSO_EMAIL');
@@ -508,6 +511,28 @@ step('operator: Try sign-in opens a new tab that ends on "succeeded" with every 
   assert.equal(profile.sub, SUB);
   assert.equal(app.tokenAnswers.length, answers, 'the test sign-in sent nothing to the application');
   await expectText(admin, '#notice', /new tab/);
+  await tab.close();
+});
+
+step('operator: Try sign-in for a domain the e-mail is not in fails at email_domain', async () => {
+  await admin.locator('#back-to-domains').click();
+  await admin.locator('#operator-view').waitFor();
+  await admin.getByRole('link', { name: `Configure single sign-on for ${OTHER_DOMAIN}` }).click();
+  await admin.locator('#provider-card').waitFor();
+  const opened = context.waitForEvent('page');
+  await admin.locator('#try-sign-in').click();
+  const tab = await opened;
+  await tab.waitForURL((u) => u.href.startsWith(`${BASE}/sso/callback`) || u.href.startsWith(`${ISSUER}/interaction/`));
+  if (tab.url().startsWith(`${ISSUER}/interaction/`)) await signInAtIdp(tab);
+  await expectText(tab, 'h1', /Sign-in test: failed/);
+  await shot(tab, 'try-sign-in-failed');
+  const rows = await tab.locator('#checks [data-check]').evaluateAll((trs) => trs.map((tr) => [tr.dataset.check, tr.dataset.status, tr.textContent]));
+  const status = Object.fromEntries(rows.map(([c, st]) => [c, st]));
+  assert.equal(status.email_domain, 'failed', JSON.stringify(rows));
+  assert.match(rows.find(([c]) => c === 'email_domain')[2], new RegExp(`${EMAIL.replace('.', '\\.')}.*${OTHER_DOMAIN.replace('.', '\\.')}`));
+  for (const check of CHECKS.slice(0, CHECKS.indexOf('email_domain'))) assert.equal(status[check], 'ok', `check ${check}: ${JSON.stringify(rows)}`);
+  assert.notEqual(status.email_verified, 'ok', 'not reached after the failure');
+  assert.equal(await tab.locator('#profile').count(), 0, 'no profile for a failed sign-in');
   await tab.close();
 });
 
