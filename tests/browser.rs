@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::harness::oidc_provider::Provider;
+use crate::harness::prometheus::parse_or_panic;
 use crate::harness::{config_toml, tail, tls_agent, Home, CONFIG_PATH, PASSPHRASE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_oidcvault");
@@ -404,6 +405,45 @@ fn sign_in_scenario(https: bool) {
             "no audit log line for {action} (the events are in the audit trail, not in the log)\n{report}"
         );
     }
+    // The metrics count the same sign-ins, by outcome and reason, and time the
+    // provider's part of each exchange.
+    let metrics = server.call("GET", "/metrics", Some(&operator), None, None);
+    assert_eq!(metrics.status, 200, "GET /metrics: {metrics}");
+    let exposition = parse_or_panic(&metrics.body);
+    let logins = |outcome: &str, reason: &str| {
+        exposition.sum(
+            "oidcvault_sso_logins_total",
+            &[("outcome", outcome), ("reason", reason)],
+        )
+    };
+    for (outcome, reason, n) in [
+        ("success", "signed_in", 3.0),
+        ("success", "sign_in_test", 1.0),
+        ("failure", "unknown_state", 1.0),
+        ("failure", "idp_error", 1.0),
+        ("failure", "browser_mismatch", 1.0),
+        ("failure", "email_outside_domain", 1.0),
+    ] {
+        assert_eq!(
+            logins(outcome, reason),
+            n,
+            "oidcvault_sso_logins_total{{outcome={outcome:?}, reason={reason:?}}}\n{}",
+            metrics.body
+        );
+    }
+    assert_eq!(
+        exposition.sum("oidcvault_sso_logins_total", &[]),
+        8.0,
+        "{}",
+        metrics.body
+    );
+    // Five exchanges with the provider (three sign-ins, two tests).
+    assert_eq!(
+        exposition.single("oidcvault_sso_idp_seconds_count"),
+        5.0,
+        "{}",
+        metrics.body
+    );
     let audit_text = audit.to_string();
     for (what, secret) in [
         ("the IdP client secret", IDP_CLIENT_SECRET),
