@@ -375,6 +375,25 @@ step('the provider\'s answer replayed is refused with an error page, not a redir
   await shot(page, 'replayed-callback');
 });
 
+step('an unregistered redirect URI or an unknown application gets an error page, never a redirect', async () => {
+  const authorize = (params) => `${BASE}/sso/authorize?${new URLSearchParams({
+    client_id: APP_CLIENT_ID, redirect_uri: APP_REDIRECT, state: 's', login_hint: EMAIL, ...params,
+  })}`;
+  for (const params of [
+    { redirect_uri: 'https://attacker.example/callback' },
+    { redirect_uri: `${APP_REDIRECT}/../evil` },
+    { redirect_uri: `${APP_REDIRECT}?next=x` },
+    { client_id: 'ova_unknown' },
+  ]) {
+    const url = authorize(params);
+    const res = await page.goto(url);
+    assert.equal(res.status(), 400, `${JSON.stringify(params)}: ${res.status()}`);
+    assert.equal(page.url(), url, `${JSON.stringify(params)}: no redirect`);
+    await expectText(page, 'h1', /^Sign-in failed$/);
+  }
+  await shot(page, 'unregistered-redirect-uri');
+});
+
 /** The provider forgets the browser's session (its cookies, not the broker's or the app's). */
 async function forgetIdpSession() {
   await context.clearCookies({ name: /^_(session|interaction)/ });
