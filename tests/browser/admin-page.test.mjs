@@ -101,6 +101,7 @@ async function apiCall(method, apiPath, token, { domain, body } = {}) {
 
 let context = null;
 let page = null;
+let profile = null; // Chromium's profile folder
 const requests = []; // every URL the page asked for
 const problems = []; // CSP violations, Trusted Types errors, uncaught exceptions
 const failedAnswers = []; // { step, what: 'METHOD /path STATUS' } of every 4xx/5xx the page got
@@ -132,7 +133,7 @@ before(async () => {
   operatorToken = oidcvault('token', 'create', '--operator');
   await startServer();
 
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'oidcvault-chromium-'));
+  profile = fs.mkdtempSync(path.join(os.tmpdir(), 'oidcvault-chromium-'));
   context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
@@ -174,6 +175,7 @@ after(async () => {
     await new Promise((r) => { server.once('exit', r); setTimeout(r, 10_000); });
   }
   fs.rmSync(home, { recursive: true, force: true });
+  if (profile) fs.rmSync(profile, { recursive: true, force: true });
 });
 
 // ---- helpers on the page --------------------------------------------------------------
