@@ -405,6 +405,28 @@ fn sign_in_scenario(https: bool) {
             "no audit log line for {action} (the events are in the audit trail, not in the log)\n{report}"
         );
     }
+    // The domain's own view of the trail (the filter an operator uses) has its
+    // code redemptions too, not only its sign-ins.
+    let of_domain = server.expect(
+        200,
+        "GET",
+        &format!("/api/v1/admin/audit/?domain={DOMAIN}&limit=1000"),
+        &operator,
+        None,
+        None,
+    );
+    let domain_actions: Vec<String> = of_domain["results"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|e| e["action"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        domain_actions.iter().any(|a| a == "sso.code_redeem"),
+        "GET /api/v1/admin/audit/?domain={DOMAIN} has no sso.code_redeem: {domain_actions:?} \
+         (the redemption events carry domain_id but no domain name)\n{report}"
+    );
     // The metrics count the same sign-ins, by outcome and reason, and time the
     // provider's part of each exchange.
     let metrics = server.call("GET", "/metrics", Some(&operator), None, None);
