@@ -12,7 +12,7 @@ use super::apps::{APP, APPS};
 use super::health::{HEALTHZ, METRICS, OPENAPI, READYZ};
 use super::oidc_config::PATH as OIDC_CONFIG;
 use super::provider::{REFRESH as OIDC_REFRESH, TEST as OIDC_TEST};
-use super::ui::{APP_CSS, APP_JS, ICON, INDEX};
+use super::ui::{APP_CSS, APP_JS, ICON, INDEX, SSO_JS};
 use super::whoami::WHOAMI;
 use super::DOMAIN_HEADER;
 
@@ -334,6 +334,8 @@ pub fn document() -> Value {
             INDEX: {"get": {"operationId": "ui-index", "summary": "The admin page", "security": [],
                 "responses": {"200": {"description": "HTML page.", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
             APP_JS: {"get": {"operationId": "ui-script", "summary": "The admin page's script", "security": [],
+                "responses": {"200": {"description": "JavaScript.", "content": {"text/javascript": {"schema": {"type": "string"}}}}}}},
+            SSO_JS: {"get": {"operationId": "ui-script-sso", "summary": "The admin page's script for sign-in: applications, callback URL, Try sign-in", "security": [],
                 "responses": {"200": {"description": "JavaScript.", "content": {"text/javascript": {"schema": {"type": "string"}}}}}}},
             APP_CSS: {"get": {"operationId": "ui-style", "summary": "The admin page's style sheet", "security": [],
                 "responses": {"200": {"description": "CSS.", "content": {"text/css": {"schema": {"type": "string"}}}}}}},
