@@ -2,9 +2,12 @@
 //!
 //! Written here beside the routes and kept honest by tests: every path and method
 //! it lists is served, every other method on those paths answers 405, and the
-//! `EnterpriseOIDCConfig` schema keeps every property of the seed's.
+//! `EnterpriseOIDCConfig` schema keeps every property of the seed's. The sign-in
+//! broker's operations are in `openapi/sso.rs`.
 
 use serde_json::{json, Value};
+
+mod sso;
 
 use super::admin::{DOMAIN, DOMAINS, TOKEN, TOKENS};
 use super::admin_ops::{AUDIT, BACKUP, KEYS, KEYS_ROTATE};
@@ -176,6 +179,18 @@ fn whoami_op() -> Value {
 }
 
 pub fn document() -> Value {
+    let mut doc = base_document();
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        paths.extend(sso::paths());
+    }
+    if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
+        schemas.extend(sso::schemas());
+    }
+    doc["components"]["securitySchemes"]["basic"] = sso::basic_scheme();
+    doc
+}
+
+fn base_document() -> Value {
     let domain_header = json!([{
         "name": DOMAIN_HEADER,
         "in": "header",

@@ -43,7 +43,7 @@ pub(super) fn user_id(issuer: &str, sub: &str) -> String {
 }
 
 /// The profile as JSON (in a wiped buffer: it holds personal data).
-pub(super) fn profile_json(
+pub(crate) fn profile_json(
     domain: &Domain,
     issuer: &str,
     claims: &IdClaims,
