@@ -232,7 +232,8 @@ pub(super) fn schemas() -> Map<String, Value> {
         "SignInTestRequest": {"type": "object", "properties": {
             "login_hint": {"type": ["string", "null"], "example": "alice@acme.com"}}},
         "SsoTokenRequest": {"type": "object",
-            "description": "Form fields (`application/x-www-form-urlencoded`), each at most once.",
+            "description": "Form fields (`application/x-www-form-urlencoded`), each at most once (RFC 6749 §3.2); other fields are ignored.",
+            "additionalProperties": {"type": "string"},
             "properties": {
                 "grant_type": {"type": "string", "enum": ["authorization_code"]},
                 "code": {"type": "string", "minLength": 1},
