@@ -210,7 +210,7 @@ fn base_document() -> Value {
         "info": {
             "title": "oidcvault",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Keeps each enterprise domain's OIDC single-sign-on configuration. The client secret is encrypted at rest and only ever returned masked."
+            "description": "Keeps each enterprise domain's OIDC single-sign-on configuration, and completes its users' sign-ins for registered applications (the sign-in broker, `/sso/`). The client secret is encrypted at rest, only ever returned masked, and sent only to the token endpoint it is bound to."
         },
         "paths": {
             OIDC_CONFIG: {
@@ -323,7 +323,7 @@ fn base_document() -> Value {
                     {"name": "domain", "in": "query", "required": false, "schema": {"type": "string"}, "description": "Only events of this domain."},
                     {"name": "since", "in": "query", "required": false, "schema": {"type": "string", "format": "date-time"}, "description": "Only events at or after this time (RFC 3339)."},
                     {"name": "until", "in": "query", "required": false, "schema": {"type": "string", "format": "date-time"}, "description": "Only events before this time (RFC 3339)."},
-                    {"name": "cursor", "in": "query", "required": false, "schema": {"type": "string", "pattern": "^[0-9]+$"}, "description": "`next` of the previous page."},
+                    {"name": "cursor", "in": "query", "required": false, "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"}, "description": "`next` of the previous page (an event id: a 64-bit integer; the pattern admits the 19-digit ones, more than the trail will hold)."},
                     {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}
                 ],
                 "get": op("admin-audit-list", "The audit trail, oldest first, with cursor paging",
