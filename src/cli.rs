@@ -1,5 +1,6 @@
-//! The command line: `serve` (default), and offline `domain` and `token` commands
-//! that work on the data directory directly while no server holds it.
+//! The command line: `serve` (default), and offline `domain`, `token` and `app`
+//! (`apps`) commands that work on the data directory directly while no server
+//! holds it.
 //!
 //! One room, over 600 lines: the command definitions (clap) and their
 //! handlers, each a few dozen lines; the one long path, `backup` through a
@@ -10,6 +11,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+mod apps;
 
 use crate::api::dto::{BackupResponse, DomainResponse, KeyTermsResponse, TokenResponse};
 use crate::config::{Config, EnvSecrets, ENV_PASSPHRASE, MIN_PASSPHRASE_CHARS};
@@ -43,6 +46,9 @@ enum Command {
     /// Manage API tokens (offline).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage the sign-in broker's applications (offline).
+    #[command(subcommand)]
+    App(apps::AppCommand),
     /// Write a consistent copy of the data directory to DEST, whether or not the
     /// server runs (a running server is asked through the admin API, with the
     /// operator token in OIDCVAULT_TOKEN).
@@ -126,11 +132,18 @@ pub fn run() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
+            // The message up to the usage, on one line: clap puts what is
+            // missing (`--redirect-uri <URI>`) on the lines after the first.
             let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            let message: Vec<&str> = rendered
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.is_empty())
+                .collect();
+            let message = message.join(" ");
             eprintln!(
                 "oidcvault: {} (see oidcvault --help)",
-                first.trim_start_matches("error: ")
+                message.trim_start_matches("error: ")
             );
             return ExitCode::from(2);
         }
@@ -233,6 +246,11 @@ fn execute(cli: Cli, secrets: &mut EnvSecrets) -> Result<(), CliError> {
             }
             Command::Token(cmd) => {
                 let r = token(&vault, cmd).await;
+                vault.shutdown();
+                r
+            }
+            Command::App(cmd) => {
+                let r = apps::app(&vault, cmd).await;
                 vault.shutdown();
                 r
             }
@@ -601,6 +619,7 @@ struct VerifySummary {
     domains: u64,
     configs: u64,
     tokens: u64,
+    apps: u64,
     audit_events: u64,
     audit_legacy_events: u64,
     audit_pruned_events: u64,
@@ -616,6 +635,7 @@ fn verify(vault: &Vault) -> Result<(), CliError> {
         domains: r.domains,
         configs: r.configs,
         tokens: r.tokens,
+        apps: r.apps,
         audit_events: r.audit_events,
         audit_legacy_events: r.audit_legacy_events,
         audit_pruned_events: r.audit_pruned_events,

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod crypto;
@@ -38,6 +39,8 @@ pub struct AppData {
     pub vault: web::Data<Vault>,
     pub outbound: web::Data<outbound::Outbound>,
     pub metrics: web::Data<metrics::Metrics>,
+    /// The sign-in broker (without `server.public_url` it starts no sign-in).
+    pub broker: web::Data<broker::Broker>,
 }
 
 impl AppData {
@@ -49,11 +52,23 @@ impl AppData {
         outbound: outbound::Outbound,
         metrics: metrics::Metrics,
     ) -> Self {
+        let broker =
+            broker::Broker::new(broker::BrokerSettings::default(), Some(metrics.sso.clone()));
         Self {
             vault,
             outbound: web::Data::new(outbound),
             metrics: web::Data::new(metrics),
+            broker: web::Data::new(broker),
         }
+    }
+
+    /// The broker with `settings` (`server.public_url`, `[sso]`).
+    pub fn with_sso(mut self, settings: broker::BrokerSettings) -> Self {
+        self.broker = web::Data::new(broker::Broker::new(
+            settings,
+            Some(self.metrics.sso.clone()),
+        ));
+        self
     }
 }
 
@@ -122,6 +137,7 @@ pub fn app_serving(
         .app_data(data.vault)
         .app_data(data.outbound)
         .app_data(data.metrics)
+        .app_data(data.broker)
         .app_data(limits)
         .wrap(
             DefaultHeaders::new()

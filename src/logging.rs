@@ -395,6 +395,12 @@ pub async fn log_request(
     res
 }
 
+/// A new id that ties a generic error answer to the log line with its cause.
+pub fn correlation_id() -> String {
+    use rand::RngCore;
+    format!("{:016x}", rand::rngs::OsRng.next_u64())
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};

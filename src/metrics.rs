@@ -25,6 +25,16 @@ pub struct Metrics {
     pub active_term: IntGauge,
     pub term_uses: IntGaugeVec,
     pub configs_by_term: IntGaugeVec,
+    pub sso: SsoMetrics,
+}
+
+/// What the sign-in broker reports.
+#[derive(Clone)]
+pub struct SsoMetrics {
+    /// Sign-ins by `outcome` (`success`, `failure`) and `reason`.
+    pub logins: IntCounterVec,
+    /// Time spent waiting for identity providers per sign-in (token, keys, userinfo).
+    pub idp_seconds: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -91,6 +101,24 @@ impl Metrics {
         registry.register(Box::new(active_term.clone()))?;
         registry.register(Box::new(term_uses.clone()))?;
         registry.register(Box::new(configs_by_term.clone()))?;
+        let logins = IntCounterVec::new(
+            Opts::new(
+                "sso_logins_total",
+                "Sign-ins through the broker, by outcome and reason",
+            ),
+            &["outcome", "reason"],
+        )?;
+        let idp_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "sso_idp_seconds",
+                "Time a sign-in waited for its identity provider (token, keys, userinfo)",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+        )?;
+        registry.register(Box::new(logins.clone()))?;
+        registry.register(Box::new(idp_seconds.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -105,6 +133,10 @@ impl Metrics {
             active_term,
             term_uses,
             configs_by_term,
+            sso: SsoMetrics {
+                logins,
+                idp_seconds,
+            },
         })
     }
 

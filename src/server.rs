@@ -45,7 +45,8 @@ pub async fn serve(
     metrics: crate::metrics::Metrics,
 ) -> std::io::Result<()> {
     let vault = web::Data::new(vault);
-    let data = crate::AppData::new(vault.clone(), outbound, metrics);
+    let data = crate::AppData::new(vault.clone(), outbound, metrics)
+        .with_sso(crate::broker::BrokerSettings::from_config(config));
     let limits = web::Data::new(crate::limits::Limits::new(config.limits.clone()));
     let transport = if config.tls().is_some() {
         crate::Transport::Tls

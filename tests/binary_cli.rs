@@ -127,3 +127,125 @@ fn cli_commands_behave_while_serving_and_on_errors() {
         started.elapsed()
     );
 }
+
+/// `app add|list|remove` through the real binary: JSON on stdout with the
+/// secret once, one line on stderr for a failure, refused while a server holds
+/// the data directory (which then serves what the commands stored).
+#[test]
+fn app_commands_add_list_remove_and_refuse_while_serving() {
+    let home = Home::new(Some(PASSPHRASE));
+    let operator = home.run_ok(&["token", "create", "--operator"]);
+    let added = home.run_ok(&[
+        "app",
+        "add",
+        "Billing portal",
+        "--redirect-uri",
+        "https://billing.example.com/cb",
+        "--redirect-uri",
+        "http://127.0.0.1:8080/cb",
+    ]);
+    let added: Value = serde_json::from_str(&added)
+        .unwrap_or_else(|e| panic!("app add printed no JSON object ({e}): {added:?}"));
+    let secret = added["client_secret"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        added["id"].is_u64()
+            && added["name"] == "Billing portal"
+            && added["client_id"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("ova_"))
+            && secret.starts_with("ovs_")
+            && added["redirect_uris"]
+                == serde_json::json!([
+                    "https://billing.example.com/cb",
+                    "http://127.0.0.1:8080/cb"
+                ])
+            && added["created_at"].is_string(),
+        "app add printed {added}"
+    );
+    let id = added["id"].as_u64().unwrap().to_string();
+
+    let list = home.run_ok(&["app", "list"]);
+    let parsed: Value = serde_json::from_str(&list)
+        .unwrap_or_else(|e| panic!("app list printed no JSON ({e}): {list:?}"));
+    assert_eq!(parsed.as_array().map(Vec::len), Some(1), "app list: {list}");
+    assert_eq!(
+        parsed[0]["client_id"], added["client_id"],
+        "app list: {list}"
+    );
+    assert!(!list.contains(&secret), "app list shows the secret: {list}");
+
+    // Invalid input: one line naming the field, nothing stored.
+    for (args, says) in [
+        (
+            vec![
+                "app",
+                "add",
+                "X",
+                "--redirect-uri",
+                "http://x.example.com/cb",
+            ],
+            "redirect_uris",
+        ),
+        (
+            vec![
+                "app",
+                "add",
+                " ",
+                "--redirect-uri",
+                "https://x.example.com/cb",
+            ],
+            "name",
+        ),
+    ] {
+        let out = home.run(&args);
+        let line = assert_one_line_failure(&args.join(" "), &out);
+        assert!(line.contains(says), "{args:?}: {line:?}");
+    }
+    let out = home.run(&["app", "add", "X"]);
+    let line = assert_one_line_failure("`app add X` without --redirect-uri", &out);
+    assert!(lower(&line).contains("redirect-uri"), "{line:?}");
+    assert_eq!(home.run_ok(&["app", "list"]), list, "app list changed");
+
+    let verify: Value = serde_json::from_str(&home.run_ok(&["verify"])).unwrap();
+    assert_eq!(verify["apps"], 1, "verify: {verify}");
+
+    // The server serves what the command stored, and holds data/ against it.
+    let mut server = home.start();
+    let served = server.expect(200, "GET", "/api/v1/admin/apps/", &operator, None, None);
+    assert_eq!(served, parsed, "the API lists what `app list` printed");
+    for args in [
+        vec![
+            "app",
+            "add",
+            "Y",
+            "--redirect-uri",
+            "https://y.example.com/cb",
+        ],
+        vec!["app", "list"],
+        vec!["app", "remove", &id],
+    ] {
+        let out = home.run(&args);
+        let line = assert_one_line_failure(&format!("`{}` while serving", args.join(" ")), &out);
+        assert!(
+            lower(&line).contains("in use") && lower(&line).contains("admin api"),
+            "`{}` while serving: {line:?}",
+            args.join(" ")
+        );
+    }
+    server.stop();
+    assert_eq!(home.run_ok(&["app", "list"]), list, "app list changed");
+
+    let out = home.run(&["app", "remove", &id]);
+    assert!(out.success(), "app remove\n{}", out.describe());
+    assert!(out.stdout.trim().is_empty(), "{}", out.describe());
+    assert_eq!(home.run_ok(&["app", "list"]), "[]");
+    let out = home.run(&["app", "remove", &id]);
+    let line = assert_one_line_failure("`app remove` of a removed app", &out);
+    assert!(
+        line.contains(&format!("no application with id {id}")),
+        "{line:?}"
+    );
+}

@@ -194,7 +194,7 @@ fn acknowledged_writes_survive_a_crash_loop() {
                     let mut n = 0u32;
                     while !stop.load(Ordering::SeqCst) {
                         n += 1;
-                        if c == 0 && n % 7 == 0 {
+                        if c == 0 && n.is_multiple_of(7) {
                             let name = format!("c{cycle}n{n}.created.test");
                             match client.call(
                                 "POST",

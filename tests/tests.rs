@@ -6,7 +6,8 @@
 //!   stub HTTP servers (`harness::stub_http`), the one Prometheus text parser,
 //!   polling with a deadline, and the fixtures of the `ops_*` modules.
 //! - `api_*`: through the real `App` (`oidcvault::app`, the factory `main` uses),
-//!   with `actix_web::test::init_service`;
+//!   with `actix_web::test::init_service` (`api_apps`: the sign-in broker's
+//!   applications);
 //! - `binary_*`: through the real binary over real TCP, for the guarantees:
 //!   durability across `kill -9` and backup by copy (`binary_durability`), the
 //!   master key (`binary_master_key`), nothing secret at rest or in the logs
@@ -16,6 +17,8 @@
 //!   run by `scripts/test.sh`).
 //! - `crash`: a kill -9 loop and 64 concurrent clients against the real binary;
 //! - `proptests`: property tests of the OIDC routes and the decoders;
+//! - `sso_state`: the sign-in broker's transactions and codes through the vault
+//!   (take-once under concurrency, audited redemptions);
 //! - `limits`: abuse limits in process; `limits_tcp`: over TCP;
 //! - `disk_full`: writes on a full (tmpfs) disk; skipped with a message without
 //!   root, failing instead with `CI=true`.
@@ -29,12 +32,16 @@
 //!   (`harness::stub_http`) on loopback; `discovery`: resolve on save, refresh and
 //!   the connection test, against stubs and (ignored by a plain `cargo test`, run
 //!   by `scripts/test.sh`) a real OpenID Provider from npm.
+//! - `sso`: the sign-in broker against stub OpenID Providers
+//!   (`harness::stub_idp`), in process and through the real binary (`sso::binary`:
+//!   a code is redeemed at most once across `kill -9`).
 // Tests and benchmarks may unwrap: a panic is their failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 mod harness;
 
 mod api_admin;
+mod api_apps;
 mod api_oidc;
 mod api_ops;
 mod binary_cli;
@@ -57,4 +64,6 @@ mod ops_tls;
 mod ops_verify;
 mod outbound;
 mod proptests;
+mod sso;
+mod sso_state;
 mod ui;

@@ -43,7 +43,7 @@ pub(super) fn operator(req: &HttpRequest, vault: &Vault) -> Result<Caller, ApiEr
     Ok(caller)
 }
 
-fn path_id(raw: &str) -> Result<u64, ApiError> {
+pub(super) fn path_id(raw: &str) -> Result<u64, ApiError> {
     raw.parse().map_err(|_| ApiError::NotFound("Not found."))
 }
 

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::oidc::connection_test::{ProviderError, Step};
 use crate::time::format_micros;
 use crate::vault::{
-    AuditEvent, BackupInfo, Caller, Domain, EndpointChange, EndpointKept, KeyStatus, OidcConfig,
-    TermStatus, TokenInfo,
+    App, AuditEvent, BackupInfo, Caller, Domain, EndpointChange, EndpointKept, KeyStatus,
+    OidcConfig, TermStatus, TokenInfo,
 };
 
 #[cfg(test)]
@@ -210,6 +210,67 @@ pub struct TokenCreatedResponse<'a> {
     /// `null` for an operator token.
     pub domain: Option<String>,
     pub created_at: String,
+}
+
+/// An application of the sign-in broker, never its secret
+/// (`GET /api/v1/admin/apps/`, `oidcvault app list`).
+#[derive(Debug, Serialize)]
+pub struct AppResponse {
+    pub id: u64,
+    pub name: String,
+    pub client_id: String,
+    pub redirect_uris: Vec<String>,
+    pub created_at: String,
+}
+
+impl From<App> for AppResponse {
+    fn from(a: App) -> Self {
+        Self {
+            id: a.id,
+            name: a.name,
+            client_id: a.client_id,
+            redirect_uris: a.redirect_uris,
+            created_at: format_micros(a.created_at),
+        }
+    }
+}
+
+/// `POST /api/v1/admin/apps/`, `oidcvault app add`: the one answer that
+/// carries an application's client secret (borrowed, so no copy of it outlives
+/// the secret's own zeroizing buffer; left out of `Debug`).
+#[derive(Serialize)]
+pub struct AppCreatedResponse<'a> {
+    pub id: u64,
+    pub name: String,
+    pub client_id: String,
+    pub client_secret: &'a str,
+    pub redirect_uris: Vec<String>,
+    pub created_at: String,
+}
+
+impl std::fmt::Debug for AppCreatedResponse<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppCreatedResponse")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("client_id", &self.client_id)
+            .field("redirect_uris", &self.redirect_uris)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> AppCreatedResponse<'a> {
+    pub fn new(app: App, client_secret: &'a str) -> Self {
+        Self {
+            id: app.id,
+            name: app.name,
+            client_id: app.client_id,
+            client_secret,
+            redirect_uris: app.redirect_uris,
+            created_at: format_micros(app.created_at),
+        }
+    }
 }
 
 /// `GET /api/v1/auth/whoami/`: who the presented token is.

@@ -8,7 +8,6 @@
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use rand::RngCore;
 use serde_json::json;
 
 use crate::vault::{FieldErrors, StorageFailure, VaultError};
@@ -58,9 +57,7 @@ pub enum ApiError {
     Internal { correlation_id: String },
 }
 
-fn correlation_id() -> String {
-    format!("{:016x}", rand::rngs::OsRng.next_u64())
-}
+use crate::logging::correlation_id;
 
 impl ApiError {
     /// Log `cause` under a new correlation id and return the generic error.

@@ -3,6 +3,7 @@
 
 mod admin;
 pub mod admin_ops;
+mod apps;
 pub mod dto;
 pub mod error;
 mod health;
@@ -11,6 +12,7 @@ pub mod middleware;
 mod oidc_config;
 pub mod openapi;
 mod provider;
+mod sso;
 pub mod ui;
 mod whoami;
 
@@ -36,8 +38,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     oidc_config::configure(cfg);
     provider::configure(cfg);
     admin::configure(cfg);
+    apps::configure(cfg);
     admin_ops::configure(cfg);
     whoami::configure(cfg);
+    sso::configure(cfg);
     health::configure(cfg);
     ui::configure(cfg);
 }
@@ -141,31 +145,47 @@ fn is_json_media_type(value: &str) -> bool {
 
 /// Read a JSON request body: 413 beyond [`MAX_BODY_BYTES`] (early, from
 /// `Content-Length`, when the client sends one), 415 for another content type.
-/// The buffer is allocated once at its final capacity, so it is never
-/// reallocated, and it is wiped when dropped.
 async fn read_json_body(
     req: &HttpRequest,
-    mut payload: web::Payload,
+    payload: web::Payload,
 ) -> Result<Zeroizing<Vec<u8>>, ApiError> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+    if declared_length(req).is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return Err(ApiError::PayloadTooLarge);
     }
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    match content_type {
+    match content_type(req) {
         Some(ct) if is_json_media_type(&ct) => {}
         Some(ct) => {
             let shown: String = ct.chars().take(100).collect();
             return Err(ApiError::UnsupportedMediaType(shown));
         }
         None => return Err(ApiError::UnsupportedMediaType(String::new())),
+    }
+    read_body(req, payload).await
+}
+
+fn declared_length(req: &HttpRequest) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+fn content_type(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+/// Read a request body of any type: 413 beyond [`MAX_BODY_BYTES`], 408 when
+/// it stalls. The buffer is allocated once at its final capacity, so it is
+/// never reallocated, and it is wiped when dropped.
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+) -> Result<Zeroizing<Vec<u8>>, ApiError> {
+    let declared = declared_length(req);
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(ApiError::PayloadTooLarge);
     }
     let capacity = declared.map_or(MAX_BODY_BYTES, |n| n as usize);
     let mut body = Zeroizing::new(Vec::with_capacity(capacity));

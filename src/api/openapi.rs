@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use super::admin::{DOMAIN, DOMAINS, TOKEN, TOKENS};
 use super::admin_ops::{AUDIT, BACKUP, KEYS, KEYS_ROTATE};
+use super::apps::{APP, APPS};
 use super::health::{HEALTHZ, METRICS, OPENAPI, READYZ};
 use super::oidc_config::PATH as OIDC_CONFIG;
 use super::provider::{REFRESH as OIDC_REFRESH, TEST as OIDC_TEST};
@@ -139,6 +140,26 @@ pub const NOT_BLANK_PATTERN: &str =
 /// optionally one trailing dot; case-insensitive (stored lower-case).
 pub const DOMAIN_NAME_PATTERN: &str = "^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.?$";
 
+/// A redirect URI exactly as the server accepts it (`vault::redirect_uri`
+/// states the grammar), except that labels starting with `xn--` (IDNA) are
+/// left out here, since not every such label is valid.
+pub const REDIRECT_URI_PATTERN: &str = concat!(
+    r"^(?:https://(?:",
+    // a DNS name
+    r"(?:(?![Xx][Nn]--)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*",
+    r"(?![Xx][Nn]--)[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?",
+    // an IPv4 address, or [::1]
+    r"|(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])",
+    r"|\[::1\])",
+    // plain http: loopback only
+    r"|http://(?:localhost|\[::1\]",
+    r"|127(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}))",
+    // port 1-65535
+    r"(?::(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?",
+    r"(?:/(?:[A-Za-z0-9._~!$&'()*+,;=:@/-]|%[0-9A-Fa-f]{2})*)?",
+    r"(?:\?(?:[A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-Fa-f]{2})*)?$"
+);
+
 /// Any valid token may ask who it is: no 403.
 fn whoami_op() -> Value {
     let mut o = op(
@@ -251,6 +272,26 @@ pub fn document() -> Value {
                 "delete": op("admin-tokens-destroy", "Revoke a token",
                     json!({"204": {"description": "Revoked."}, "404": error_response("No such token.")}),
                     false, json!({})),
+            },
+            APPS: {
+                "get": op("admin-apps-list", "List the sign-in broker's applications (never their secrets)",
+                    json!({"200": ok_json("All applications.", json!({"type": "array", "items": {"$ref": "#/components/schemas/App"}}))}),
+                    false, json!({})),
+                "post": op("admin-apps-create", "Register an application that may ask for sign-ins (client secret shown once)",
+                    json!({"201": with_links(ok_json("Created; `client_secret` is shown only here.", json!({"$ref": "#/components/schemas/AppCreated"})), json!({
+                               "RemoveApp": {"operationId": "admin-apps-destroy",
+                                   "parameters": {"id": "$response.body#/id"}}})),
+                           "400": validation_response()}),
+                    true,
+                    json!({"description": "`name`: not blank (surrounding whitespace is trimmed), at most 100 characters. `redirect_uris`: 1 to 10 distinct absolute URLs of at most 2048 characters each, registered exactly as given (a sign-in's `redirect_uri` must equal one of them character for character): `https`, or `http` for loopback hosts only (127.0.0.0/8, `[::1]`, `localhost`), scheme in lower case; the host a DNS name, an IPv4 address or `[::1]`; a port from 1 to 65535; path and query of RFC 3986 characters (percent-escapes allowed); no credentials; no fragment: the `pattern` of `AppCreate` states exactly this. Field errors name `name` or `redirect_uris` (a URI's messages start with `Item <index>:`, from 0). The client secret is stored only as a hash: keep it from this answer. Recorded in the audit trail as `app.create`.",
+                           "requestBody": json_body("#/components/schemas/AppCreate",
+                               json!({"name": "Billing portal", "redirect_uris": ["https://billing.example.com/oidc/callback"]}))})),
+            },
+            APP: {
+                "parameters": id_param(),
+                "delete": op("admin-apps-destroy", "Remove an application: its pending sign-ins and unredeemed codes stop working",
+                    json!({"204": {"description": "Removed."}, "404": error_response("No such application.")}),
+                    false, json!({"description": "Recorded in the audit trail as `app.remove`."})),
             },
             KEYS: {
                 "get": op("admin-keys-status", "Data-key terms and re-encryption progress",
@@ -436,6 +477,29 @@ pub fn document() -> Value {
                     "token_id": {"type": "integer", "minimum": 1},
                     "domain": {"type": ["string", "null"], "description": "The domain of a domain token; null for an operator token."}},
                     "required": ["kind", "token_id", "domain"]},
+                "App": {"type": "object", "properties": {
+                    "id": {"type": "integer", "minimum": 1},
+                    "name": {"type": "string", "example": "Billing portal"},
+                    "client_id": {"type": "string", "pattern": "^ova_[A-Za-z0-9_-]{22}$"},
+                    "redirect_uris": {"type": "array", "items": {"type": "string"}},
+                    "created_at": {"type": "string", "format": "date-time"}},
+                    "required": ["id", "name", "client_id", "redirect_uris", "created_at"]},
+                "AppCreated": {"type": "object", "properties": {
+                    "id": {"type": "integer", "minimum": 1},
+                    "name": {"type": "string"},
+                    "client_id": {"type": "string", "pattern": "^ova_[A-Za-z0-9_-]{22}$"},
+                    "client_secret": {"type": "string", "pattern": "^ovs_[A-Za-z0-9_-]{43}$",
+                        "description": "Shown only in this answer; stored as a hash."},
+                    "redirect_uris": {"type": "array", "items": {"type": "string"}},
+                    "created_at": {"type": "string", "format": "date-time"}},
+                    "required": ["id", "name", "client_id", "client_secret", "redirect_uris", "created_at"]},
+                "AppCreate": {"type": "object", "properties": {
+                    "name": {"type": "string", "minLength": 1, "maxLength": 100,
+                        "pattern": NOT_BLANK_PATTERN, "example": "Billing portal"},
+                    "redirect_uris": {"type": "array", "minItems": 1, "maxItems": 10, "uniqueItems": true,
+                        "items": {"type": "string", "maxLength": 2048, "pattern": REDIRECT_URI_PATTERN,
+                            "example": "https://billing.example.com/oidc/callback"}}},
+                    "required": ["name", "redirect_uris"]},
                 "TokenCreated": {"type": "object", "properties": {
                     "id": {"type": "integer", "minimum": 1},
                     "token": {"type": "string", "pattern": "^ovt_[0-9]+_[A-Za-z0-9_-]{43}$"},

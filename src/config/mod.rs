@@ -17,6 +17,7 @@ pub use master::{
 };
 
 mod master;
+pub use crate::broker::SsoConfig;
 pub use crate::limits::LimitsConfig;
 pub use crate::logging::LogConfig;
 pub use crate::outbound::OutboundConfig;
@@ -53,6 +54,9 @@ pub struct ServerConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub tls_key: Option<PathBuf>,
+    /// The address users' browsers reach this server at; the sign-in broker's
+    /// callback is `<public_url>/sso/callback`. Unset: no sign-in starts.
+    pub public_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +67,7 @@ impl Default for ServerConfig {
             shutdown_timeout_secs: 30,
             tls_cert: None,
             tls_key: None,
+            public_url: None,
         }
     }
 }
@@ -109,6 +114,8 @@ pub struct Config {
     /// Abuse limits (see `crate::limits`).
     pub limits: LimitsConfig,
     pub outbound: OutboundConfig,
+    /// The sign-in broker (see `crate::broker`).
+    pub sso: SsoConfig,
     /// Folder that relative paths are resolved against (the config file's).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -185,6 +192,14 @@ impl Config {
         }
     }
 
+    /// `server.public_url` as the broker uses it (checked, no trailing slash).
+    pub fn public_url(&self) -> Option<String> {
+        self.server
+            .public_url
+            .as_deref()
+            .and_then(|u| crate::broker::check_public_url(u).ok())
+    }
+
     /// `outbound.extra_ca_file`, resolved.
     pub fn extra_ca_file(&self) -> Option<PathBuf> {
         self.outbound
@@ -255,6 +270,10 @@ impl Config {
         self.limits.validate().map_err(ConfigError::Weak)?;
         self.outbound.validate().map_err(ConfigError::Weak)?;
         self.log.validate().map_err(ConfigError::Weak)?;
+        self.sso.validate().map_err(ConfigError::Weak)?;
+        if let Some(url) = &self.server.public_url {
+            crate::broker::check_public_url(url).map_err(ConfigError::Weak)?;
+        }
         Ok(())
     }
 

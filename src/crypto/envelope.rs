@@ -30,12 +30,20 @@ const TAG_LEN: usize = 16;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Field {
     ClientSecret,
+    /// A sign-in broker's login transaction (nonce, PKCE verifier, the
+    /// application's state); its `origin` slot carries the record's key.
+    SsoTransaction,
+    /// A one-time code's grant (the signed-in user's profile); its `origin`
+    /// slot carries the record's key.
+    SsoCode,
 }
 
 impl Field {
     fn name(self) -> &'static [u8] {
         match self {
             Field::ClientSecret => b"client_secret",
+            Field::SsoTransaction => b"sso_transaction",
+            Field::SsoCode => b"sso_code",
         }
     }
 }

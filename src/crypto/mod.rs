@@ -23,6 +23,7 @@
     clippy::indexing_slicing
 )]
 
+pub mod app_secret;
 mod audit;
 mod envelope;
 mod kdf;
@@ -30,6 +31,7 @@ mod keyring;
 mod secret;
 pub mod token;
 
+pub use app_secret::AppSecretHash;
 pub use audit::AuditKey;
 pub use envelope::{envelope_term, envelope_version, Field, SealContext};
 pub use kdf::KdfParams;

@@ -28,12 +28,41 @@ impl fmt::Debug for TokenHash {
     }
 }
 
+/// SHA-256 of `random` under a label that names what it is, so a hash stored
+/// for one kind of credential never matches another kind's (shared with
+/// `app_secret`).
+pub(super) fn labelled_hash(label: &[u8], random: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(label);
+    h.update(random);
+    h.finalize().into()
+}
+
+/// `N` random bytes from the operating system and their base64url form (no
+/// padding), both wiped on drop (shared with `app_secret`).
+pub(super) fn random_encoded<const N: usize>() -> (Zeroizing<[u8; N]>, Zeroizing<String>) {
+    let mut random = Zeroizing::new([0u8; N]);
+    OsRng.fill_bytes(random.as_mut());
+    let encoded = Zeroizing::new(URL_SAFE_NO_PAD.encode(random.as_slice()));
+    (random, encoded)
+}
+
+/// Decode exactly `N` bytes from `encoded_len` characters of base64url (no
+/// padding) into a wiped buffer; `None` for anything else.
+pub(super) fn decode_random<const N: usize>(
+    encoded: &str,
+    encoded_len: usize,
+) -> Option<Zeroizing<Vec<u8>>> {
+    if encoded.len() != encoded_len {
+        return None;
+    }
+    let raw = Zeroizing::new(URL_SAFE_NO_PAD.decode(encoded).ok()?);
+    (raw.len() == N).then_some(raw)
+}
+
 impl TokenHash {
     fn of(random: &[u8]) -> Self {
-        let mut h = Sha256::new();
-        h.update(b"oidcvault/token/v1\0");
-        h.update(random);
-        Self(h.finalize().into())
+        Self(labelled_hash(b"oidcvault/token/v1\0", random))
     }
 
     /// Constant-time comparison.
@@ -70,9 +99,7 @@ pub struct TokenParseError;
 
 /// Make a new token for record `id`.
 pub fn generate(id: u64) -> GeneratedToken {
-    let mut random = Zeroizing::new([0u8; RANDOM_LEN]);
-    OsRng.fill_bytes(random.as_mut());
-    let encoded = Zeroizing::new(URL_SAFE_NO_PAD.encode(random.as_slice()));
+    let (random, encoded) = random_encoded::<RANDOM_LEN>();
     let token = TokenString(Zeroizing::new(format!("{PREFIX}{id}_{}", encoded.as_str())));
     GeneratedToken {
         token,
@@ -88,17 +115,7 @@ pub fn parse(presented: &str) -> Result<(u64, TokenHash), TokenParseError> {
         return Err(TokenParseError);
     }
     let id: u64 = id.parse().map_err(|_| TokenParseError)?;
-    if random.len() != 43 {
-        return Err(TokenParseError);
-    }
-    let raw = Zeroizing::new(
-        URL_SAFE_NO_PAD
-            .decode(random)
-            .map_err(|_| TokenParseError)?,
-    );
-    if raw.len() != RANDOM_LEN {
-        return Err(TokenParseError);
-    }
+    let raw = decode_random::<RANDOM_LEN>(random, 43).ok_or(TokenParseError)?;
     Ok((id, TokenHash::of(&raw)))
 }
 

@@ -91,7 +91,7 @@ pub struct TestInput {
 /// the HTTP Basic credentials (`id:secret`, form-encoded first, as sent, and
 /// raw), encoded the same ways. Longest first, so that a longer form is
 /// replaced before a shorter one inside it.
-fn secret_spellings(client_id: &str, secret: &SecretString) -> Vec<Zeroizing<String>> {
+pub(crate) fn secret_spellings(client_id: &str, secret: &SecretString) -> Vec<Zeroizing<String>> {
     use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
     use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
     let raw = secret.expose();
@@ -120,7 +120,7 @@ fn secret_spellings(client_id: &str, secret: &SecretString) -> Vec<Zeroizing<Str
 /// Quote provider text: every spelling of the credentials redacted (before
 /// anything is cut, so no part of one survives at the cut), control characters
 /// dropped, then cut.
-fn quote(text: &str, spellings: &[Zeroizing<String>]) -> String {
+pub(crate) fn quote(text: &str, spellings: &[Zeroizing<String>]) -> String {
     let redact = |mut s: String| {
         for needle in spellings {
             if s.contains(needle.as_str()) {
@@ -257,7 +257,7 @@ fn jwks_step(outbound: &Outbound, jwks_uri: Option<&str>) -> Step {
 
 /// RFC 6749 §2.3.1: client id and secret are form-urlencoded, then joined by
 /// `:` and base64-encoded. Every buffer holding the secret is wiped on drop.
-fn basic_authorization(client_id: &str, secret: &SecretString) -> Zeroizing<String> {
+pub(crate) fn basic_authorization(client_id: &str, secret: &SecretString) -> Zeroizing<String> {
     let mut joined = Zeroizing::new(String::with_capacity(
         3 * (client_id.len() + secret.expose().len()) + 1,
     ));
@@ -272,9 +272,16 @@ fn basic_authorization(client_id: &str, secret: &SecretString) -> Zeroizing<Stri
     header
 }
 
-/// The token request's form body (with the credentials for client_secret_post).
-fn token_form(code: &str, post_credentials: Option<(&str, &SecretString)>) -> FormBody {
-    let extra = post_credentials.map_or(0, |(id, s)| 3 * (id.len() + s.expose().len()) + 32);
+/// The token request's form body for the authorization-code grant (with the
+/// PKCE verifier when given, and the credentials for client_secret_post).
+pub(crate) fn token_form(
+    code: &str,
+    redirect_uri: &str,
+    code_verifier: Option<&str>,
+    post_credentials: Option<(&str, &SecretString)>,
+) -> FormBody {
+    let extra = post_credentials.map_or(0, |(id, s)| 3 * (id.len() + s.expose().len()) + 32)
+        + 3 * (code.len() + redirect_uri.len() + code_verifier.map_or(0, str::len));
     let mut body = Zeroizing::new(String::with_capacity(256 + extra));
     let mut pair = |k: &str, v: &str| {
         if !body.is_empty() {
@@ -286,7 +293,10 @@ fn token_form(code: &str, post_credentials: Option<(&str, &SecretString)>) -> Fo
     };
     pair("grant_type", "authorization_code");
     pair("code", code);
-    pair("redirect_uri", TEST_REDIRECT_URI);
+    pair("redirect_uri", redirect_uri);
+    if let Some(verifier) = code_verifier {
+        pair("code_verifier", verifier);
+    }
     if let Some((id, secret)) = post_credentials {
         pair("client_id", id);
         pair("client_secret", secret.expose());
@@ -369,9 +379,17 @@ fn client_step(
     );
     let result = if basic {
         let header = basic_authorization(client_id, secret);
-        outbound.post_form(url, Some(header.as_str()), &token_form(&code, None))
+        outbound.post_form(
+            url,
+            Some(header.as_str()),
+            &token_form(&code, TEST_REDIRECT_URI, None, None),
+        )
     } else {
-        outbound.post_form(url, None, &token_form(&code, Some((client_id, secret))))
+        outbound.post_form(
+            url,
+            None,
+            &token_form(&code, TEST_REDIRECT_URI, None, Some((client_id, secret))),
+        )
     };
     let resp = match result {
         Ok(r) => r,
@@ -559,17 +577,22 @@ mod tests {
     #[test]
     fn post_form_carries_credentials_only_when_asked() {
         let secret = SecretString::new("s3cret&x=1".into());
-        let body = token_form("abc", None);
+        let body = token_form("abc", TEST_REDIRECT_URI, None, None);
         let text = std::str::from_utf8(&body).unwrap();
         assert!(
             text.starts_with("grant_type=authorization_code&code=abc&redirect_uri=https%3A%2F%2F"),
             "{text}"
         );
         assert!(!text.contains("client_secret"));
-        let body = token_form("abc", Some(("cid", &secret)));
+        let body = token_form(
+            "abc",
+            TEST_REDIRECT_URI,
+            Some("v-1"),
+            Some(("cid", &secret)),
+        );
         let text = std::str::from_utf8(&body).unwrap();
         assert!(
-            text.ends_with("&client_id=cid&client_secret=s3cret%26x%3D1"),
+            text.ends_with("&code_verifier=v-1&client_id=cid&client_secret=s3cret%26x%3D1"),
             "{text}"
         );
     }

@@ -28,6 +28,13 @@ pub struct ProviderMetadata {
     pub jwks_uri: String,
     /// `None` when the document does not say (the default is client_secret_basic).
     pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
+    /// The JWS algorithms the provider signs ID tokens with; empty when the
+    /// document does not say (the sign-in broker then assumes RS256, the
+    /// Discovery 1.0 default).
+    pub id_token_signing_alg_values_supported: Vec<String>,
+    /// RFC 9207: the provider puts `iss` in its authorization responses, so
+    /// the broker must check it (`false` when the document does not say).
+    pub authorization_response_iss_parameter_supported: bool,
 }
 
 /// Why a discovery URL cannot be used. Each message says what to do.
@@ -135,6 +142,26 @@ fn string_field(
     }
 }
 
+/// An optional array of strings (entries that are not strings are left out).
+fn string_list(
+    obj: &Map<String, Value>,
+    name: &str,
+    url: &str,
+) -> Result<Option<Vec<String>>, DiscoveryError> {
+    match obj.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(a)) => Ok(Some(
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+        )),
+        Some(_) => Err(DiscoveryError::NotDiscovery {
+            url: url.to_owned(),
+            problem: format!("{name} is not an array"),
+        }),
+    }
+}
+
 /// Parse and check a discovery document's body (no network use).
 pub fn parse_document(
     discovery_url: &str,
@@ -167,17 +194,15 @@ pub fn parse_document(
     let jwks_uri = string_field(&obj, "jwks_uri", &url)?.ok_or_else(|| missing("jwks_uri"))?;
     let token_endpoint = string_field(&obj, "token_endpoint", &url)?;
     let userinfo_endpoint = string_field(&obj, "userinfo_endpoint", &url)?;
-    let methods = match obj.get("token_endpoint_auth_methods_supported") {
-        None | Some(Value::Null) => None,
-        Some(Value::Array(a)) => Some(
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect(),
-        ),
+    let methods = string_list(&obj, "token_endpoint_auth_methods_supported", &url)?;
+    let algs = string_list(&obj, "id_token_signing_alg_values_supported", &url)?;
+    let iss_parameter = match obj.get("authorization_response_iss_parameter_supported") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
         Some(_) => {
             return Err(DiscoveryError::NotDiscovery {
                 url,
-                problem: "token_endpoint_auth_methods_supported is not an array".into(),
+                problem: "authorization_response_iss_parameter_supported is not a boolean".into(),
             })
         }
     };
@@ -188,6 +213,8 @@ pub fn parse_document(
         userinfo_endpoint,
         jwks_uri,
         token_endpoint_auth_methods_supported: methods,
+        id_token_signing_alg_values_supported: algs.unwrap_or_default(),
+        authorization_response_iss_parameter_supported: iss_parameter,
     })
 }
 
@@ -313,6 +340,30 @@ mod tests {
             m.token_endpoint_auth_methods_supported.unwrap(),
             ["client_secret_post"]
         );
+        // Optional: absent means "not said".
+        assert!(m.id_token_signing_alg_values_supported.is_empty());
+        assert!(!m.authorization_response_iss_parameter_supported);
+        let full = ok.replace(
+            "\"jwks_uri\"",
+            "\"id_token_signing_alg_values_supported\": [\"ES256\", \"RS256\"],
+             \"authorization_response_iss_parameter_supported\": true, \"jwks_uri\"",
+        );
+        let m = parse_document(u, &resp(200, "application/json", &full)).unwrap();
+        assert_eq!(m.id_token_signing_alg_values_supported, ["ES256", "RS256"]);
+        assert!(m.authorization_response_iss_parameter_supported);
+        for wrong in [
+            "\"id_token_signing_alg_values_supported\": \"RS256\",",
+            "\"authorization_response_iss_parameter_supported\": \"true\",",
+        ] {
+            let doc = ok.replace("\"jwks_uri\"", &format!("{wrong} \"jwks_uri\""));
+            assert!(
+                matches!(
+                    parse_document(u, &resp(200, "application/json", &doc)),
+                    Err(DiscoveryError::NotDiscovery { .. })
+                ),
+                "{wrong}"
+            );
+        }
 
         assert!(matches!(
             parse_document(u, &resp(404, "text/html", "<h1>")),

@@ -4,7 +4,10 @@
 //!
 //! - [`discovery`]: fetch and check a provider's discovery document;
 //! - [`connection_test`]: test a stored configuration against its provider
-//!   without a user (the client secret goes only to its bound origin).
+//!   without a user (the client secret goes only to its bound origin);
+//! - [`rp`]: the relying party of the sign-in broker (authorization request,
+//!   code exchange, ID-token validation against the cached JWKS, userinfo).
 
 pub mod connection_test;
 pub mod discovery;
+pub mod rp;

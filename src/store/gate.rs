@@ -27,7 +27,7 @@ impl Store {
     }
 
     /// Every write first: usable, and room on disk (checked before sled is touched).
-    fn writable(&self) -> Result<(), StoreError> {
+    pub(super) fn writable(&self) -> Result<(), StoreError> {
         self.usable()?;
         self.space.check(&self.dir)
     }

@@ -6,7 +6,12 @@
 //! - `domains`: id → [`DomainRecord`]; `domain_names`: name → id;
 //! - `configs`: domain id → [`ConfigRecord`];
 //! - `tokens`: id → [`TokenRecord`];
-//! - `audit`: monotonic id → [`AuditRecord`].
+//! - `apps`: id → [`AppRecord`] (the sign-in broker's applications);
+//!   `app_client_ids`: client id → id;
+//! - `audit`: monotonic id → [`AuditRecord`];
+//! - `sso_transactions`, `sso_codes`: SHA-256 of a sign-in's `state` / one-time
+//!   code → [`SsoRecord`] (sealed by the vault); `sso_spent`: SHA-256 of a
+//!   redeemed code → its expiry (a replay is told apart from an unknown code).
 //!
 //! Every mutation runs in one sled transaction over the trees it touches, its
 //! audit event included, then waits for the group commit, so a method that
@@ -35,8 +40,10 @@
 //!   the transaction helpers and id counters the entities share;
 //! - `gate`: the writer's turn (write-order lock and shared gate),
 //!   [`Store::exclusive`], the fail-stop checks (`usable`, `writable`);
-//! - `domains`, `configs`, `tokens`: one entity each (configs also re-seal);
+//! - `domains`, `configs`, `tokens`, `apps`: one entity each (configs also
+//!   re-seal);
 //! - `terms`: the persisted use counts of key terms;
+//! - `sso`: the sign-in broker's short-lived records (take-once, swept);
 //! - `audit`: appending, paging and pruning the audit trail;
 //! - `chain`: the MAC chain as it is written (links, slots, the anchor);
 //! - `verify`: walking the chain ([`Store::verify_audit_chain`]);
@@ -46,6 +53,7 @@
 //! - `config`: the `[storage]` and `[audit]` sections and their bounds;
 //! - `test_util`: helpers the unit tests of every file share.
 
+mod apps;
 mod audit;
 mod chain;
 mod commit;
@@ -58,6 +66,7 @@ mod gate;
 mod records;
 mod snapshot;
 mod space;
+mod sso;
 mod terms;
 #[cfg(test)]
 mod test_util;
@@ -68,12 +77,17 @@ use std::path::{Path, PathBuf};
 
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
+pub use apps::{AppsReport, NewApp};
 pub use chain::AuditMac;
 pub use commit::{CommitMetrics, CommitStats};
 pub use config::{AuditConfig, StorageConfig, MAX_RETENTION_DAYS};
+pub use records::{
+    AppRecord, AuditRecord, ConfigRecord, DomainRecord, SsoRecord, TokenRecord, TokenScope,
+    Versioned,
+};
 pub use records::{AuditBody, AuditCheckpoint, AuditEntry};
-pub use records::{AuditRecord, ConfigRecord, DomainRecord, TokenRecord, TokenScope, Versioned};
 pub use snapshot::SnapshotStats;
+pub use sso::{SsoTree, Taken};
 pub use verify::AuditChainReport;
 
 pub use commit::GroupCommit;
@@ -123,6 +137,10 @@ pub enum StoreError {
     DomainExists,
     #[error("enterprise domain not found")]
     DomainNotFound,
+    /// A new application's random client id is already taken (128 random bits:
+    /// not expected to happen; nothing was written).
+    #[error("an application with this client id already exists")]
+    ClientIdTaken,
 }
 
 /// Outcome of a transaction body: a store-level refusal or the caller's own error.
@@ -164,6 +182,7 @@ fn store_only<T>(r: Result<T, Abort<std::convert::Infallible>>) -> Result<T, Sto
 const META_NEXT_DOMAIN: &[u8] = b"next_id/domain";
 const META_NEXT_CONFIG: &[u8] = b"next_id/config";
 const META_NEXT_TOKEN: &[u8] = b"next_id/token";
+const META_NEXT_APP: &[u8] = b"next_id/app";
 
 fn next_id<E>(meta: &TransactionalTree, key: &[u8]) -> TxResult<u64, E> {
     let current = match meta.get(key)? {
@@ -208,7 +227,14 @@ pub struct Store {
     domain_names: sled::Tree,
     configs: sled::Tree,
     tokens: sled::Tree,
+    apps: sled::Tree,
+    app_client_ids: sled::Tree,
     audit: sled::Tree,
+    sso_transactions: sled::Tree,
+    sso_codes: sled::Tree,
+    sso_spent: sled::Tree,
+    /// Login transactions stored and not yet taken or swept.
+    sso_pending: std::sync::atomic::AtomicUsize,
     /// Next audit event id: one past the last stored, so ids stay unique in a
     /// restored copy too (sled's own `generate_id` state is not in a copy).
     next_audit: std::sync::atomic::AtomicU64,
@@ -293,7 +319,13 @@ impl Store {
         let domains = db.open_tree("domains")?;
         let configs = db.open_tree("configs")?;
         let counts = counts::Counter::new(initial_counts(&domains, &configs)?);
+        let sso_transactions = db.open_tree("sso_transactions")?;
+        let sso_pending = std::sync::atomic::AtomicUsize::new(sso_transactions.len());
         Ok(Self {
+            sso_transactions,
+            sso_codes: db.open_tree("sso_codes")?,
+            sso_spent: db.open_tree("sso_spent")?,
+            sso_pending,
             next_audit: std::sync::atomic::AtomicU64::new(head.id.saturating_add(1)),
             write_order: std::sync::Mutex::new(ChainHead { link: head }),
             anchor,
@@ -302,6 +334,8 @@ impl Store {
             domain_names: db.open_tree("domain_names")?,
             configs,
             tokens: db.open_tree("tokens")?,
+            apps: db.open_tree("apps")?,
+            app_client_ids: db.open_tree("app_client_ids")?,
             audit: audit.clone(),
             db,
             dir: dir.to_path_buf(),

@@ -41,6 +41,10 @@ impl Versioned for TokenRecord {
     const VERSION: u8 = 1;
 }
 
+impl Versioned for AppRecord {
+    const VERSION: u8 = 1;
+}
+
 /// Version 1: the unauthenticated events written before the chain (legacy);
 /// still written by a store opened without an audit MAC (benchmarks, tests).
 impl Versioned for AuditRecord {
@@ -189,6 +193,31 @@ pub enum TokenScope {
     Domain(u64),
 }
 
+/// A sign-in broker record (a login transaction or a one-time code): its
+/// enterprise domain and expiry in clear (sweeps need no key), the rest sealed
+/// by the vault (the store never sees it). Keyed by a SHA-256 of its random
+/// value, so the value itself is never stored.
+#[derive(Clone, PartialEq, Eq, Encode, Decode)]
+pub struct SsoRecord {
+    pub domain_id: u64,
+    /// Microseconds since the epoch; the record is void from then on.
+    pub expires_at: i64,
+    pub sealed: Vec<u8>,
+}
+
+impl std::fmt::Debug for SsoRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SsoRecord")
+            .field("domain_id", &self.domain_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Versioned for SsoRecord {
+    const VERSION: u8 = 1;
+}
+
 #[derive(Clone, PartialEq, Eq, Encode, Decode)]
 pub struct TokenRecord {
     pub id: u64,
@@ -203,6 +232,33 @@ impl std::fmt::Debug for TokenRecord {
         f.debug_struct("TokenRecord")
             .field("id", &self.id)
             .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An application of the sign-in broker (`apps`), found by `client_id` through
+/// `app_client_ids`.
+#[derive(Clone, PartialEq, Eq, Encode, Decode)]
+pub struct AppRecord {
+    pub id: u64,
+    pub name: String,
+    /// Public: `ova_` and 22 characters of base64url.
+    pub client_id: String,
+    /// SHA-256 of the client secret's random part (see `crypto::app_secret`).
+    pub secret_hash: [u8; 32],
+    /// Compared exactly (no normalisation) with what an application sends.
+    pub redirect_uris: Vec<String>,
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for AppRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppRecord")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("client_id", &self.client_id)
+            .field("redirect_uris", &self.redirect_uris)
+            .field("created_at", &self.created_at)
             .finish_non_exhaustive()
     }
 }
@@ -454,11 +510,38 @@ mod tests {
     }
 
     #[test]
+    fn app_records_round_trip_and_never_print_their_hash() {
+        let r = AppRecord {
+            id: 9,
+            name: "Billing portal".into(),
+            client_id: "ova_AAAAAAAAAAAAAAAAAAAAAA".into(),
+            secret_hash: [0xAB; 32],
+            redirect_uris: vec![
+                "https://billing.example.com/cb".into(),
+                "http://127.0.0.1:8000/cb".into(),
+            ],
+            created_at: 11,
+        };
+        let bytes = encode(&r).unwrap();
+        assert_eq!(bytes[0], AppRecord::VERSION);
+        let back: AppRecord = decode("apps", &9u64.to_be_bytes(), &bytes).unwrap();
+        assert_eq!(back, r);
+        assert!(decode::<AppRecord>("apps", b"k", &bytes[..bytes.len() - 1]).is_err());
+        let shown = format!("{r:?}");
+        assert!(shown.contains("Billing portal"), "{shown}");
+        assert!(
+            !shown.contains("171") && !shown.contains("secret_hash"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn garbage_is_an_error_not_a_panic() {
         for len in 0..64 {
             let junk: Vec<u8> = (0..len).map(|i| (i * 37 + 1) as u8).collect();
             let _ = decode::<ConfigRecord>("configs", b"k", &junk);
             let _ = decode::<TokenRecord>("tokens", b"k", &junk);
+            let _ = decode::<AppRecord>("apps", b"k", &junk);
         }
         let mut huge = vec![DomainRecord::VERSION];
         huge.extend_from_slice(&[0xFF; 16]);
@@ -495,6 +578,7 @@ mod properties {
         let _ = decode::<ConfigRecord>("configs", b"k", bytes);
         let _ = decode::<DomainRecord>("domains", b"k", bytes);
         let _ = decode::<TokenRecord>("tokens", b"k", bytes);
+        let _ = decode::<AppRecord>("apps", b"k", bytes);
     }
 
     proptest! {

@@ -25,6 +25,13 @@ impl Store {
         let (dump, extras): (Dump, Vec<(String, Vec<u8>)>) = self.exclusive(|| {
             let mut dump = Vec::new();
             for name in self.db.tree_names() {
+                // The broker's ephemeral state stays behind (see `sso`).
+                if super::sso::SSO_TREES
+                    .iter()
+                    .any(|t| t.as_bytes() == &name[..])
+                {
+                    continue;
+                }
                 let tree = self.db.open_tree(&name)?;
                 let kvs = tree.iter().collect::<Result<Vec<_>, _>>()?;
                 dump.push((name.to_vec(), kvs));

@@ -51,6 +51,8 @@ pub struct VerifyReport {
     pub domains: u64,
     pub configs: u64,
     pub tokens: u64,
+    /// Applications of the sign-in broker (each read, its client id checked).
+    pub apps: u64,
     pub audit_events: u64,
     pub secrets_opened: u64,
     /// Audit events written before the trail was chained (no MAC): reported,
@@ -306,7 +308,7 @@ impl Vault {
     }
 
     /// The server's background task: key maintenance when woken (or every
-    /// minute), audit retention every hour.
+    /// minute), audit retention every hour, expired sign-in state every round.
     pub async fn run_maintenance(self: Arc<Self>) {
         let mut last_prune: Option<std::time::Instant> = None;
         loop {
@@ -320,6 +322,12 @@ impl Vault {
                     Err(e) => tracing::error!(error = %e, "audit retention failed"),
                 }
                 last_prune = Some(std::time::Instant::now());
+            }
+            // Sign-in state past its expiry (at most a minute late).
+            match self.sweep_sign_ins() {
+                Ok(n) if n > 0 => tracing::debug!(removed = n, "expired sign-in state removed"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "sweeping sign-in state failed"),
             }
             let _ = tokio::time::timeout(Duration::from_secs(60), self.wake.notified()).await;
         }
@@ -390,6 +398,9 @@ impl Vault {
             Ok(t) => report.tokens = t.len() as u64,
             Err(e) => report.failures.push(e.to_string()),
         }
+        let apps = self.store.check_apps();
+        report.apps = apps.apps;
+        report.failures.extend(apps.failures);
         match self.store.verify_audit_chain(&keyring.audit_key()) {
             Ok(chain) => {
                 report.audit_events = chain.events;

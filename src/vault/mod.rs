@@ -3,12 +3,15 @@
 //! model types (`Domain`, `OidcConfig`, ...), never in storage records or DTOs.
 //!
 //! One file per job: `model` (the model types), `open` (unlock or bootstrap
-//! the data directory), `configs`, `domains`, `tokens` (one per resource),
-//! `binding` (where a secret may go), `endpoints` (endpoints from discovery),
-//! `keys` (rotation, re-encryption, passphrase change, verify) with
-//! `term_uses` (encryptions counted per key term), `audit` (the audit trail),
-//! `backup` (online backups).
+//! the data directory), `configs`, `domains`, `tokens`, `apps` (one per
+//! resource; `apps` are the sign-in broker's applications, `redirect_uri`
+//! their redirect URIs' rules), `binding` (where a secret may go),
+//! `endpoints` (endpoints from discovery), `keys` (rotation, re-encryption,
+//! passphrase change, verify) with `term_uses` (encryptions counted per key
+//! term), `audit` (the audit trail), `backup` (online backups), `sso` (the
+//! sign-in broker's transactions and one-time codes).
 
+mod apps;
 mod audit;
 mod backup;
 mod binding;
@@ -18,6 +21,8 @@ mod endpoints;
 mod keys;
 mod model;
 mod open;
+mod redirect_uri;
+mod sso;
 mod term_uses;
 mod tokens;
 
@@ -29,10 +34,11 @@ pub use endpoints::{
 };
 pub use keys::{KeyStatus, TermStatus, VerifyReport};
 pub use model::{
-    normalize_domain_name, BoundSecret, Caller, ConfigPatch, Domain, DomainAccess, OidcConfig,
-    OutboundJob, Patch, TokenInfo, TokenTarget,
+    normalize_domain_name, App, AppSecret, BoundSecret, Caller, ConfigPatch, Domain, DomainAccess,
+    OidcConfig, OutboundJob, Patch, TokenInfo, TokenTarget,
 };
 pub use open::OpenReport;
+pub use sso::{CodeGrant, LoginEvent, LoginPurpose, LoginTransaction, Redemption, TakenLogin};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

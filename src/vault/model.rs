@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use super::EndpointSource;
 use crate::crypto::SecretString;
-use crate::store::{ConfigRecord, DomainRecord};
+use crate::store::{AppRecord, ConfigRecord, DomainRecord};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Domain {
@@ -118,6 +118,46 @@ impl Drop for OutboundJob<'_> {
 pub struct BoundSecret {
     pub secret: SecretString,
     pub config: OidcConfig,
+}
+
+/// An application of the sign-in broker, as the API and the command line show
+/// it: never its secret (stored only as a hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct App {
+    pub id: u64,
+    pub name: String,
+    pub client_id: String,
+    /// Registered exactly as given; a sign-in's `redirect_uri` must equal one.
+    pub redirect_uris: Vec<String>,
+    pub created_at: i64,
+}
+
+impl From<AppRecord> for App {
+    fn from(r: AppRecord) -> Self {
+        Self {
+            id: r.id,
+            name: r.name,
+            client_id: r.client_id,
+            redirect_uris: r.redirect_uris,
+            created_at: r.created_at,
+        }
+    }
+}
+
+/// An application's client secret, as shown once at creation. Wiped on drop,
+/// redacted in `Debug`.
+pub struct AppSecret(pub(super) zeroize::Zeroizing<String>);
+
+impl AppSecret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for AppSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AppSecret(<redacted>)")
+    }
 }
 
 /// Who is calling, as established from a token.

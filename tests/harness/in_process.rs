@@ -82,7 +82,8 @@ impl Env {
             oidcvault::outbound::Outbound::new(&config.outbound_settings()).expect("outbound");
         Self {
             _dir: dir,
-            data: oidcvault::AppData::new(vault.clone(), outbound, metrics),
+            data: oidcvault::AppData::new(vault.clone(), outbound, metrics)
+                .with_sso(oidcvault::broker::BrokerSettings::from_config(&config)),
             vault,
         }
     }
@@ -115,6 +116,7 @@ pub fn app_data(config: &Config, vault: web::Data<Vault>) -> oidcvault::AppData 
         oidcvault::outbound::Outbound::new(&config.outbound_settings()).expect("outbound");
     let metrics = oidcvault::metrics::Metrics::new().expect("metrics");
     oidcvault::AppData::new(vault, outbound, metrics)
+        .with_sso(oidcvault::broker::BrokerSettings::from_config(config))
 }
 
 /// The real application, as `main` builds it.

@@ -9,7 +9,9 @@
 //!   (the leak detector), [`text`]; [`ops`] (fixtures of the `ops_*` modules).
 //! - In process: [`in_process`] (a vault in a temporary directory and the real
 //!   `App`, request helpers).
-//! - [`stub_http`]: a tiny HTTP server on loopback standing in for providers.
+//! - [`stub_http`]: a tiny HTTP server on loopback standing in for providers;
+//!   [`stub_idp`]: a stub OpenID Provider on it (keys, ID tokens, knobs), and
+//!   [`sso_browser`]: a browser that follows a sign-in through the broker.
 //! - [`prometheus`]: the one strict parser of `/metrics` text.
 //! - [`poll`]: waiting for a state, with a deadline and what was seen.
 
@@ -24,7 +26,9 @@ pub(crate) mod ops;
 pub(crate) mod poll;
 pub(crate) mod prometheus;
 pub(crate) mod server;
+pub(crate) mod sso_browser;
 pub(crate) mod stub_http;
+pub(crate) mod stub_idp;
 pub(crate) mod text;
 
 pub(crate) use client::{Client, Resp};

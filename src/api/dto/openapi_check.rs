@@ -141,6 +141,28 @@ fn whoami(full: bool) -> WhoAmIResponse {
     }
 }
 
+const SECRET: &str = "ovs_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+fn app_model(full: bool) -> crate::vault::App {
+    crate::vault::App {
+        id: 1,
+        name: "Billing portal".into(),
+        client_id: "ova_AAAAAAAAAAAAAAAAAAAAAA".into(),
+        // Never empty in practice (the server requires one); both shapes are
+        // valid JSON for the schema.
+        redirect_uris: if full {
+            vec!["https://billing.example.com/cb".into()]
+        } else {
+            vec![]
+        },
+        created_at: 0,
+    }
+}
+
+fn app(full: bool) -> AppResponse {
+    AppResponse::from(app_model(full))
+}
+
 fn cases() -> Vec<Case> {
     let schema = |name: &str| format!("/components/schemas/{name}");
     let health = |status| HealthResponse { status };
@@ -288,6 +310,13 @@ fn cases() -> Vec<Case> {
                 domain: None,
                 created_at: T.into(),
             },
+        ),
+        case("AppResponse", &schema("App"), app(true), app(false)),
+        case(
+            "AppCreatedResponse",
+            &schema("AppCreated"),
+            AppCreatedResponse::new(app_model(true), SECRET),
+            AppCreatedResponse::new(app_model(false), SECRET),
         ),
         case(
             "WhoAmIResponse",

@@ -1,0 +1,411 @@
+//! The sign-in broker's records as the vault keeps them: login transactions
+//! and one-time codes, sealed under the data key (the AES-GCM associated data
+//! binds each to its record key, field and domain), stored under a SHA-256 of
+//! their random value, and taken once (see `store::sso`). The broker decides;
+//! this file only keeps, takes and audits.
+
+use bincode::{Decode, Encode};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use super::{audit, Domain, Vault, VaultError};
+use crate::crypto::{Field, SealContext};
+use crate::store::{AuditRecord, SsoRecord, Taken};
+use crate::time::now_micros;
+
+/// Why a sign-in was started, and where its result goes.
+#[derive(Clone, PartialEq, Eq, Encode, Decode)]
+pub enum LoginPurpose {
+    /// An application's sign-in: the result goes back to its redirect URI.
+    App {
+        app_id: u64,
+        redirect_uri: String,
+        /// The application's own `state`, handed back verbatim.
+        state: String,
+        /// The application's PKCE S256 challenge, when it sent one.
+        code_challenge: Option<String>,
+    },
+    /// The admin page's "Try sign-in": the result is shown, no code is minted.
+    Test { actor: u64 },
+}
+
+/// A sign-in between `/sso/authorize` and `/sso/callback`.
+pub struct LoginTransaction {
+    pub domain_id: u64,
+    pub purpose: LoginPurpose,
+    pub nonce: Zeroizing<String>,
+    pub pkce_verifier: Zeroizing<String>,
+    /// SHA-256 of the browser's binding cookie.
+    pub browser: [u8; 32],
+    pub started_at: i64,
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for LoginTransaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginTransaction")
+            .field("domain_id", &self.domain_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a one-time code stands for, until an application redeems it.
+pub struct CodeGrant {
+    pub domain_id: u64,
+    pub app_id: u64,
+    pub redirect_uri: String,
+    pub code_challenge: Option<String>,
+    /// The profile, as JSON (the answer of `/sso/token`).
+    pub profile: Zeroizing<String>,
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for CodeGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CodeGrant")
+            .field("domain_id", &self.domain_id)
+            .field("app_id", &self.app_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What taking a login transaction found.
+#[derive(Debug)]
+pub enum TakenLogin {
+    Found(LoginTransaction),
+    Expired,
+    Unknown,
+}
+
+/// What redeeming a code found (each outcome is audited).
+#[derive(Debug)]
+pub enum Redemption {
+    Granted(CodeGrant),
+    /// A valid code that the caller may not have: `check` said why. It is used
+    /// up all the same (a code shown to the wrong party is burnt).
+    Refused(&'static str),
+    Expired,
+    /// Redeemed before: a replay.
+    Spent,
+    Unknown,
+}
+
+/// The facts of one sign-in for its `sso.login` audit event: never a code,
+/// token or state.
+#[derive(Debug, Default)]
+pub struct LoginEvent<'a> {
+    pub outcome: &'a str,
+    pub reason: Option<&'a str>,
+    pub app_id: Option<u64>,
+    pub sub: Option<&'a str>,
+    pub email: Option<&'a str>,
+}
+
+#[derive(Encode, Decode)]
+struct TransactionBody {
+    purpose: LoginPurpose,
+    nonce: String,
+    pkce_verifier: String,
+    browser: [u8; 32],
+    started_at: i64,
+}
+
+#[derive(Encode, Decode)]
+struct GrantBody {
+    app_id: u64,
+    redirect_uri: String,
+    code_challenge: Option<String>,
+    profile: String,
+}
+
+/// The store key of a random value: SHA-256, domain-separated per kind.
+fn record_key(kind: &str, value: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"oidcvault/sso/");
+    h.update(kind.as_bytes());
+    h.update(b"\0");
+    h.update(value.as_bytes());
+    h.finalize().into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn bincode_config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<{ 256 * 1024 }>()
+}
+
+impl Vault {
+    /// Seal a broker record's body, bound to its key, field and domain.
+    fn seal_sso(
+        &self,
+        field: Field,
+        key: &[u8; 32],
+        domain_id: u64,
+        body: &impl Encode,
+    ) -> Result<Vec<u8>, VaultError> {
+        let plain =
+            Zeroizing::new(bincode::encode_to_vec(body, bincode_config()).map_err(|e| {
+                VaultError::Operation(format!("cannot encode a sign-in record: {e}"))
+            })?);
+        let keyring = self.keyring();
+        self.count_encryption(keyring.active_term(), false)?;
+        let binding = hex(key);
+        Ok(keyring.seal(
+            &plain,
+            SealContext {
+                domain_id,
+                field,
+                origin: Some(&binding),
+            },
+        )?)
+    }
+
+    fn open_sso<T: Decode<()>>(
+        &self,
+        field: Field,
+        key: &[u8; 32],
+        record: &SsoRecord,
+    ) -> Result<T, VaultError> {
+        let binding = hex(key);
+        let plain = self.keyring().open(
+            &record.sealed,
+            SealContext {
+                domain_id: record.domain_id,
+                field,
+                origin: Some(&binding),
+            },
+        )?;
+        let (body, _) = bincode::decode_from_slice(&plain, bincode_config())
+            .map_err(|e| VaultError::Operation(format!("a sign-in record does not decode: {e}")))?;
+        Ok(body)
+    }
+
+    /// Sign-ins started and not yet finished.
+    pub fn pending_logins(&self) -> usize {
+        self.store.sso_pending()
+    }
+
+    /// Keep a login transaction under its IdP `state` until it is taken or expires.
+    pub fn begin_login(&self, state: &str, tx: &LoginTransaction) -> Result<(), VaultError> {
+        let key = record_key("state", state);
+        let body = TransactionBody {
+            purpose: tx.purpose.clone(),
+            nonce: tx.nonce.to_string(),
+            pkce_verifier: tx.pkce_verifier.to_string(),
+            browser: tx.browser,
+            started_at: tx.started_at,
+        };
+        let sealed = self.seal_sso(Field::SsoTransaction, &key, tx.domain_id, &body);
+        let mut body = body;
+        zeroize::Zeroize::zeroize(&mut body.nonce);
+        zeroize::Zeroize::zeroize(&mut body.pkce_verifier);
+        let record = SsoRecord {
+            domain_id: tx.domain_id,
+            expires_at: tx.expires_at,
+            sealed: sealed?,
+        };
+        Ok(self.store.put_transaction(&key, &record)?)
+    }
+
+    /// Take the login transaction of an IdP `state`: once (durably), whoever asks.
+    pub async fn take_login(&self, state: &str) -> Result<TakenLogin, VaultError> {
+        let key = record_key("state", state);
+        let record = match self.store.take_transaction(&key, now_micros()).await? {
+            Taken::Found(r) => r,
+            Taken::Expired(_) => return Ok(TakenLogin::Expired),
+            Taken::Spent | Taken::Unknown => return Ok(TakenLogin::Unknown),
+        };
+        let body: TransactionBody = self.open_sso(Field::SsoTransaction, &key, &record)?;
+        Ok(TakenLogin::Found(LoginTransaction {
+            domain_id: record.domain_id,
+            purpose: body.purpose,
+            nonce: Zeroizing::new(body.nonce),
+            pkce_verifier: Zeroizing::new(body.pkce_verifier),
+            browser: body.browser,
+            started_at: body.started_at,
+            expires_at: record.expires_at,
+        }))
+    }
+
+    /// Keep a one-time code's grant, with the sign-in's `sso.login` event, in
+    /// one durable write.
+    pub async fn mint_code(
+        &self,
+        code: &str,
+        grant: &CodeGrant,
+        domain: &Domain,
+        event: &LoginEvent<'_>,
+    ) -> Result<(), VaultError> {
+        let key = record_key("code", code);
+        let mut body = GrantBody {
+            app_id: grant.app_id,
+            redirect_uri: grant.redirect_uri.clone(),
+            code_challenge: grant.code_challenge.clone(),
+            profile: grant.profile.to_string(),
+        };
+        let sealed = self.seal_sso(Field::SsoCode, &key, grant.domain_id, &body);
+        zeroize::Zeroize::zeroize(&mut body.profile);
+        let record = SsoRecord {
+            domain_id: grant.domain_id,
+            expires_at: grant.expires_at,
+            sealed: sealed?,
+        };
+        let event = login_event(now_micros(), Some(domain), event);
+        Ok(self.store.put_code(&key, &record, &event).await?)
+    }
+
+    /// Audit a sign-in that ended without a code (a refusal, or a test).
+    pub async fn record_login(
+        &self,
+        domain: Option<&Domain>,
+        event: &LoginEvent<'_>,
+    ) -> Result<(), VaultError> {
+        let event = login_event(now_micros(), domain, event);
+        Ok(self.store.append_audit(&event).await?)
+    }
+
+    /// Redeem a one-time code for the application `app_id`: taken once,
+    /// durably, with an `sso.code_redeem` event saying how it went (`check`
+    /// says whether this caller may have the grant: redirect URI, PKCE).
+    pub async fn redeem_code(
+        &self,
+        code: &str,
+        app_id: u64,
+        check: impl Fn(&CodeGrant) -> Result<(), &'static str>,
+    ) -> Result<Redemption, VaultError> {
+        let key = record_key("code", code);
+        let now = now_micros();
+        let open = |r: &SsoRecord| -> Result<CodeGrant, VaultError> {
+            let body: GrantBody = self.open_sso(Field::SsoCode, &key, r)?;
+            Ok(CodeGrant {
+                domain_id: r.domain_id,
+                app_id: body.app_id,
+                redirect_uri: body.redirect_uri,
+                code_challenge: body.code_challenge,
+                profile: Zeroizing::new(body.profile),
+                expires_at: r.expires_at,
+            })
+        };
+        let judge = |grant: &CodeGrant| -> Result<(), &'static str> {
+            if grant.app_id != app_id {
+                return Err("code_for_another_application");
+            }
+            check(grant)
+        };
+        let outcome = |taken: &Taken| -> (Option<u64>, &'static str, Option<&'static str>) {
+            match taken {
+                Taken::Found(r) => match open(r) {
+                    Ok(g) => match judge(&g) {
+                        Ok(()) => (Some(r.domain_id), "redeemed", None),
+                        Err(why) => (Some(r.domain_id), "refused", Some(why)),
+                    },
+                    Err(_) => (Some(r.domain_id), "refused", Some("grant_unreadable")),
+                },
+                Taken::Expired(r) => (Some(r.domain_id), "refused", Some("expired")),
+                Taken::Spent => (None, "refused", Some("replayed")),
+                Taken::Unknown => (None, "refused", Some("unknown_code")),
+            }
+        };
+        let taken = self
+            .store
+            .redeem_code(&key, now, |taken| {
+                let (domain_id, result, why) = outcome(taken);
+                let action = if matches!(taken, Taken::Spent) {
+                    "sso.code_replay"
+                } else {
+                    "sso.code_redeem"
+                };
+                let mut e = audit::event(now, None, action, None);
+                e.domain_id = domain_id;
+                e.detail = Some(match why {
+                    Some(w) => format!("outcome={result} reason={w} app={app_id}"),
+                    None => format!("outcome={result} app={app_id}"),
+                });
+                e
+            })
+            .await?;
+        Ok(match taken {
+            Taken::Found(r) => {
+                let grant = open(&r)?;
+                match judge(&grant) {
+                    Ok(()) => Redemption::Granted(grant),
+                    Err(why) => Redemption::Refused(why),
+                }
+            }
+            Taken::Expired(_) => Redemption::Expired,
+            Taken::Spent => Redemption::Spent,
+            Taken::Unknown => Redemption::Unknown,
+        })
+    }
+
+    /// Remove broker records whose time is up (the maintenance task).
+    pub fn sweep_sign_ins(&self) -> Result<usize, VaultError> {
+        Ok(self.store.sweep_sso(now_micros())?)
+    }
+
+    /// A domain by id (the broker keeps ids in its records).
+    pub fn domain_by_id(&self, id: u64) -> Result<Option<Domain>, VaultError> {
+        Ok(self.store.domain(id)?.map(Domain::from))
+    }
+}
+
+fn login_event(at: i64, domain: Option<&Domain>, e: &LoginEvent<'_>) -> AuditRecord {
+    let mut r = audit::event(at, None, "sso.login", domain);
+    let mut detail = format!("outcome={}", e.outcome);
+    if let Some(reason) = e.reason {
+        detail.push_str(&format!(" reason={reason}"));
+    }
+    if let Some(app) = e.app_id {
+        detail.push_str(&format!(" app={app}"));
+    }
+    if let Some(sub) = e.sub {
+        detail.push_str(&format!(" sub={sub:?}"));
+    }
+    if let Some(email) = e.email {
+        detail.push_str(&format!(" email={email:?}"));
+    }
+    r.detail = Some(detail);
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_keys_are_separated_per_kind_and_hide_the_value() {
+        assert_ne!(record_key("state", "x"), record_key("code", "x"));
+        assert_eq!(record_key("code", "x"), record_key("code", "x"));
+        assert!(!hex(&record_key("code", "abcdef")).contains("abcdef"));
+    }
+
+    #[test]
+    fn debug_output_hides_the_sealed_values() {
+        let tx = LoginTransaction {
+            domain_id: 1,
+            purpose: LoginPurpose::Test { actor: 1 },
+            nonce: Zeroizing::new("nonce-value-xyz".into()),
+            pkce_verifier: Zeroizing::new("verifier-value-xyz".into()),
+            browser: [0; 32],
+            started_at: 0,
+            expires_at: 1,
+        };
+        let s = format!("{tx:?}");
+        assert!(
+            !s.contains("nonce-value") && !s.contains("verifier-value"),
+            "{s}"
+        );
+        let g = CodeGrant {
+            domain_id: 1,
+            app_id: 2,
+            redirect_uri: "https://app/cb".into(),
+            code_challenge: None,
+            profile: Zeroizing::new("{\"email\":\"a@b\"}".into()),
+            expires_at: 1,
+        };
+        assert!(!format!("{g:?}").contains("a@b"));
+    }
+}
