@@ -34,6 +34,7 @@ mod populate;
 mod profile;
 mod scale;
 mod signin;
+mod signin_report;
 mod util;
 
 use std::process::ExitCode;

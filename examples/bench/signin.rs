@@ -22,13 +22,15 @@ use serde_json::{json, Value};
 
 use crate::browser::{self, Browser, Ctx, Tally, STEP_NAMES};
 use crate::idp::{self, Keys};
+use crate::signin_report::{markdown, summarize};
 use crate::util::{self, Server};
 use crate::Args;
 
 const DOMAIN: &str = "bench-signin.example.com";
 const IDP_CLIENT_ID: &str = "oidcvault-bench";
 const APP_REDIRECT_URI: &str = "http://127.0.0.1/bench-app/callback";
-const KINDS: [&str; 2] = ["signin", "idp_only"];
+/// What browsers loop: whole sign-ins, or the IdP round trips alone (the baseline).
+pub const KINDS: [&str; 2] = ["signin", "idp_only"];
 
 /// `bench signin-idp`: the stub IdP process.
 pub fn serve_idp(args: &Args) -> Result<(), String> {
@@ -403,31 +405,41 @@ fn check_stub(ctx: &Ctx) -> Result<(), String> {
     Ok(())
 }
 
+/// CPU time this thread has run, in nanoseconds (`/proc/thread-self/schedstat`:
+/// exact, unlike the 10 ms ticks of `stat`).
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// What one ES256 signature (the IdP, per sign-in) and one verification (the
-/// broker, per sign-in) cost on this machine, with jsonwebtoken: a yardstick
-/// for the CPU figures.
+/// broker, per sign-in) cost on this machine with jsonwebtoken, in CPU time of
+/// this thread (other work on the machine does not inflate it): a yardstick for
+/// the CPU figures.
 fn es256_costs() -> Result<Value, String> {
     let keys = Keys::generate()?;
     let now = idp::now_secs();
     let claims = json!({"iss": "http://127.0.0.1:1", "aud": IDP_CLIENT_ID, "sub": "sub-user1",
         "email": format!("user1@{DOMAIN}"), "email_verified": true, "nonce": idp::random_value(),
         "iat": now, "exp": now + 600});
-    let n = 300;
-    let t = Instant::now();
+    let n = 1000;
+    let t = thread_cpu_ns();
     let mut token = String::new();
     for _ in 0..n {
         token = keys.sign(&claims)?;
     }
-    let sign_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    let sign_us = (thread_cpu_ns() - t) as f64 / 1e3 / n as f64;
     let set: JwkSet = serde_json::from_str(&keys.jwks).map_err(|e| e.to_string())?;
     let key = DecodingKey::from_jwk(&set.keys[0]).map_err(|e| e.to_string())?;
     let mut v = Validation::new(Algorithm::ES256);
     v.set_audience(&[IDP_CLIENT_ID]);
-    let t = Instant::now();
+    let t = thread_cpu_ns();
     for _ in 0..n {
         jsonwebtoken::decode::<Value>(&token, &key, &v).map_err(|e| e.to_string())?;
     }
-    let verify_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    let verify_us = (thread_cpu_ns() - t) as f64 / 1e3 / n as f64;
     Ok(json!({"sign_us": sign_us.round(), "verify_us": verify_us.round()}))
 }
 
@@ -511,115 +523,6 @@ fn measure(ctx: &Ctx, kind: &str, c: usize, secs: u64, server: &Server, stub: &S
         },
         "loadavg_after": util::loadavg(),
     })
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.retain(|x| x.is_finite());
-    xs.sort_by(|a, b| a.total_cmp(b));
-    match xs.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => xs[n / 2],
-        n => (xs[n / 2 - 1] + xs[n / 2]) / 2.0,
-    }
-}
-
-/// Per connection count: medians over rounds, the ratios within each round.
-fn summarize(runs: &[Value], conns: &[usize]) -> Value {
-    let mut rows = Vec::new();
-    for &c in conns {
-        let of = |kind: &str| -> Vec<&Value> {
-            runs.iter()
-                .filter(|r| r["kind"] == kind && r["conns"] == c)
-                .collect()
-        };
-        let med = |kind: &str, f: &dyn Fn(&Value) -> Option<f64>| {
-            median(of(kind).into_iter().filter_map(f).collect())
-        };
-        let ratio = |f: &dyn Fn(&Value, &Value) -> Option<f64>| {
-            median(
-                of("signin")
-                    .into_iter()
-                    .filter_map(|s| {
-                        let b = of("idp_only")
-                            .into_iter()
-                            .find(|b| b["round"] == s["round"])?;
-                        f(s, b)
-                    })
-                    .collect(),
-            )
-        };
-        let failures: u64 = runs
-            .iter()
-            .filter(|r| r["conns"] == c)
-            .filter_map(|r| r["failures"].as_u64())
-            .sum();
-        let mut row = json!({"conns": c, "failures": failures});
-        for kind in KINDS {
-            row[kind] = json!({
-                "rate": med(kind, &|r| r["rate"].as_f64()),
-                "p50_ms": med(kind, &|r| r["p50_ms"].as_f64()),
-                "p99_ms": med(kind, &|r| r["p99_ms"].as_f64()),
-                "oidcvault_us": med(kind, &|r| r["cpu"]["oidcvault_us_per_op"].as_f64()),
-                "idp_us": med(kind, &|r| r["cpu"]["idp_us_per_op"].as_f64()),
-                "browsers_us": med(kind, &|r| r["cpu"]["browsers_us_per_op"].as_f64()),
-                "other_cores_max": of(kind).iter()
-                    .filter_map(|r| r["cpu"]["other_cores"].as_f64()).fold(0.0, f64::max),
-                "mean_step_ms": of(kind).first().map(|r| r["mean_step_ms"].clone()),
-            });
-        }
-        row["rate_ratio"] = json!(ratio(&|s, b| Some(
-            s["rate"].as_f64()? / b["rate"].as_f64()?
-        )));
-        row["cpu_ratio"] = json!(ratio(&|s, b| Some(
-            s["cpu"]["oidcvault_us_per_op"].as_f64()? / b["cpu"]["idp_us_per_op"].as_f64()?
-        )));
-        rows.push(row);
-    }
-    json!({"rows": rows})
-}
-
-fn markdown(summary: &Value, report: &Value) -> String {
-    let mut s = String::from(
-        "| conns | sign-ins/s | p50 ms | p99 ms | failures | oidcvault CPU µs / sign-in | stub IdP CPU µs / sign-in | \
-         IdP round trips/s (baseline) | p50 ms | p99 ms | stub IdP CPU µs / round trip | sign-ins / round trips | \
-         oidcvault CPU / IdP CPU | other load (cores) |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-    );
-    let rows = summary["rows"].as_array().cloned().unwrap_or_default();
-    for r in &rows {
-        let f = |k: &str, f: &str| r[k][f].as_f64().unwrap_or(f64::NAN);
-        s.push_str(&format!(
-            "| {} | {:.1} | {:.2} | {:.2} | {} | {:.0} | {:.0} | {:.1} | {:.2} | {:.2} | {:.0} | {:.2} | {:.1} | ≤ {:.2} |\n",
-            r["conns"],
-            f("signin", "rate"), f("signin", "p50_ms"), f("signin", "p99_ms"), r["failures"],
-            f("signin", "oidcvault_us"), f("signin", "idp_us"),
-            f("idp_only", "rate"), f("idp_only", "p50_ms"), f("idp_only", "p99_ms"),
-            f("idp_only", "idp_us"),
-            r["rate_ratio"].as_f64().unwrap_or(f64::NAN),
-            r["cpu_ratio"].as_f64().unwrap_or(f64::NAN),
-            f("signin", "other_cores_max").max(f("idp_only", "other_cores_max")),
-        ));
-    }
-    s.push_str("\nMean time of each step of a sign-in (ms, first round):\n\n| conns | /sso/authorize | IdP authorize | /sso/callback (with the IdP token exchange) | /sso/token | baseline: IdP authorize | baseline: IdP token exchange |\n|---:|---:|---:|---:|---:|---:|---:|\n");
-    for r in &rows {
-        let st = |k: &str, n: &str| r[k]["mean_step_ms"][n].as_f64().unwrap_or(f64::NAN);
-        s.push_str(&format!(
-            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
-            r["conns"],
-            st("signin", "authorize"),
-            st("signin", "idp_authorize"),
-            st("signin", "callback"),
-            st("signin", "token"),
-            st("idp_only", "idp_authorize"),
-            st("idp_only", "callback"),
-        ));
-    }
-    s.push_str(&format!(
-        "\nES256 with jsonwebtoken in the driver: sign {} µs, verify {} µs. oidcvault log: {} lines, {} WARN/ERROR.\n",
-        report["es256"]["sign_us"], report["es256"]["verify_us"],
-        report["oidcvault_log"]["lines"], report["oidcvault_log"]["warn_or_error"],
-    ));
-    s
 }
 
 #[cfg(test)]
