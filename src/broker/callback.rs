@@ -11,7 +11,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::profile::profile_json;
@@ -230,7 +229,7 @@ impl Broker {
         // mismatch goes nowhere, not even back to the application.
         let same_browser = cookie
             .as_deref()
-            .is_some_and(|c| bool::from(binding_hash(c).ct_eq(&tx.browser)));
+            .is_some_and(|c| crate::crypto::sso::same(&binding_hash(c), &tx.browser));
         if !same_browser {
             self.refused(&vault, Some(&domain), app_of(&tx), "browser_mismatch")
                 .await;

@@ -189,13 +189,9 @@ fn well_formed_binding(value: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// SHA-256 of a browser-binding value (what a transaction keeps).
+/// What a transaction keeps of a browser-binding value.
 fn binding_hash(value: &str) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(b"oidcvault/sso/browser\0");
-    h.update(value.as_bytes());
-    h.finalize().into()
+    crate::crypto::sso::browser_binding(value)
 }
 
 /// Append `pairs` to `base`'s query (keeping what it has).

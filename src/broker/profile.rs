@@ -3,9 +3,9 @@
 //! claims (without the ones that only served the broker's checks).
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use crate::crypto::sso::user_id;
 use crate::oidc::rp::IdClaims;
 use crate::time::format_micros;
 use crate::vault::Domain;
@@ -27,19 +27,6 @@ struct Profile<'a> {
     family_name: Option<&'a str>,
     claims: serde_json::Map<String, serde_json::Value>,
     authenticated_at: String,
-}
-
-/// The stable id of a user: the same for one (issuer, sub), whatever changes
-/// (e-mail, name, the appliance's keys).
-pub(super) fn user_id(issuer: &str, sub: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(b"oidcvault/profile/v1\0");
-    h.update(issuer.as_bytes());
-    h.update(b"\0");
-    h.update(sub.as_bytes());
-    let digest = h.finalize();
-    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    format!("usr_{hex}")
 }
 
 /// The profile as JSON (in a wiped buffer: it holds personal data).
@@ -68,20 +55,4 @@ pub(super) fn profile_json(
         authenticated_at: format_micros(at),
     };
     serde_json::to_string(&p).map(Zeroizing::new)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_id_is_stable_per_issuer_and_sub_only() {
-        let a = user_id("https://idp.example", "alice");
-        assert_eq!(a, user_id("https://idp.example", "alice"));
-        assert_ne!(a, user_id("https://idp.example", "bob"));
-        assert_ne!(a, user_id("https://other.example", "alice"));
-        // No ambiguity from joining: ("a", "bc") is not ("ab", "c").
-        assert_ne!(user_id("a", "bc"), user_id("ab", "c"));
-        assert_eq!(a.len(), 4 + 32);
-    }
 }

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 
-use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::Broker;
@@ -109,7 +108,7 @@ impl Broker {
                     (Some(_), None) => Err("missing_code_verifier"),
                     (Some(challenge), Some(v)) => {
                         let computed = rp::s256_challenge(v);
-                        if bool::from(computed.as_bytes().ct_eq(challenge.as_bytes())) {
+                        if crate::crypto::sso::same(computed.as_bytes(), challenge.as_bytes()) {
                             Ok(())
                         } else {
                             Err("wrong_code_verifier")

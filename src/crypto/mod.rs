@@ -29,6 +29,7 @@ mod envelope;
 mod kdf;
 mod keyring;
 mod secret;
+pub mod sso;
 pub mod token;
 
 pub use app_secret::AppSecretHash;

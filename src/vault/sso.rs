@@ -5,10 +5,10 @@
 //! this file only keeps, takes and audits.
 
 use bincode::{Decode, Encode};
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::{audit, Domain, Vault, VaultError};
+use crate::crypto::sso as sso_keys;
 use crate::crypto::{Field, SealContext};
 use crate::store::{AuditRecord, SsoRecord, Taken};
 use crate::time::now_micros;
@@ -119,16 +119,6 @@ struct GrantBody {
     profile: String,
 }
 
-/// The store key of a random value: SHA-256, domain-separated per kind.
-fn record_key(kind: &str, value: &str) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(b"oidcvault/sso/");
-    h.update(kind.as_bytes());
-    h.update(b"\0");
-    h.update(value.as_bytes());
-    h.finalize().into()
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -190,7 +180,7 @@ impl Vault {
 
     /// Keep a login transaction under its IdP `state` until it is taken or expires.
     pub fn begin_login(&self, state: &str, tx: &LoginTransaction) -> Result<(), VaultError> {
-        let key = record_key("state", state);
+        let key = sso_keys::state_key(state);
         let body = TransactionBody {
             purpose: tx.purpose.clone(),
             nonce: tx.nonce.to_string(),
@@ -212,7 +202,7 @@ impl Vault {
 
     /// Take the login transaction of an IdP `state`: once (durably), whoever asks.
     pub async fn take_login(&self, state: &str) -> Result<TakenLogin, VaultError> {
-        let key = record_key("state", state);
+        let key = sso_keys::state_key(state);
         let record = match self.store.take_transaction(&key, now_micros()).await? {
             Taken::Found(r) => r,
             Taken::Expired(_) => return Ok(TakenLogin::Expired),
@@ -239,7 +229,7 @@ impl Vault {
         domain: &Domain,
         event: &LoginEvent<'_>,
     ) -> Result<(), VaultError> {
-        let key = record_key("code", code);
+        let key = sso_keys::code_key(code);
         let mut body = GrantBody {
             app_id: grant.app_id,
             redirect_uri: grant.redirect_uri.clone(),
@@ -254,7 +244,9 @@ impl Vault {
             sealed: sealed?,
         };
         let event = login_event(now_micros(), Some(domain), event);
-        Ok(self.store.put_code(&key, &record, &event).await?)
+        self.store.put_code(&key, &record, &event).await?;
+        audit::log_line(&event);
+        Ok(())
     }
 
     /// Audit a sign-in that ended without a code (a refusal, or a test).
@@ -263,8 +255,7 @@ impl Vault {
         domain: Option<&Domain>,
         event: &LoginEvent<'_>,
     ) -> Result<(), VaultError> {
-        let event = login_event(now_micros(), domain, event);
-        Ok(self.store.append_audit(&event).await?)
+        self.record(login_event(now_micros(), domain, event)).await
     }
 
     /// Redeem a one-time code for the application `app_id`: taken once,
@@ -276,7 +267,7 @@ impl Vault {
         app_id: u64,
         check: impl Fn(&CodeGrant) -> Result<(), &'static str>,
     ) -> Result<Redemption, VaultError> {
-        let key = record_key("code", code);
+        let key = sso_keys::code_key(code);
         let now = now_micros();
         let open = |r: &SsoRecord| -> Result<CodeGrant, VaultError> {
             let body: GrantBody = self.open_sso(Field::SsoCode, &key, r)?;
@@ -309,6 +300,8 @@ impl Vault {
                 Taken::Unknown => (None, "refused", Some("unknown_code")),
             }
         };
+        // The event the (possibly retried) transaction wrote last, for the log.
+        let written = std::cell::RefCell::new(None);
         let taken = self
             .store
             .redeem_code(&key, now, |taken| {
@@ -324,9 +317,13 @@ impl Vault {
                     Some(w) => format!("outcome={result} reason={w} app={app_id}"),
                     None => format!("outcome={result} app={app_id}"),
                 });
+                *written.borrow_mut() = Some(e.clone());
                 e
             })
             .await?;
+        if let Some(e) = written.into_inner() {
+            audit::log_line(&e);
+        }
         Ok(match taken {
             Taken::Found(r) => {
                 let grant = open(&r)?;
@@ -374,13 +371,6 @@ fn login_event(at: i64, domain: Option<&Domain>, e: &LoginEvent<'_>) -> AuditRec
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn record_keys_are_separated_per_kind_and_hide_the_value() {
-        assert_ne!(record_key("state", "x"), record_key("code", "x"));
-        assert_eq!(record_key("code", "x"), record_key("code", "x"));
-        assert!(!hex(&record_key("code", "abcdef")).contains("abcdef"));
-    }
 
     #[test]
     fn debug_output_hides_the_sealed_values() {
