@@ -8,8 +8,11 @@
 #   scripts/bench.sh scale [bench options]   e.g. scale --domains 10000 --mixed-secs 60
 #   scripts/bench.sh profile [bench options] where a POST's instructions go (callgrind;
 #                                            --tool perf: its CPU, kernel included)
+#   scripts/bench.sh signin [bench options]  sign-ins through the broker against a stub
+#                                            IdP, beside the IdP round trips alone
+#                                            e.g. signin --duration 10 --conns 1,8,32
 #
-# Results: target/bench-results/{micro,load,scale,profile}.json and .md tables.
+# Results: target/bench-results/{micro,load,scale,profile,signin}.json and .md tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +20,7 @@ what="${1:-all}"
 [ $# -gt 0 ] && shift
 
 # ---- the load generator (wrk, from Debian) ---------------------------------------
-if [ "$what" != micro ] && ! command -v wrk >/dev/null; then
+if [ "$what" != micro ] && [ "$what" != signin ] && ! command -v wrk >/dev/null; then
   echo "== installing wrk"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
@@ -50,11 +53,17 @@ case "$what" in
   load) build; target/release/examples/bench load "$@" ;;
   scale) build; target/release/examples/bench scale "$@" ;;
   profile) build; target/release/examples/bench profile "$@" ;;
+  signin)
+    # No wrk, no baselines: the driver is the load (browsers) and runs the stub IdP.
+    echo "== cargo build --release (server, bench driver)"
+    cargo build --release --bin oidcvault --example bench
+    target/release/examples/bench signin "$@"
+    ;;
   all)
     build
     target/release/examples/bench load
     target/release/examples/bench scale
     micro
     ;;
-  *) echo "usage: scripts/bench.sh [all|micro|load|scale|profile] [options]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh [all|micro|load|scale|profile|signin] [options]" >&2; exit 2 ;;
 esac

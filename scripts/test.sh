@@ -34,8 +34,8 @@ if ! { [ "$(id -u)" = 0 ] && command -v mount >/dev/null; }; then
     fi
 fi
 
-# The discovery tests' OpenID Provider: panva's oidc-provider from npm, pinned by
-# tests/oidc-provider/package-lock.json.
+# The OpenID Provider of the discovery tests and the browser sign-in: panva's
+# oidc-provider from npm, pinned by tests/oidc-provider/package-lock.json.
 if [ ! -f tests/oidc-provider/node_modules/oidc-provider/package.json ]; then
   (cd tests/oidc-provider && npm ci --no-audit --no-fund)
 fi
@@ -62,7 +62,8 @@ for s in OIDCVAULT_FAILPOINT keyring-after-tmp reencrypt-after-first; do
 done
 echo "release binary: no failpoint hook"
 
-# ---- the admin page in headless Chromium, against the binary cargo just built ------
+# ---- the admin page and a sign-in through the broker (at oidc-provider's login
+# form) in headless Chromium, against the binary cargo just built ---------------------
 cargo test --test integration browser:: -- --ignored --nocapture
 
 # ---- Schemathesis against the real binary (built by cargo test) -------------------------

@@ -182,13 +182,22 @@ async fn openapi_document_matches_the_routes_and_the_seed() {
     for (path, item) in paths {
         let concrete = path.replace("{id}", "1");
         for m in methods {
+            // A body of the operation's documented media type (JSON elsewhere):
+            // `/sso/token` takes a form, and refuses another one before it
+            // looks at credentials.
+            let (media, payload) = match item[m]["requestBody"]["content"].as_object() {
+                Some(c) if c.contains_key("application/x-www-form-urlencoded") => {
+                    ("application/x-www-form-urlencoded", "")
+                }
+                _ => ("application/json", "{}"),
+            };
             let req = TestRequest::default()
                 .method(Method::from_bytes(m.to_uppercase().as_bytes()).unwrap())
                 .uri(&concrete)
                 .insert_header(bearer(&op))
-                .insert_header(("Content-Type", "application/json"))
+                .insert_header(("Content-Type", media))
                 .insert_header(("X-Enterprise-Domain", "acme.com"))
-                .set_payload("{}");
+                .set_payload(payload);
             let r = call(&app, req).await;
             if item.get(m).is_some() {
                 assert_ne!(
@@ -210,8 +219,8 @@ async fn openapi_document_matches_the_routes_and_the_seed() {
                 let anonymous = TestRequest::default()
                     .method(Method::from_bytes(m.to_uppercase().as_bytes()).unwrap())
                     .uri(&concrete)
-                    .insert_header(("Content-Type", "application/json"))
-                    .set_payload("{}");
+                    .insert_header(("Content-Type", media))
+                    .set_payload(payload);
                 let r = call(&app, anonymous).await;
                 let open = item[m]["security"].as_array().is_some_and(Vec::is_empty);
                 assert_eq!(
@@ -221,6 +230,23 @@ async fn openapi_document_matches_the_routes_and_the_seed() {
                     item[m]["security"],
                     r.status
                 );
+                // ... and the 401's challenge names the documented scheme
+                // (`bearer` for tokens, `basic` for an application's credentials).
+                if !open {
+                    let requirement = item[m]["security"][0].as_object().unwrap();
+                    assert_eq!(requirement.len(), 1, "{m} {path}: {requirement:?}");
+                    let name = requirement.keys().next().unwrap();
+                    let scheme = doc["components"]["securitySchemes"][name]["scheme"]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("{m} {path}: no security scheme {name}"));
+                    let challenge = r.header("www-authenticate").unwrap_or_default();
+                    assert!(
+                        challenge
+                            .to_ascii_lowercase()
+                            .starts_with(&format!("{scheme} ")),
+                        "{m} {path}: documented scheme {scheme} but the challenge is {challenge:?}"
+                    );
+                }
             } else {
                 assert_eq!(
                     r.status,
@@ -325,5 +351,42 @@ async fn whoami_tells_the_kind_of_token() {
             "{r:?}"
         );
         assert!(r.body["detail"].is_string(), "{r:?}");
+    }
+}
+
+/// The broker's admin routes answer what the document says: `GET /api/v1/sso/`
+/// its `SsoInfo`; the sign-in test's body is a JSON object (or nothing), as
+/// every JSON body of the API.
+#[actix_web::test]
+async fn sso_admin_routes_follow_the_document() {
+    const TEST: &str = "/api/v1/enterprises/oidc/sign-in-test/";
+    let env = Env::new();
+    let (_, token) = env.domain("acme.com").await;
+    let app = app!(env);
+    let r = call(&app, get("/api/v1/sso/", &token)).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_schema(&served_schema("SsoInfo"), &r.body, "sso info");
+
+    for (body, field) in [
+        ("[]", "non_field_errors"),
+        ("5", "non_field_errors"),
+        (r#"{"login_hint": 5}"#, "login_hint"),
+        (r#"{"login_hint": ["a@acme.com"]}"#, "login_hint"),
+    ] {
+        let r = call(&app, post_json(TEST, &token, body)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {r:?}");
+        assert!(r.body[field][0].is_string(), "{body}: {r:?}");
+    }
+    // A well-formed request on a server without `server.public_url`: 400 `detail`.
+    for body in [
+        "",
+        "{}",
+        r#"{"login_hint": null}"#,
+        r#"{"login_hint": "a@acme.com"}"#,
+    ] {
+        let r = call(&app, post_json(TEST, &token, body)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {r:?}");
+        let detail = r.body["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("public_url"), "{body}: {r:?}");
     }
 }

@@ -4,42 +4,18 @@
 //! Through the real binary over real TCP; the fixtures (tenants, versions of a
 //! config, writer threads, key status and audit polls) are `crate::harness::ops`.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::json;
-
-use std::sync::Arc;
 
 use crate::harness::ops::*;
 use crate::harness::prometheus::parse_prometheus;
 use crate::harness::{
-    assert_one_line_failure, config_toml, tail, Client, Home, CONFIG_PATH, EXIT_TIMEOUT,
+    assert_one_line_failure, config_toml, tail, tls_agent, Client, Home, CONFIG_PATH, EXIT_TIMEOUT,
     PASSPHRASE, REFUSE_TIMEOUT,
 };
 
 // ---- 6. TLS --------------------------------------------------------------------------------
-
-/// An agent that trusts exactly `cert_pem`.
-fn tls_agent(cert_pem: &str) -> ureq::Agent {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes()) {
-        roots.add(c.expect("PEM certificate")).expect("add root");
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("protocol versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    ureq::AgentBuilder::new()
-        .tls_config(Arc::new(cfg))
-        .max_idle_connections(0)
-        .timeout_connect(Duration::from_secs(5))
-        .timeout(Duration::from_secs(20))
-        .build()
-}
 
 /// A home serving TLS with a certificate generated for `names`; the PEM
 /// certificate and the paths of the certificate and key files.

@@ -12,7 +12,8 @@
 //!   durability across `kill -9` and backup by copy (`binary_durability`), the
 //!   master key (`binary_master_key`), nothing secret at rest or in the logs
 //!   (`binary_secrets`), the command line (`binary_cli`);
-//! - `ui`: the admin page's files and headers, in process; `browser`: the page in
+//! - `ui`: the admin page's files and headers, in process; `browser`: the page,
+//!   and a sign-in through the broker at a real OpenID Provider's login form, in
 //!   headless Chromium against the real binary (ignored by a plain `cargo test`,
 //!   run by `scripts/test.sh`).
 //! - `crash`: a kill -9 loop and 64 concurrent clients against the real binary;

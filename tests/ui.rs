@@ -11,13 +11,15 @@ use crate::harness::in_process::*;
 
 const INDEX_HTML: &str = include_str!("../ui/index.html");
 const APP_JS: &str = include_str!("../ui/app.js");
+const SSO_JS: &str = include_str!("../ui/sso.js");
 const APP_CSS: &str = include_str!("../ui/app.css");
 const ICON_SVG: &str = include_str!("../ui/icon.svg");
 
 /// Every file of the page, by name (the test below checks they are all served).
-const FILES: [(&str, &str); 4] = [
+const FILES: [(&str, &str); 5] = [
     ("ui/index.html", INDEX_HTML),
     ("ui/app.js", APP_JS),
+    ("ui/sso.js", SSO_JS),
     ("ui/app.css", APP_CSS),
     ("ui/icon.svg", ICON_SVG),
 ];
@@ -103,11 +105,12 @@ async fn every_asset_the_page_references_loads() {
     referenced.dedup();
     assert_eq!(
         referenced,
-        ["/ui/app.css", "/ui/app.js", "/ui/icon.svg"],
+        ["/ui/app.css", "/ui/app.js", "/ui/icon.svg", "/ui/sso.js"],
         "the page's src/href attributes"
     );
     let expected = [
         ("/ui/app.js", "text/javascript; charset=utf-8", APP_JS),
+        ("/ui/sso.js", "text/javascript; charset=utf-8", SSO_JS),
         ("/ui/app.css", "text/css; charset=utf-8", APP_CSS),
         ("/ui/icon.svg", "image/svg+xml", ICON_SVG),
     ];
@@ -135,7 +138,13 @@ async fn every_asset_the_page_references_loads() {
 async fn other_methods_answer_405_with_allow() {
     let env = Env::new();
     let app = app!(env);
-    for path in ["/", "/ui/app.js", "/ui/app.css", "/ui/icon.svg"] {
+    for path in [
+        "/",
+        "/ui/app.js",
+        "/ui/sso.js",
+        "/ui/app.css",
+        "/ui/icon.svg",
+    ] {
         for method in ["POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
             let req = TestRequest::default()
                 .method(Method::from_bytes(method.as_bytes()).unwrap())
@@ -198,11 +207,13 @@ fn the_page_names_no_other_origin() {
 fn no_inline_code_and_no_html_sinks() {
     let html = INDEX_HTML.to_ascii_lowercase();
     let scripts = html.matches("<script").count();
-    assert_eq!(
-        scripts,
-        html.matches("<script src=\"/ui/app.js\" defer></script>")
-            .count(),
-        "every <script> is the external app.js"
+    // sso.js first: app.js hands it its helpers when it starts.
+    assert_eq!(scripts, 2, "two scripts");
+    assert!(
+        html.contains(
+            "<script src=\"/ui/sso.js\" defer></script>\n<script src=\"/ui/app.js\" defer></script>"
+        ),
+        "every <script> is external: sso.js, then app.js"
     );
     assert!(!html.contains("<style"), "inline <style>");
     assert!(!html.contains(" style=\""), "inline style attribute");
@@ -230,12 +241,14 @@ fn no_inline_code_and_no_html_sinks() {
         "localStorage",
         "document.cookie",
     ] {
-        let code: String = APP_JS
-            .lines()
-            .filter(|l| !l.trim_start().starts_with("//"))
-            .collect::<Vec<_>>()
-            .join("\n");
-        assert!(!code.contains(sink), "ui/app.js uses {sink}");
+        for (name, text) in [("ui/app.js", APP_JS), ("ui/sso.js", SSO_JS)] {
+            let code: String = text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            assert!(!code.contains(sink), "{name} uses {sink}");
+        }
     }
 }
 

@@ -100,7 +100,7 @@
     }
   }
 
-  async function request(method, path, { body, domain } = {}) {
+  async function request(method, path, { body, domain, credentials = 'omit' } = {}) {
     const headers = { Accept: 'application/json' };
     if (state.token) headers.Authorization = `Bearer ${state.token}`;
     if (body !== undefined) headers['Content-Type'] = 'application/json';
@@ -112,7 +112,7 @@
         headers,
         body: body === undefined ? undefined : JSON.stringify(body),
         cache: 'no-store',
-        credentials: 'omit',
+        credentials,
         redirect: 'error',
         referrerPolicy: 'no-referrer',
       });
@@ -155,6 +155,17 @@
     return document.getElementById(slot.id.replace(/-error$/, ''));
   }
 
+  /** A field's messages as one line; nested ones (a list's items) prefixed by position. */
+  function messageText(messages) {
+    if (Array.isArray(messages)) return messages.map(messageText).join(' ');
+    if (messages && typeof messages === 'object') {
+      return Object.entries(messages)
+        .map(([key, inner]) => `${/^\d+$/.test(key) ? `#${Number(key) + 1}` : key}: ${messageText(inner)}`)
+        .join(' ');
+    }
+    return String(messages);
+  }
+
   function clearFieldErrors(form) {
     for (const slot of form.querySelectorAll('[data-error-for]')) {
       slot.textContent = '';
@@ -180,7 +191,7 @@
     const elsewhere = [];
     let first = null;
     for (const [field, messages] of Object.entries(body)) {
-      const text = (Array.isArray(messages) ? messages : [messages]).map(String).join(' ');
+      const text = messageText(messages);
       const slot = errorSlot(form, field);
       const input = slot && inputFor(slot);
       if (slot && input) {
@@ -346,6 +357,7 @@
       clearFieldErrors(form);
     }
     hideNewToken();
+    if (sso) sso.reset();
     $('domain-list').replaceChildren();
     $('token-list').replaceChildren();
     $('token-target').replaceChildren();
@@ -436,6 +448,7 @@
     $('config-state').textContent = 'Loading…';
     show('config-view');
     focusHeading('config-title');
+    if (sso) sso.openConfig();
     try {
       const config = await api('GET', CONFIG_PATH, { domain: domainName });
       fillConfig(config);
@@ -647,6 +660,7 @@
     show('operator-view');
     focusHeading('operator-title');
     renderDomains();
+    if (sso) sso.openOperator();
     await refreshOperator();
   }
 
@@ -767,7 +781,19 @@
 
   // ---- start ---------------------------------------------------------------------
 
+  /**
+   * Sign-in through the appliance (applications, callback URL, Try sign-in) is
+   * ui/sso.js, loaded before this file: it gets these helpers.
+   */
+  const sso = typeof window.oidcvaultSso === 'function'
+    ? window.oidcvaultSso(Object.freeze({
+      $, el, api, timeEl, announce, announceError, clearAnnouncements, showFailure, clearFieldErrors, busy,
+      confirmAction, focusHeading, ApiError, editing: () => state.editing,
+    }))
+    : null;
+
   async function start() {
+    if (sso) sso.bind();
     $('sign-in-form').addEventListener('submit', onSignIn);
     $('sign-out').addEventListener('click', () => signOut(null));
     $('config-form').addEventListener('submit', onSaveConfig);

@@ -6,6 +6,7 @@
 //! target/release/examples/bench load  [--duration SECS] [--conns 1,32,256] [--rounds N] [--domains N] [--wrk-threads N] [--log-level info]
 //! target/release/examples/bench scale [--domains 10000,100000] [--mixed-secs SECS]
 //! target/release/examples/bench profile [--duration SECS] [--conns N] [--server oidcvault|http_ceiling|storage_ceiling] [--method POST|GET]
+//! target/release/examples/bench signin [--duration SECS] [--conns 1,8,32] [--rounds N] [--users N] [--idp-workers N] [--log-level info] [--max-concurrent-fetches N]
 //! ```
 //!
 //! `load` runs oidcvault and its two baselines (`baseline_http`: the HTTP
@@ -15,7 +16,9 @@
 //! a token and a config each through the library (the real store), then
 //! measures startup (the Argon2 derivation apart), resident memory after start
 //! and after mixed load, and bytes on disk per domain. `profile` counts where
-//! the instructions of a POST go (callgrind).
+//! the instructions of a POST go (callgrind). `signin` runs sign-ins through
+//! the broker (authorize, a stub IdP, callback, the application's token
+//! request) beside the IdP round trips alone, and the CPU of each side.
 //!
 //! Servers and wrk run under `nice -n -5` (`--nice N`), so that other work on a
 //! shared machine disturbs them less. Results go to `target/bench-results/` (JSON and a Markdown table); scratch
@@ -24,10 +27,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+mod browser;
+mod idp;
 mod load;
 mod populate;
 mod profile;
 mod scale;
+mod signin;
+mod signin_report;
 mod util;
 
 use std::process::ExitCode;
@@ -37,7 +44,8 @@ fn usage() -> ExitCode {
     eprintln!(
         "usage: bench load [--duration SECS] [--conns 1,32,256] [--rounds N] [--domains N] [--wrk-threads N] [--log-level info]\n       \
          bench scale [--domains 10000,100000] [--mixed-secs SECS]\n       \
-         bench profile [--duration SECS] [--conns N] [--server oidcvault|http_ceiling|storage_ceiling] [--method POST|GET] [--tool callgrind|perf]"
+         bench profile [--duration SECS] [--conns N] [--server oidcvault|http_ceiling|storage_ceiling] [--method POST|GET] [--tool callgrind|perf]\n       \
+         bench signin [--duration SECS] [--conns 1,8,32] [--rounds N] [--users N] [--idp-workers N] [--log-level info] [--max-concurrent-fetches N]"
     );
     ExitCode::from(2)
 }
@@ -126,6 +134,22 @@ fn main() -> ExitCode {
         "profile" => args
             .check_known(&["duration", "conns", "server", "method", "nice", "tool"])
             .and_then(|()| profile::run(&args)),
+        "signin" => args
+            .check_known(&[
+                "duration",
+                "conns",
+                "rounds",
+                "users",
+                "idp-workers",
+                "log-level",
+                "max-concurrent-fetches",
+                "nice",
+            ])
+            .and_then(|()| signin::run(&args)),
+        // The stub IdP `signin` starts as its own process (not for use by hand).
+        "signin-idp" => args
+            .check_known(&["client-id", "domain", "workers", "nice"])
+            .and_then(|()| signin::serve_idp(&args)),
         "scale" => args
             .check_known(&["domains", "mixed-secs", "nice"])
             .and_then(|()| scale::run(&args)),

@@ -144,7 +144,7 @@ pub fn loadavg() -> String {
 const HZ: f64 = 100.0;
 
 /// Busy ticks of the whole machine (all but idle and iowait).
-fn machine_busy_ticks() -> u64 {
+pub fn machine_busy_ticks() -> u64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let Some(cpu) = stat.lines().next() else {
         return 0;
@@ -164,7 +164,7 @@ fn machine_busy_ticks() -> u64 {
 
 /// utime + stime of a process, or (for `self_children`) of this process's
 /// waited-for children (cutime + cstime).
-fn proc_ticks(path: &str, children: bool) -> u64 {
+pub fn proc_ticks(path: &str, children: bool) -> u64 {
     let stat = std::fs::read_to_string(path).unwrap_or_default();
     // Fields after the command name, which is in parentheses.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");

@@ -18,6 +18,19 @@ NO_2XX_EXPECTED = {
         "needs a reachable OpenID Provider, and this run has outbound requests "
         "disabled; its 200 is tested against a real provider in tests/discovery.rs"
     ),
+    "GET /sso/authorize": (
+        "a browser route: it answers 302 (to the IdP, or back to the application with "
+        "an error) or a 400 page, never 2xx; the redirects are checked in tests/sso/"
+    ),
+    "GET /sso/callback": (
+        "its 200 is the \"Try sign-in\" result page, and every answer needs the state "
+        "of a sign-in the IdP really returns: tests/sso/admin.rs "
+        "(try_sign_in_shows_each_check_and_mints_no_code) and tests/sso/flow.rs"
+    ),
+    "POST /sso/token": (
+        "its 200 needs a one-time code minted by a real sign-in at an IdP: "
+        "tests/sso/flow.rs (a_sign_in_gives_the_application_a_verified_profile)"
+    ),
 }
 
 

@@ -2,7 +2,8 @@
 
 1. The run authenticates with real tokens. A generated `DELETE /admin/tokens/{id}/`
    or `DELETE /admin/domains/{id}/` could revoke those very tokens (or remove the
-   domain the OIDC routes act on), and the rest of the run would see only 401s.
+   domain the OIDC routes act on), and the rest of the run would see only 401s;
+   `DELETE /admin/apps/{id}/` could remove the application the `/sso/` routes use.
    So a request naming one of the run's own ids is sent to an unused id instead;
    every other id goes out as generated.
 
@@ -28,6 +29,24 @@
    - a "created resource not found" (ST302) for `DELETE /admin/tokens/{id}/` of a
      token whose domain was removed after the token was created: removing a
      domain takes its tokens with it (the contract), which the audit trail shows.
+   - the sign-in broker (`/sso/`, `sign-in-test`), whose answers depend on
+     sign-ins in flight:
+     - `GET /sso/callback` with a well-formed `state` that no sign-in holds (the
+       fuzzer cannot know one): the 400 page "This sign-in is unknown or was
+       already completed";
+     - `POST /sso/token` with a well-formed code that no sign-in minted: 400
+       `invalid_grant` "unknown code". And, since this run authenticates the
+       application with HTTP Basic (schemathesis.toml), which a form schema
+       cannot see: the 400 `invalid_request` for `client_secret` also in the
+       body ("one method"), or a `client_id` in the body that is not the run's;
+     - `GET /sso/authorize` (this run names its application and redirect URI):
+       once the redirect URI is known good, a malformed parameter is refused
+       the OAuth way (RFC 6749 §4.1.2.1), by a 302 back to that redirect URI
+       with `error=invalid_request`, not by a 4xx: dropped when the answer is
+       exactly that redirect;
+     - `POST /enterprises/oidc/sign-in-test/`: the 400 `detail` saying the stored
+       configuration has no authorization endpoint, or that there is none (the
+       fuzzer's own config requests change or delete the one run.sh stored).
    Every other failure fails the run.
 """
 
@@ -44,6 +63,7 @@ def _ids(name):
 PROTECTED = {
     "/api/v1/admin/tokens/{id}/": _ids("OV_PROTECTED_TOKEN_IDS"),
     "/api/v1/admin/domains/{id}/": _ids("OV_PROTECTED_DOMAIN_IDS"),
+    "/api/v1/admin/apps/{id}/": _ids("OV_PROTECTED_APP_IDS"),
 }
 
 
@@ -116,6 +136,74 @@ def _removed_with_its_domain(token_id):
     return False
 
 
+def _html_reason(response):
+    """The reason of one of the broker's error pages (`<p id="reason">`), or None."""
+    if not response.headers.get("content-type", [""])[0].startswith("text/html"):
+        return None
+    text = response.content.decode("utf-8", "replace")
+    start = text.find('<p id="reason">')
+    end = text.find("</p>", start)
+    if start < 0 or end < 0:
+        return None
+    return text[start + len('<p id="reason">') : end]
+
+
+def _redirected_back_with(response, error):
+    """True when `response` is a 302 to the run's application redirect URI with
+    `error` (and nothing that looks like a code)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    if response.status_code != 302:
+        return False
+    location = response.headers.get("location", [""])[0]
+    base = os.environ.get("OV_APP_REDIRECT_URI", "")
+    if not base or not location.startswith(base + "?"):
+        return False
+    query = parse_qs(urlsplit(location).query)
+    return query.get("error") == [error] and "code" not in query
+
+
+UNKNOWN_STATE = (
+    "This sign-in is unknown or was already completed. Start again from the application."
+)
+NO_AUTHORIZATION_ENDPOINT = (
+    "the enterprise domain's OIDC configuration has no authorization endpoint",
+    "the enterprise domain has no OIDC configuration",
+)
+
+
+def _broker_state(code, label, case, response, body):
+    """True for the broker's answers that only stored state (or the run's own
+    HTTP Basic credentials) explains; see the module docstring."""
+    status = response.status_code
+    if code == "ST202" and label == "GET /sso/callback" and status == 400:
+        return _html_reason(response) == UNKNOWN_STATE
+    if code == "ST202" and label == "POST /sso/token" and status == 400:
+        form = case.body if isinstance(case.body, dict) else {}
+        if body == {"error": "invalid_grant", "error_description": "unknown code"}:
+            return True
+        if body == {
+            "error": "invalid_request",
+            "error_description": "use one client authentication method: HTTP Basic or the body, not both",
+        }:
+            return "client_secret" in form
+        if body == {
+            "error": "invalid_request",
+            "error_description": "client_id does not match the credentials",
+        }:
+            return form.get("client_id") not in (None, os.environ.get("OV_APP_CLIENT_ID"))
+    if code == "ST201" and label == "GET /sso/authorize":
+        return _redirected_back_with(response, "invalid_request")
+    if (
+        code == "ST202"
+        and label == "POST /api/v1/enterprises/oidc/sign-in-test/"
+        and status == 400
+        and isinstance(body, dict)
+    ):
+        return body.get("detail") in NO_AUTHORIZATION_ENDPOINT
+    return False
+
+
 REQUIRED = "This field is required."
 SECRET_TOO_LONG = "Ensure this field has no more than 4096 bytes."
 
@@ -127,6 +215,8 @@ def filter_failure(context, failure, case, response):
     code = getattr(failure, "code", None)
     body = _body(response)
     status = response.status_code
+    if _broker_state(code, label, case, response, body):
+        return False
     if code == "ST202" and status == 400 and isinstance(body, dict):
         if label == "POST /api/v1/admin/domains/" and body == {
             "domain": ["An enterprise domain with this name already exists."]

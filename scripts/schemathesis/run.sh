@@ -41,6 +41,9 @@ cat >"$WORK/config.toml" <<TOML
 [server]
 bind = "127.0.0.1:0"
 shutdown_timeout_secs = 5
+# The sign-in broker starts sign-ins only with a public URL. Nothing follows the
+# broker's redirects in this run: only the callback URL's form matters.
+public_url = "http://127.0.0.1:8080"
 [storage]
 data_dir = "data"
 cache_capacity_mib = 16
@@ -55,6 +58,10 @@ auth_failures_per_window = 0
 # The fuzzer posts URLs of arbitrary hosts: never look them up or call them.
 enabled = false
 resolve_discovery_on_save = false
+[sso]
+# /sso/authorize and /sso/callback count sign-ins per address; do not throttle
+# the fuzzer (a 302 with temporarily_unavailable, or a 429 page, is all it would see).
+authorize_per_address_per_minute = 0
 TOML
 for v in $(env | grep -o '^OIDCVAULT_[A-Z_]*' || true); do unset "$v"; done
 export OIDCVAULT_MASTER_PASSPHRASE="schemathesis-run-passphrase"
@@ -65,6 +72,15 @@ DOMAIN_ID="$(ov domain add acme.com | python3 -c 'import json,sys; print(json.lo
 DOMAIN_TOKEN="$(ov token create --domain acme.com)"
 OPERATOR_TOKEN="$(ov token create --operator)"
 TOKEN_IDS="$(ov token list | python3 -c 'import json,sys; print(",".join(str(t["id"]) for t in json.load(sys.stdin)))')"
+# An application of the sign-in broker: /sso/token authenticates with its
+# credentials (HTTP Basic), /sso/authorize names it, so both reach past the
+# client check.
+APP_REDIRECT_URI="http://127.0.0.1:9/callback"
+APP_JSON="$(ov app add schemathesis --redirect-uri "$APP_REDIRECT_URI")"
+app_field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$APP_JSON" "$1"; }
+APP_ID="$(app_field id)"
+APP_CLIENT_ID="$(app_field client_id)"
+APP_BASIC="$(printf '%s:%s' "$APP_CLIENT_ID" "$(app_field client_secret)" | base64 -w0)"
 
 "$BIN" --config "$WORK/config.toml" serve 2>"$WORK/server.log" &
 SERVER_PID=$!
@@ -76,6 +92,18 @@ for _ in $(seq 1 300); do
     sleep 0.1
 done
 [ -n "$BASE" ] || { cat "$WORK/server.log"; echo "schemathesis: the server did not start" >&2; exit 1; }
+# A configuration with an authorization endpoint, so the sign-in test can start
+# one (the fuzzer may change or delete it later: hooks.py knows that answer).
+python3 - "$BASE" "$DOMAIN_TOKEN" <<'PY'
+import json, sys, urllib.request
+base, token = sys.argv[1:]
+body = {"client_id": "schemathesis", "client_secret": "schemathesis-client-secret",
+        "authorization_endpoint": "https://idp.acme.com/authorize",
+        "token_endpoint": "https://idp.acme.com/token"}
+req = urllib.request.Request(base + "/api/v1/enterprises/oidc/config/", json.dumps(body).encode(),
+    headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+urllib.request.urlopen(req)
+PY
 echo "== schemathesis $ST_VERSION against $BASE/api/v1/openapi.json (max $MAX_EXAMPLES examples per operation, seed $SEED)"
 
 # Per-operation tokens: the domain token on the OIDC routes, the operator token
@@ -83,6 +111,8 @@ echo "== schemathesis $ST_VERSION against $BASE/api/v1/openapi.json (max $MAX_EX
 # answers 200 to either, so it needs no token of its own.
 export OV_DOMAIN_TOKEN="$DOMAIN_TOKEN" OV_OPERATOR_TOKEN="$OPERATOR_TOKEN"
 export OV_PROTECTED_TOKEN_IDS="$TOKEN_IDS" OV_PROTECTED_DOMAIN_IDS="$DOMAIN_ID"
+export OV_PROTECTED_APP_IDS="$APP_ID" OV_APP_BASIC="$APP_BASIC"
+export OV_APP_CLIENT_ID="$APP_CLIENT_ID" OV_APP_REDIRECT_URI="$APP_REDIRECT_URI"
 export OV_BASE_URL="$BASE"
 set +e
 (cd "$WORK" && SCHEMATHESIS_HOOKS="$HERE/hooks.py" "$VENV/bin/st" --config-file "$HERE/schemathesis.toml" run \
@@ -100,21 +130,25 @@ python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(
 python3 "$HERE/coverage.py" "$REPORT" "$REPORT/openapi.json" || ST_STATUS=1
 
 # The run's own tokens and domain survived it (else it tested only 401s late on).
-python3 - "$BASE" "$DOMAIN_TOKEN" "$OPERATOR_TOKEN" <<'PY' || ST_STATUS=1
+python3 - "$BASE" "$DOMAIN_TOKEN" "$OPERATOR_TOKEN" "$APP_BASIC" <<'PY' || ST_STATUS=1
 import sys, urllib.error, urllib.request
-base, domain_token, operator_token = sys.argv[1:]
-def status(path, token):
-    req = urllib.request.Request(base + path, headers={"Authorization": "Bearer " + token})
+base, domain_token, operator_token, app_basic = sys.argv[1:]
+def status(path, authorization):
+    data = b"grant_type=authorization_code" if path == "/sso/token" else None
+    req = urllib.request.Request(base + path, data, headers={"Authorization": authorization,
+        "Content-Type": "application/x-www-form-urlencoded"})
     try:
         return urllib.request.urlopen(req).status
     except urllib.error.HTTPError as e:
         return e.code
-checks = [("/api/v1/enterprises/oidc/config/", domain_token, (200, 404)),
-          ("/api/v1/admin/domains/", operator_token, (200,)),
-          ("/api/v1/auth/whoami/", domain_token, (200,))]
+checks = [("/api/v1/enterprises/oidc/config/", "Bearer " + domain_token, (200, 404)),
+          ("/api/v1/admin/domains/", "Bearer " + operator_token, (200,)),
+          ("/api/v1/auth/whoami/", "Bearer " + domain_token, (200,)),
+          # The application still authenticates: a 400 for the missing code, not a 401.
+          ("/sso/token", "Basic " + app_basic, (400,))]
 for path, token, ok in checks:
     got = status(path, token)
-    print(f"after the run: GET {path} -> {got}")
+    print(f"after the run: {'POST' if path == '/sso/token' else 'GET'} {path} -> {got}")
     if got not in ok:
         print(f"schemathesis: the run's own token no longer works on {path} ({got})", file=sys.stderr)
         sys.exit(1)

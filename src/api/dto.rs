@@ -301,6 +301,21 @@ impl WhoAmIResponse {
     }
 }
 
+/// `GET /api/v1/sso/`: where the broker is reached, and the callback URL to
+/// register at each identity provider (`null` while `server.public_url` is unset).
+#[derive(Debug, Serialize)]
+pub struct SsoInfoResponse {
+    pub public_url: Option<String>,
+    pub callback_url: Option<String>,
+}
+
+/// `POST /api/v1/enterprises/oidc/sign-in-test/`: the IdP's authorization URL
+/// to open (in a new tab) for the admin page's "Try sign-in".
+#[derive(Debug, Serialize)]
+pub struct SignInTestResponse {
+    pub authorization_url: String,
+}
+
 /// Key terms and re-encryption progress (`/api/v1/admin/keys/`): what is stored,
 /// and the serving process's count of encryptions under the active term.
 #[derive(Debug, Serialize)]

@@ -2,9 +2,12 @@
 //!
 //! Written here beside the routes and kept honest by tests: every path and method
 //! it lists is served, every other method on those paths answers 405, and the
-//! `EnterpriseOIDCConfig` schema keeps every property of the seed's.
+//! `EnterpriseOIDCConfig` schema keeps every property of the seed's. The sign-in
+//! broker's operations are in `openapi/sso.rs`.
 
 use serde_json::{json, Value};
+
+mod sso;
 
 use super::admin::{DOMAIN, DOMAINS, TOKEN, TOKENS};
 use super::admin_ops::{AUDIT, BACKUP, KEYS, KEYS_ROTATE};
@@ -12,7 +15,7 @@ use super::apps::{APP, APPS};
 use super::health::{HEALTHZ, METRICS, OPENAPI, READYZ};
 use super::oidc_config::PATH as OIDC_CONFIG;
 use super::provider::{REFRESH as OIDC_REFRESH, TEST as OIDC_TEST};
-use super::ui::{APP_CSS, APP_JS, ICON, INDEX};
+use super::ui::{APP_CSS, APP_JS, ICON, INDEX, SSO_JS};
 use super::whoami::WHOAMI;
 use super::DOMAIN_HEADER;
 
@@ -176,6 +179,18 @@ fn whoami_op() -> Value {
 }
 
 pub fn document() -> Value {
+    let mut doc = base_document();
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        paths.extend(sso::paths());
+    }
+    if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
+        schemas.extend(sso::schemas());
+    }
+    doc["components"]["securitySchemes"]["basic"] = sso::basic_scheme();
+    doc
+}
+
+fn base_document() -> Value {
     let domain_header = json!([{
         "name": DOMAIN_HEADER,
         "in": "header",
@@ -195,7 +210,7 @@ pub fn document() -> Value {
         "info": {
             "title": "oidcvault",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Keeps each enterprise domain's OIDC single-sign-on configuration. The client secret is encrypted at rest and only ever returned masked."
+            "description": "Keeps each enterprise domain's OIDC single-sign-on configuration, and completes its users' sign-ins for registered applications (the sign-in broker, `/sso/`). The client secret is encrypted at rest, only ever returned masked, and sent only to the token endpoint it is bound to."
         },
         "paths": {
             OIDC_CONFIG: {
@@ -308,7 +323,7 @@ pub fn document() -> Value {
                     {"name": "domain", "in": "query", "required": false, "schema": {"type": "string"}, "description": "Only events of this domain."},
                     {"name": "since", "in": "query", "required": false, "schema": {"type": "string", "format": "date-time"}, "description": "Only events at or after this time (RFC 3339)."},
                     {"name": "until", "in": "query", "required": false, "schema": {"type": "string", "format": "date-time"}, "description": "Only events before this time (RFC 3339)."},
-                    {"name": "cursor", "in": "query", "required": false, "schema": {"type": "string", "pattern": "^[0-9]+$"}, "description": "`next` of the previous page."},
+                    {"name": "cursor", "in": "query", "required": false, "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"}, "description": "`next` of the previous page (an event id: a 64-bit integer; the pattern admits the 19-digit ones, more than the trail will hold)."},
                     {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}
                 ],
                 "get": op("admin-audit-list", "The audit trail, oldest first, with cursor paging",
@@ -334,6 +349,8 @@ pub fn document() -> Value {
             INDEX: {"get": {"operationId": "ui-index", "summary": "The admin page", "security": [],
                 "responses": {"200": {"description": "HTML page.", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
             APP_JS: {"get": {"operationId": "ui-script", "summary": "The admin page's script", "security": [],
+                "responses": {"200": {"description": "JavaScript.", "content": {"text/javascript": {"schema": {"type": "string"}}}}}}},
+            SSO_JS: {"get": {"operationId": "ui-script-sso", "summary": "The admin page's script for sign-in: applications, callback URL, Try sign-in", "security": [],
                 "responses": {"200": {"description": "JavaScript.", "content": {"text/javascript": {"schema": {"type": "string"}}}}}}},
             APP_CSS: {"get": {"operationId": "ui-style", "summary": "The admin page's style sheet", "security": [],
                 "responses": {"200": {"description": "CSS.", "content": {"text/css": {"schema": {"type": "string"}}}}}}},

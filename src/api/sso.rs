@@ -19,8 +19,9 @@ use base64::Engine;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
+use super::dto::{SignInTestResponse, SsoInfoResponse};
 use super::{
-    authenticate, content_type, enterprise_domain, is_json_media_type, method_not_allowed,
+    authenticate, content_type, enterprise_domain, is_json_media_type, json, method_not_allowed,
     read_body, ApiError,
 };
 use crate::broker::{
@@ -431,27 +432,16 @@ async fn token(
     }
 }
 
-#[derive(Serialize)]
-struct SsoInfo {
-    public_url: Option<String>,
-    callback_url: Option<String>,
-}
-
 async fn info(
     req: HttpRequest,
     vault: web::Data<Vault>,
     broker: web::Data<Broker>,
 ) -> Result<HttpResponse, ApiError> {
     authenticate(&req, &vault)?;
-    Ok(HttpResponse::Ok().json(SsoInfo {
+    Ok(HttpResponse::Ok().json(SsoInfoResponse {
         public_url: broker.settings().public_url.clone(),
         callback_url: broker.callback_url(),
     }))
-}
-
-#[derive(Serialize)]
-struct SignInTest {
-    authorization_url: String,
 }
 
 async fn sign_in_test(
@@ -470,21 +460,15 @@ async fn sign_in_test(
         ));
     }
     let domain = enterprise_domain(&req, &vault, caller)?;
-    let login_hint = if empty {
-        None
-    } else {
-        let value: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|_| ApiError::BadRequest("The body is not JSON.".into()))?;
-        match value.get("login_hint") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(s)) => Some(s.clone()),
-            Some(_) => {
-                return Err(ApiError::Validation(crate::vault::field_error(
-                    "login_hint",
-                    "Not a valid string.",
-                )))
-            }
-        }
+    // A JSON object (or nothing), as every JSON body of the API: `[]` or `5`
+    // is a 400, not a request without a hint.
+    let body = json::parse_object(&body)?;
+    let login_hint = match body.get("login_hint") {
+        None => None,
+        Some(raw) if json::kind(raw) == json::Kind::Null => None,
+        Some(raw) => Some(json::string(raw).map_err(|message| {
+            ApiError::Validation(crate::vault::field_error("login_hint", message))
+        })?),
     };
     let cookie = cookie_value(&req, &broker);
     let started = broker
@@ -496,7 +480,7 @@ async fn sign_in_test(
             cookie.as_deref(),
         )
         .map_err(ApiError::BadRequest)?;
-    let mut res = HttpResponse::Ok().json(SignInTest {
+    let mut res = HttpResponse::Ok().json(SignInTestResponse {
         authorization_url: started.location.clone(),
     });
     res.add_cookie(&binding_cookie(&broker, &started.binding))

@@ -199,7 +199,7 @@ impl Broker {
                          the application.",
                     )
                 };
-                self.refused(&vault, None, None, reason).await;
+                self.refused(&vault, None, None, false, reason).await;
                 return page(400, message);
             }
             Err(e) => {
@@ -216,7 +216,7 @@ impl Broker {
         let domain = match vault.domain_by_id(tx.domain_id) {
             Ok(Some(d)) => d,
             Ok(None) => {
-                self.refused(&vault, None, app_of(&tx), "domain_removed")
+                self.refused(&vault, None, app_of(&tx), is_test(&tx), "domain_removed")
                     .await;
                 return page(400, "The enterprise domain of this sign-in was removed.");
             }
@@ -231,8 +231,14 @@ impl Broker {
             .as_deref()
             .is_some_and(|c| crate::crypto::sso::same(&binding_hash(c), &tx.browser));
         if !same_browser {
-            self.refused(&vault, Some(&domain), app_of(&tx), "browser_mismatch")
-                .await;
+            self.refused(
+                &vault,
+                Some(&domain),
+                app_of(&tx),
+                is_test(&tx),
+                "browser_mismatch",
+            )
+            .await;
             return page(
                 400,
                 "This sign-in was started in another browser (or its cookie is missing). \
@@ -255,8 +261,14 @@ impl Broker {
                     code_challenge: code_challenge.clone(),
                 }),
                 Ok(None) => {
-                    self.refused(&vault, Some(&domain), Some(*app_id), "application_removed")
-                        .await;
+                    self.refused(
+                        &vault,
+                        Some(&domain),
+                        Some(*app_id),
+                        false,
+                        "application_removed",
+                    )
+                    .await;
                     return page(400, "The application of this sign-in was removed.");
                 }
                 Err(e) => {
@@ -332,6 +344,7 @@ impl Broker {
         vault: &Vault,
         domain: Option<&Domain>,
         app_id: Option<u64>,
+        test: bool,
         reason: &'static str,
     ) {
         self.count("failure", reason);
@@ -339,6 +352,7 @@ impl Broker {
             outcome: "failure",
             reason: Some(reason),
             app_id,
+            test,
             ..LoginEvent::default()
         };
         if let Err(e) = vault.record_login(domain, &event).await {
@@ -371,6 +385,7 @@ impl Broker {
                     outcome: "failure",
                     reason: Some(refusal.reason),
                     app_id: app.as_ref().map(|a| a.app_id),
+                    test: app.is_none(),
                     ..LoginEvent::default()
                 };
                 if let Err(e) = vault.record_login(Some(domain), &event).await {
@@ -384,10 +399,11 @@ impl Broker {
         };
         let event = LoginEvent {
             outcome: "success",
-            reason: app.is_none().then_some("sign_in_test"),
+            reason: None,
             app_id: app.as_ref().map(|a| a.app_id),
             sub: Some(&verified.claims.sub),
             email: verified.claims.email.as_deref(),
+            test: app.is_none(),
         };
         let Some(app) = app else {
             self.count("success", "sign_in_test");
@@ -656,6 +672,10 @@ struct AppTarget {
     redirect_uri: String,
     state: String,
     code_challenge: Option<String>,
+}
+
+fn is_test(tx: &LoginTransaction) -> bool {
+    matches!(tx.purpose, LoginPurpose::Test { .. })
 }
 
 fn app_of(tx: &LoginTransaction) -> Option<u64> {

@@ -33,6 +33,10 @@ use std::time::{Duration, Instant};
 pub use authorize::{AuthorizeParams, NotStarted, Started};
 pub use callback::{CallbackParams, Check, CheckStatus, Finished, TestResult, CHECKS};
 pub use config::{check_public_url, SsoConfig};
+/// For the OpenAPI document's check (`api::dto::openapi_check`): the profile
+/// exactly as the broker serializes it.
+#[cfg(test)]
+pub(crate) use profile::profile_json;
 pub use redeem::{ClientCredentials, TokenError, TokenParams};
 
 use crate::limits::AuthLimiter;

@@ -30,7 +30,7 @@ struct Profile<'a> {
 }
 
 /// The profile as JSON (in a wiped buffer: it holds personal data).
-pub(super) fn profile_json(
+pub(crate) fn profile_json(
     domain: &Domain,
     issuer: &str,
     claims: &IdClaims,

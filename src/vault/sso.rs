@@ -100,6 +100,8 @@ pub struct LoginEvent<'a> {
     pub app_id: Option<u64>,
     pub sub: Option<&'a str>,
     pub email: Option<&'a str>,
+    /// The admin page's "Try sign-in", not an application's sign-in.
+    pub test: bool,
 }
 
 #[derive(Encode, Decode)]
@@ -113,6 +115,8 @@ struct TransactionBody {
 
 #[derive(Encode, Decode)]
 struct GrantBody {
+    /// The enterprise domain's name, for the redemption's audit event.
+    domain: String,
     app_id: u64,
     redirect_uri: String,
     code_challenge: Option<String>,
@@ -231,6 +235,7 @@ impl Vault {
     ) -> Result<(), VaultError> {
         let key = sso_keys::code_key(code);
         let mut body = GrantBody {
+            domain: domain.name.clone(),
             app_id: grant.app_id,
             redirect_uri: grant.redirect_uri.clone(),
             code_challenge: grant.code_challenge.clone(),
@@ -269,16 +274,19 @@ impl Vault {
     ) -> Result<Redemption, VaultError> {
         let key = sso_keys::code_key(code);
         let now = now_micros();
-        let open = |r: &SsoRecord| -> Result<CodeGrant, VaultError> {
+        let open = |r: &SsoRecord| -> Result<(String, CodeGrant), VaultError> {
             let body: GrantBody = self.open_sso(Field::SsoCode, &key, r)?;
-            Ok(CodeGrant {
-                domain_id: r.domain_id,
-                app_id: body.app_id,
-                redirect_uri: body.redirect_uri,
-                code_challenge: body.code_challenge,
-                profile: Zeroizing::new(body.profile),
-                expires_at: r.expires_at,
-            })
+            Ok((
+                body.domain,
+                CodeGrant {
+                    domain_id: r.domain_id,
+                    app_id: body.app_id,
+                    redirect_uri: body.redirect_uri,
+                    code_challenge: body.code_challenge,
+                    profile: Zeroizing::new(body.profile),
+                    expires_at: r.expires_at,
+                },
+            ))
         };
         let judge = |grant: &CodeGrant| -> Result<(), &'static str> {
             if grant.app_id != app_id {
@@ -286,18 +294,26 @@ impl Vault {
             }
             check(grant)
         };
-        let outcome = |taken: &Taken| -> (Option<u64>, &'static str, Option<&'static str>) {
+        type Outcome = (
+            Option<u64>,
+            Option<String>,
+            &'static str,
+            Option<&'static str>,
+        );
+        let outcome = |taken: &Taken| -> Outcome {
             match taken {
-                Taken::Found(r) => match open(r) {
-                    Ok(g) => match judge(&g) {
-                        Ok(()) => (Some(r.domain_id), "redeemed", None),
-                        Err(why) => (Some(r.domain_id), "refused", Some(why)),
+                Taken::Found(r) | Taken::Expired(r) => match open(r) {
+                    Ok((name, _)) if matches!(taken, Taken::Expired(_)) => {
+                        (Some(r.domain_id), Some(name), "refused", Some("expired"))
+                    }
+                    Ok((name, g)) => match judge(&g) {
+                        Ok(()) => (Some(r.domain_id), Some(name), "redeemed", None),
+                        Err(why) => (Some(r.domain_id), Some(name), "refused", Some(why)),
                     },
-                    Err(_) => (Some(r.domain_id), "refused", Some("grant_unreadable")),
+                    Err(_) => (Some(r.domain_id), None, "refused", Some("grant_unreadable")),
                 },
-                Taken::Expired(r) => (Some(r.domain_id), "refused", Some("expired")),
-                Taken::Spent => (None, "refused", Some("replayed")),
-                Taken::Unknown => (None, "refused", Some("unknown_code")),
+                Taken::Spent => (None, None, "refused", Some("replayed")),
+                Taken::Unknown => (None, None, "refused", Some("unknown_code")),
             }
         };
         // The event the (possibly retried) transaction wrote last, for the log.
@@ -305,7 +321,7 @@ impl Vault {
         let taken = self
             .store
             .redeem_code(&key, now, |taken| {
-                let (domain_id, result, why) = outcome(taken);
+                let (domain_id, domain, result, why) = outcome(taken);
                 let action = if matches!(taken, Taken::Spent) {
                     "sso.code_replay"
                 } else {
@@ -313,6 +329,7 @@ impl Vault {
                 };
                 let mut e = audit::event(now, None, action, None);
                 e.domain_id = domain_id;
+                e.domain = domain;
                 e.detail = Some(match why {
                     Some(w) => format!("outcome={result} reason={w} app={app_id}"),
                     None => format!("outcome={result} app={app_id}"),
@@ -326,7 +343,7 @@ impl Vault {
         }
         Ok(match taken {
             Taken::Found(r) => {
-                let grant = open(&r)?;
+                let (_, grant) = open(&r)?;
                 match judge(&grant) {
                     Ok(()) => Redemption::Granted(grant),
                     Err(why) => Redemption::Refused(why),
@@ -352,6 +369,9 @@ impl Vault {
 fn login_event(at: i64, domain: Option<&Domain>, e: &LoginEvent<'_>) -> AuditRecord {
     let mut r = audit::event(at, None, "sso.login", domain);
     let mut detail = format!("outcome={}", e.outcome);
+    if e.test {
+        detail.push_str(" purpose=sign_in_test");
+    }
     if let Some(reason) = e.reason {
         detail.push_str(&format!(" reason={reason}"));
     }

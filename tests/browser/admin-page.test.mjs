@@ -101,6 +101,7 @@ async function apiCall(method, apiPath, token, { domain, body } = {}) {
 
 let context = null;
 let page = null;
+let profile = null; // Chromium's profile folder
 const requests = []; // every URL the page asked for
 const problems = []; // CSP violations, Trusted Types errors, uncaught exceptions
 const failedAnswers = []; // { step, what: 'METHOD /path STATUS' } of every 4xx/5xx the page got
@@ -132,7 +133,7 @@ before(async () => {
   operatorToken = oidcvault('token', 'create', '--operator');
   await startServer();
 
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'oidcvault-chromium-'));
+  profile = fs.mkdtempSync(path.join(os.tmpdir(), 'oidcvault-chromium-'));
   context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
@@ -174,6 +175,7 @@ after(async () => {
     await new Promise((r) => { server.once('exit', r); setTimeout(r, 10_000); });
   }
   fs.rmSync(home, { recursive: true, force: true });
+  if (profile) fs.rmSync(profile, { recursive: true, force: true });
 });
 
 // ---- helpers on the page --------------------------------------------------------------
@@ -362,6 +364,22 @@ step('domain admin: test connection and refresh report each step', async () => {
   await expectText('#alert', /Not refreshed/);
 });
 
+step('domain admin: without server.public_url there is no callback URL, and Try sign-in says why', async () => {
+  // This server has no public_url: the page says which setting is missing.
+  await expectText('#callback-missing', /server\.public_url/);
+  assert.ok(await page.locator('#callback-missing').isVisible());
+  assert.ok(!(await page.locator('#callback-row').isVisible()), 'no callback URL shown');
+  const sso = await apiCall('GET', '/api/v1/sso/', domainToken);
+  assert.equal(sso.status, 200);
+  assert.deepEqual(sso.body, { public_url: null, callback_url: null });
+  const pagesBefore = context.pages().length;
+  await page.locator('#try-sign-in').click();
+  await expectText('#alert', /^Sign-in test not started: .*server\.public_url/);
+  assert.equal(context.pages().length, pagesBefore, 'no tab opened');
+  assert.ok(!(await page.locator('#try-link').isVisible()));
+  await shot('domain-no-public-url');
+});
+
 step('domain admin: delete asks for confirmation (cancel and Escape keep it)', async () => {
   await page.locator('#config-delete').click();
   await visible('#confirm').waitFor();
@@ -476,6 +494,71 @@ step('operator: create a token (shown once, copyable), then revoke it', async ()
   assert.equal(revoked.status, 401, 'the revoked token no longer works');
 });
 
+const APP_STEP = 'operator: add an application (errors beside the fields, secret shown once), then remove it';
+
+step(APP_STEP, async () => {
+  await expectText('#apps-title', /Applications/);
+  await visible('#apps-empty').waitFor();
+  // http is for loopback hosts only: refused beside the redirect URIs.
+  await page.locator('#new-app-name').fill('Example app');
+  await page.locator('#new-app-redirect_uris').fill('http://app.example.com/callback');
+  await page.locator('#add-app-form button[type=submit]').click();
+  await expectText('#new-app-redirect_uris-error', /\S/);
+  await expectText('#alert', /^Application not added: check Redirect URIs\./);
+  assert.equal(await page.locator('#new-app-redirect_uris').getAttribute('aria-invalid'), 'true');
+  assert.equal(await page.locator('#new-app-name-error').textContent(), '');
+
+  const uris = ['https://app.example.com/sso/callback', 'http://127.0.0.1:8765/callback'];
+  await page.locator('#new-app-redirect_uris').fill(uris.join('\n'));
+  await page.locator('#add-app-form button[type=submit]').click();
+  await visible('#new-app').waitFor();
+  await expectText('#notice', /Application Example app added/);
+  await expectText('#new-app-warning', /only time it is shown/);
+  const clientId = await page.locator('#new-app-client_id').inputValue();
+  const secret = await page.locator('#new-app-client_secret').inputValue();
+  assert.match(clientId, /^ova_[A-Za-z0-9_-]{16,}$/);
+  assert.match(secret, /^ovs_[A-Za-z0-9_-]{32,}$/);
+  assert.equal(await page.locator('#new-app-redirect_uris').inputValue(), '', 'the form is emptied');
+  await expectText('#app-list', /Example app/);
+  for (const u of uris) await expectText('#app-list', new RegExp(u.replace(/[.?/]/g, '\\$&')));
+  await shot('operator-new-application');
+  // The pair works at the broker's token endpoint (the code is unknown:
+  // invalid_grant, not invalid_client); a wrong secret is invalid_client.
+  const tokenCall = async (pass) => {
+    const res = await fetch(`${base}/sso/token`, {
+      method: 'POST',
+      headers: {
+        Authorization: `Basic ${Buffer.from(`${clientId}:${pass}`).toString('base64')}`,
+        'Content-Type': 'application/x-www-form-urlencoded',
+      },
+      body: new URLSearchParams({ grant_type: 'authorization_code', code: 'not-a-code', redirect_uri: uris[0] }),
+    });
+    return { status: res.status, body: await res.json() };
+  };
+  assert.deepEqual([(await tokenCall(secret)).body.error, (await tokenCall(`${secret}x`)).status], ['invalid_grant', 401]);
+  await page.locator('#copy-app-secret').click();
+  await expectText('#notice', /copied/);
+  assert.equal(await page.evaluate(() => navigator.clipboard.readText()), secret);
+  await page.locator('#new-app-done').click();
+  assert.ok(!(await page.locator('#new-app').isVisible()));
+  assert.ok(!(await page.content()).includes(secret), 'the client secret is gone from the page');
+  const listed = await apiCall('GET', '/api/v1/admin/apps/', operatorToken);
+  assert.equal(listed.status, 200);
+  assert.equal(listed.body.length, 1);
+  assert.equal(listed.body[0].client_id, clientId);
+  assert.deepEqual(listed.body[0].redirect_uris, uris);
+  assert.ok(!JSON.stringify(listed.body).includes(secret) && !('client_secret' in listed.body[0]), 'no secret in the list');
+
+  await page.getByRole('button', { name: 'Remove application Example app' }).click();
+  await visible('#confirm').waitFor();
+  await expectText('#confirm-title', /Remove application Example app\?/);
+  await page.locator('#confirm-ok').click();
+  await expectText('#notice', /Application Example app removed/);
+  await visible('#apps-empty').waitFor();
+  const after = await apiCall('GET', '/api/v1/admin/apps/', operatorToken);
+  assert.deepEqual(after.body, []);
+});
+
 step('operator: remove a domain with confirmation', async () => {
   await page.getByRole('button', { name: 'Remove globex.example' }).click();
   await visible('#confirm').waitFor();
@@ -503,7 +586,7 @@ step('no request to another origin, no policy violation, no script error', async
   const foreign = requests.filter((u) => new URL(u).origin !== base);
   assert.deepEqual(foreign, [], 'requests to another origin');
   const paths = new Set(requests.map((u) => new URL(u).pathname));
-  for (const p of ['/', '/ui/app.js', '/ui/app.css', '/ui/icon.svg']) assert.ok(paths.has(p), `${p} not loaded`);
+  for (const p of ['/', '/ui/app.js', '/ui/sso.js', '/ui/app.css', '/ui/icon.svg']) assert.ok(paths.has(p), `${p} not loaded`);
   assert.deepEqual(problems, []);
   // Signing in asks who the token is (GET /auth/whoami/): it provokes no 403,
   // and no step gets one. The only failed answers of the sign-in steps are the
@@ -516,6 +599,7 @@ step('no request to another origin, no policy violation, no script error', async
   assert.deepEqual(failedIn(RELOAD_STEP), [], RELOAD_STEP);
   assert.deepEqual(failedIn(OPERATOR_SIGN_IN_STEP),
     ['POST /api/v1/admin/domains/ 400', 'POST /api/v1/admin/domains/ 400'], OPERATOR_SIGN_IN_STEP);
+  assert.deepEqual(failedIn(APP_STEP), ['POST /api/v1/admin/apps/ 400'], APP_STEP);
   assert.deepEqual(failedAnswers.filter((f) => / 403$/.test(f.what)), [], 'answers 403');
   // The server never logged a secret or a token.
   for (const secret of [CLIENT_SECRET, 'n3w-s3cr3t-v4lue!', 'globex-secret-123456', domainToken, operatorToken]) {

@@ -2,111 +2,33 @@
 //! a plain `cargo test`; `scripts/test.sh` runs them by this module's path,
 //! `discovery::provider`).
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
-
 use actix_web::http::StatusCode;
 use serde_json::{json, Value};
 
 use super::*;
 
+use crate::harness::oidc_provider::Provider;
+
 // ---- against a real OpenID Provider ------------------------------------------------------
 
-/// panva's oidc-provider, run by node from `tests/oidc-provider/`, on loopback.
-struct Provider {
-    child: Child,
-    port: u16,
-    stderr: Option<std::thread::JoinHandle<String>>,
-}
-
-impl Provider {
-    fn start(port: u16, token_path: &str, auth_method: &str) -> Self {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc-provider");
-        assert!(
-            dir.join("node_modules/oidc-provider/package.json").exists(),
-            "the provider tests need oidc-provider from npm: cd tests/oidc-provider && npm ci \
-             (scripts/test.sh does it)"
-        );
-        let mut child = Command::new("node")
-            .arg("provider.mjs")
-            .current_dir(&dir)
-            .env("OP_PORT", port.to_string())
-            .env("OP_CLIENT_ID", CLIENT_ID)
-            .env("OP_CLIENT_SECRET", SECRET)
-            .env("OP_TOKEN_PATH", token_path)
-            .env("OP_AUTH_METHOD", auth_method)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run node (needed for the provider tests): {e}"));
-        let stdout = child.stdout.take().unwrap();
-        let mut err = child.stderr.take().unwrap();
-        let stderr = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s);
-            s
-        });
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(p) = line.strip_prefix("listening ") {
-                    let _ = tx.send(p.trim().parse::<u16>().ok());
-                }
-            }
-        });
-        let mut provider = Self {
-            child,
-            port: 0,
-            stderr: Some(stderr),
-        };
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Some(p)) => provider.port = p,
-            other => {
-                let _ = provider.child.kill();
-                let _ = provider.child.wait();
-                let log = provider.stderr.take().map(|h| h.join().unwrap_or_default());
-                panic!(
-                    "oidc-provider did not start ({other:?}); stderr:\n{}",
-                    log.unwrap_or_default()
-                );
-            }
-        }
-        provider
-    }
-
-    fn issuer(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn discovery_url(&self) -> String {
-        format!("{}{WELL_KNOWN}", self.issuer())
-    }
-
-    fn stop(mut self) {
-        self.kill();
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Provider {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// panva's oidc-provider (`harness::oidc_provider`) with the test client.
+fn start_provider(port: u16, token_path: &str, auth_method: &str) -> Provider {
+    Provider::start_with(
+        port,
+        &[
+            ("OP_CLIENT_ID", CLIENT_ID),
+            ("OP_CLIENT_SECRET", SECRET),
+            ("OP_TOKEN_PATH", token_path),
+            ("OP_AUTH_METHOD", auth_method),
+        ],
+    )
 }
 
 #[actix_web::test]
 #[ignore = "needs oidc-provider from npm: scripts/test.sh installs it and runs this \
             (cargo test --test integration discovery::provider -- --ignored)"]
 async fn provider_resolve_on_save_and_connection_test() {
-    let op = Provider::start(0, "/token", "client_secret_basic");
+    let op = start_provider(0, "/token", "client_secret_basic");
     let env = env();
     let (_, token) = env.domain("acme.com").await;
     let app = app!(env);
@@ -191,7 +113,7 @@ async fn provider_resolve_on_save_and_connection_test() {
 #[ignore = "needs oidc-provider from npm: scripts/test.sh installs it and runs this \
             (cargo test --test integration discovery::provider -- --ignored)"]
 async fn provider_client_secret_post_is_used_when_it_is_the_only_method() {
-    let op = Provider::start(0, "/token", "client_secret_post");
+    let op = start_provider(0, "/token", "client_secret_post");
     let env = env();
     let (_, token) = env.domain("acme.com").await;
     let app = app!(env);
@@ -221,7 +143,7 @@ async fn provider_client_secret_post_is_used_when_it_is_the_only_method() {
 #[ignore = "needs oidc-provider from npm: scripts/test.sh installs it and runs this \
             (cargo test --test integration discovery::provider -- --ignored)"]
 async fn provider_refresh_reports_a_changed_endpoint_and_bad_urls_are_400() {
-    let op = Provider::start(0, "/token", "client_secret_basic");
+    let op = start_provider(0, "/token", "client_secret_basic");
     let port = op.port;
     let env = env();
     let (domain, token) = env.domain("acme.com").await;
@@ -240,7 +162,7 @@ async fn provider_refresh_reports_a_changed_endpoint_and_bad_urls_are_400() {
 
     // The same provider, restarted on the same port with its token endpoint moved.
     op.stop();
-    let moved = Provider::start(port, "/oauth2/token", "client_secret_basic");
+    let moved = start_provider(port, "/oauth2/token", "client_secret_basic");
     assert_eq!(moved.port, port);
     let r = call(&app, post_json(REFRESH, &token, "")).await;
     assert_eq!(r.status, StatusCode::OK, "{r:?}");

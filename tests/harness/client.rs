@@ -1,5 +1,6 @@
 //! HTTP to a running server over real TCP, one connection per request.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -72,4 +73,26 @@ impl Client {
             .map_err(|e| format!("{method} {path}: reading the body: {e}"))?;
         Ok(Resp { status, body })
     }
+}
+
+/// An agent that trusts exactly `cert_pem`.
+pub(crate) fn tls_agent(cert_pem: &str) -> ureq::Agent {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes()) {
+        roots.add(c.expect("PEM certificate")).expect("add root");
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    ureq::AgentBuilder::new()
+        .tls_config(Arc::new(cfg))
+        .max_idle_connections(0)
+        .timeout_connect(Duration::from_secs(5))
+        .timeout(Duration::from_secs(20))
+        .build()
 }

@@ -12,6 +12,8 @@
 //! - [`stub_http`]: a tiny HTTP server on loopback standing in for providers;
 //!   [`stub_idp`]: a stub OpenID Provider on it (keys, ID tokens, knobs), and
 //!   [`sso_browser`]: a browser that follows a sign-in through the broker.
+//! - [`oidc_provider`]: a real OpenID Provider (panva's `oidc-provider`, run by
+//!   node) on loopback, for the discovery tests and the browser sign-in.
 //! - [`prometheus`]: the one strict parser of `/metrics` text.
 //! - [`poll`]: waiting for a state, with a deadline and what was seen.
 
@@ -22,6 +24,7 @@ pub(crate) mod files;
 pub(crate) mod home;
 pub(crate) mod in_process;
 pub(crate) mod leaks;
+pub(crate) mod oidc_provider;
 pub(crate) mod ops;
 pub(crate) mod poll;
 pub(crate) mod prometheus;
@@ -31,7 +34,7 @@ pub(crate) mod stub_http;
 pub(crate) mod stub_idp;
 pub(crate) mod text;
 
-pub(crate) use client::{Client, Resp};
+pub(crate) use client::{tls_agent, Client, Resp};
 pub(crate) use files::{copy_dir, snapshot, snapshot_diff};
 pub(crate) use home::{
     assert_one_line_failure, assert_refused_for_master_key, config_toml, Home, Output,

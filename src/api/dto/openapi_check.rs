@@ -163,6 +163,36 @@ fn app(full: bool) -> AppResponse {
     AppResponse::from(app_model(full))
 }
 
+/// `POST /sso/token`'s answer, with the profile as the broker serializes it.
+fn token_answer(full: bool) -> Value {
+    let some = |s: &str| full.then(|| s.to_owned());
+    let claims = crate::oidc::rp::IdClaims {
+        sub: "248289761001".into(),
+        email: some("alice@acme.com"),
+        email_verified: full.then_some(true),
+        name: some("Alice Example"),
+        given_name: some("Alice"),
+        family_name: some("Example"),
+        // Never empty in practice (an ID token has `iss`, `sub`, ...); both
+        // shapes are valid for the schema.
+        claims: if full {
+            json!({"sub": "248289761001", "nonce": "n", "groups": ["staff"]})
+                .as_object()
+                .cloned()
+                .unwrap()
+        } else {
+            serde_json::Map::new()
+        },
+    };
+    let domain = crate::vault::Domain {
+        id: 1,
+        name: "acme.com".into(),
+        created_at: 0,
+    };
+    let profile = crate::broker::profile_json(&domain, "https://idp.acme.com", &claims, 0).unwrap();
+    json!({"profile": serde_json::from_str::<Value>(&profile).unwrap()})
+}
+
 fn cases() -> Vec<Case> {
     let schema = |name: &str| format!("/components/schemas/{name}");
     let health = |status| HealthResponse { status };
@@ -323,6 +353,40 @@ fn cases() -> Vec<Case> {
             &schema("WhoAmI"),
             whoami(true),
             whoami(false),
+        ),
+        case(
+            "SsoInfoResponse",
+            &schema("SsoInfo"),
+            SsoInfoResponse {
+                public_url: Some("https://sso.example.com".into()),
+                callback_url: Some("https://sso.example.com/sso/callback".into()),
+            },
+            SsoInfoResponse {
+                public_url: None,
+                callback_url: None,
+            },
+        ),
+        case(
+            "SignInTestResponse",
+            &schema("SignInTest"),
+            SignInTestResponse {
+                authorization_url: "https://idp.acme.com/authorize?state=s".into(),
+            },
+            SignInTestResponse {
+                authorization_url: "https://idp.acme.com/authorize?state=s".into(),
+            },
+        ),
+        case(
+            "POST /sso/token (answer)",
+            &schema("SsoTokenResponse"),
+            token_answer(true),
+            token_answer(false),
+        ),
+        case(
+            "POST /sso/token (profile)",
+            &schema("SsoProfile"),
+            token_answer(true)["profile"].take(),
+            token_answer(false)["profile"].take(),
         ),
         case(
             "KeyStatusResponse",
