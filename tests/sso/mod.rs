@@ -8,6 +8,8 @@
 //! - `refusals`: every ID token, provider answer and browser the broker must
 //!   refuse: the application gets its `error` and `state`, no code, and an
 //!   `sso.login` audit event names the reason;
+//! - `more_refusals`: refusals beyond the list (the provider's token
+//!   responses and failures, HS256, required claims, code injection, userinfo);
 //! - `token`: `/sso/token` (RFC 6749 §5.2 errors, one redemption per code);
 //! - `hardening`: what the contract implies beyond the list (the
 //!   `__Host-` cookie, the secret only to the bound token endpoint, injection
@@ -38,6 +40,7 @@ mod admin;
 mod binary;
 mod flow;
 mod hardening;
+mod more_refusals;
 mod props;
 mod refusals;
 mod token;
@@ -360,4 +363,41 @@ fn expect_error_page(landing: &Landing, browser: &Browser) {
     };
     assert!(content_type.starts_with("text/html"), "{landing:?}");
     assert!(body.contains("Sign-in failed"), "{body}");
+}
+
+/// What the application is told when the ID token or the provider fails (a
+/// provider that is down or slow is `temporarily_unavailable` instead).
+const BAD_TOKEN: &[&str] = &["access_denied"];
+/// ... when the user may not sign in (e-mail outside the domain, unverified).
+const DENIED: &[&str] = &["access_denied"];
+
+/// A world, an application, the provider prepared, one sign-in: refused.
+async fn refused(prepare: impl FnOnce(&StubIdp), errors: &[&str], reason: &str) -> World {
+    let w = World::new().await;
+    let app = crate::app!(w.env);
+    let creds = w.setup(&app).await;
+    prepare(&w.idp);
+    let mut browser = Browser::new();
+    let landing = w
+        .sign_in(
+            &app,
+            &mut browser,
+            &authorize_path(&creds, "st-refused", &[]),
+        )
+        .await;
+    expect_refused(&w, &landing, &browser, "st-refused", errors, reason);
+    w
+}
+
+/// The same, accepted: a code for the application.
+async fn accepted(prepare: impl FnOnce(&StubIdp)) {
+    let w = World::new().await;
+    let app = crate::app!(w.env);
+    let creds = w.setup(&app).await;
+    prepare(&w.idp);
+    let mut browser = Browser::new();
+    let landing = w
+        .sign_in(&app, &mut browser, &authorize_path(&creds, "st-ok", &[]))
+        .await;
+    expect_code(&landing, "st-ok", &browser);
 }
