@@ -371,7 +371,11 @@ fn sign_in_scenario(https: bool) {
             let detail = e["detail"].as_str().unwrap_or_default();
             detail
                 .split_whitespace()
-                .filter(|w| w.starts_with("outcome=") || w.starts_with("reason="))
+                .filter(|w| {
+                    w.starts_with("outcome=")
+                        || w.starts_with("reason=")
+                        || w.starts_with("purpose=")
+                })
                 .collect::<Vec<_>>()
                 .join(" ")
         })
@@ -385,8 +389,8 @@ fn sign_in_scenario(https: bool) {
             "outcome=success",                      // two tabs at once
             "outcome=success",
             "outcome=failure reason=browser_mismatch", // finished in another browser
-            "outcome=success reason=sign_in_test",     // the admin page's Try sign-in
-            "outcome=failure reason=email_outside_domain", // ... for the other domain
+            "outcome=success purpose=sign_in_test",    // the admin page's Try sign-in
+            "outcome=failure purpose=sign_in_test reason=email_outside_domain", // ... the other domain
         ],
         "the sso.login events\n{report}"
     );

@@ -663,3 +663,69 @@ fn fetches_and_hanging_lookups_are_bounded() {
     assert_eq!(stub.hits(), 1);
     assert!(dns.most_alive.load(Ordering::SeqCst) <= N);
 }
+
+/// `Outbound::patiently` (a sign-in's requests to its provider): a fetch that
+/// finds every slot taken waits for one instead of failing at once, and fails
+/// with `Busy` only when the wait is over; other outcomes are not retried.
+#[test]
+fn a_patient_fetch_waits_for_a_slot_and_gives_up_after_its_wait() {
+    let stub = ok_stub("127.0.0.1");
+    let port = stub.addr.port();
+    let dns = Arc::new(HangingResolver::default());
+    let mut s = settings(&["hang.test", "127.0.0.1"], &["127.0.0.1"]);
+    s.timeout = Duration::from_secs(2);
+    s.max_concurrent_fetches = 1;
+    let resolver = dns.clone();
+    let out = Outbound::new(&s)
+        .unwrap()
+        .with_resolver(move |_, _| resolver.resolve());
+    // The one slot is held by a fetch hanging in DNS until its 2 s deadline.
+    let holder = {
+        let out = out.clone();
+        std::thread::spawn(move || out.get(&format!("http://hang.test:{port}/doc"), "*/*"))
+    };
+    let url = format!("http://127.0.0.1:{port}/doc");
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while out.lookups_in_flight() == 0 {
+        assert!(Instant::now() < deadline, "the holder never took the slot");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // A short wait gives up with Busy ...
+    let began = Instant::now();
+    let r = out.patiently(Duration::from_millis(200), || out.get(&url, "*/*"));
+    assert!(
+        matches!(
+            r,
+            Err(FetchError::Busy {
+                what: Busy::Fetches,
+                ..
+            })
+        ),
+        "{:?}",
+        r.map(|r| r.status)
+    );
+    assert!(
+        began.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        began.elapsed()
+    );
+    // ... a long one gets the slot once the holder's deadline frees it.
+    let r = out.patiently(Duration::from_secs(10), || out.get(&url, "*/*"));
+    assert_eq!(r.map(|r| r.status).ok(), Some(200));
+    assert!(matches!(
+        holder.join().unwrap(),
+        Err(FetchError::Timeout { .. })
+    ));
+    dns.release();
+    // Not a busy answer: returned at once, not retried.
+    let calls = AtomicUsize::new(0);
+    let r: Result<(), FetchError> = out.patiently(Duration::from_secs(10), || {
+        calls.fetch_add(1, Ordering::SeqCst);
+        Err(FetchError::Refused {
+            url: "x".into(),
+            reason: Refused::Disabled,
+        })
+    });
+    assert!(r.is_err());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}

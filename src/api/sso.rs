@@ -25,7 +25,8 @@ use super::{
     read_body, ApiError,
 };
 use crate::broker::{
-    single_params, Broker, ClientCredentials, Finished, NotStarted, TestResult, TokenError,
+    single_params, Broker, ClientCredentials, Finished, NotStarted, TestNotStarted, TestResult,
+    TokenError,
 };
 use crate::limits::Limits;
 use crate::outbound::Outbound;
@@ -479,7 +480,13 @@ async fn sign_in_test(
             login_hint.as_deref(),
             cookie.as_deref(),
         )
-        .map_err(ApiError::BadRequest)?;
+        .map_err(|e| match e {
+            TestNotStarted::Refused(why) => ApiError::BadRequest(why),
+            TestNotStarted::Busy => {
+                ApiError::Busy("Too many sign-ins are under way; try again in a minute.")
+            }
+            TestNotStarted::Internal => ApiError::internal(&"the sign-in test could not start"),
+        })?;
     let mut res = HttpResponse::Ok().json(SignInTestResponse {
         authorization_url: started.location.clone(),
     });

@@ -27,6 +27,21 @@ pub struct Started {
     pub binding: Zeroizing<String>,
 }
 
+/// Why a "Try sign-in" did not start.
+#[derive(Debug)]
+pub enum TestNotStarted {
+    /// Nothing a retry would change (no `public_url`, no config, ...): why.
+    Refused(String),
+    /// Too many sign-ins under way.
+    Busy,
+    /// A failure of the appliance (logged with its cause).
+    Internal,
+}
+
+/// The error code of a failure of the appliance itself (logged); the
+/// application sees `server_error`.
+const INTERNAL: &str = "internal";
+
 /// Why a sign-in did not start.
 #[derive(Debug)]
 pub enum NotStarted {
@@ -147,7 +162,16 @@ impl Broker {
             code_challenge,
         };
         self.start(vault, &domain, purpose, login_hint, cookie, ip)
-            .map_err(|(error, description)| fail(error, description))
+            .map_err(|(error, description)| {
+                fail(
+                    if error == INTERNAL {
+                        "server_error"
+                    } else {
+                        error
+                    },
+                    description,
+                )
+            })
     }
 
     /// The admin page's "Try sign-in" for `domain`, by the token `actor`: the
@@ -159,7 +183,7 @@ impl Broker {
         actor: u64,
         login_hint: Option<&str>,
         cookie: Option<&str>,
-    ) -> Result<Started, String> {
+    ) -> Result<Started, TestNotStarted> {
         self.start(
             vault,
             domain,
@@ -168,7 +192,11 @@ impl Broker {
             cookie,
             None,
         )
-        .map_err(|(_, description)| description)
+        .map_err(|(error, description)| match error {
+            INTERNAL => TestNotStarted::Internal,
+            "temporarily_unavailable" => TestNotStarted::Busy,
+            _ => TestNotStarted::Refused(description),
+        })
     }
 
     /// Keep the transaction and build the IdP's URL. `Err((error, description))`.
@@ -208,7 +236,7 @@ impl Broker {
         }
         let server_error = |what: &str, e: &dyn std::fmt::Display| {
             tracing::error!(error = %e, domain = %domain.name, "sign-in: {what}");
-            ("server_error", "the sign-in could not start".to_owned())
+            (INTERNAL, "the sign-in could not start".to_owned())
         };
         let config = match vault.get_config(domain) {
             Ok(Some(c)) => c,

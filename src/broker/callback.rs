@@ -501,9 +501,19 @@ impl Broker {
         };
         let meta = self.provider(outbound, discovery_url).map_err(|e| {
             tracing::warn!(error = %e, domain = %domain.name, "sign-in: discovery failed");
+            let busy = matches!(
+                e,
+                crate::oidc::discovery::DiscoveryError::Fetch(
+                    crate::outbound::FetchError::Busy { .. }
+                )
+            );
             Refusal::new(
                 "temporarily_unavailable",
-                "discovery_unavailable",
+                if busy {
+                    "outbound_busy"
+                } else {
+                    "discovery_unavailable"
+                },
                 "the identity provider's discovery document could not be read",
             )
         })?;
@@ -736,6 +746,13 @@ fn refusal_of(e: &RpError) -> Refusal {
     };
     let description = match e.reason() {
         "not_bound" => "the client secret may not be sent to this token endpoint".to_owned(),
+        "outbound_busy" => {
+            tracing::warn!(
+                "sign-in refused: every outbound slot stayed in use \
+                 (outbound.max_concurrent_fetches); raise it if this recurs"
+            );
+            "the appliance is too busy to reach the identity provider; try again".to_owned()
+        }
         r if e.is_temporary() => format!("the identity provider did not answer in time ({r})"),
         r => format!("the sign-in was refused ({r})"),
     };

@@ -30,7 +30,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use authorize::{AuthorizeParams, NotStarted, Started};
+pub use authorize::{AuthorizeParams, NotStarted, Started, TestNotStarted};
 pub use callback::{CallbackParams, Check, CheckStatus, Finished, TestResult, CHECKS};
 pub use config::{check_public_url, SsoConfig};
 /// For the OpenAPI document's check (`api::dto::openapi_check`): the profile
@@ -176,7 +176,11 @@ impl Broker {
                 return Ok(meta.clone());
             }
         }
-        let meta = Arc::new(discovery::fetch(outbound, discovery_url)?);
+        let meta = Arc::new(discovery::fetch_patiently(
+            outbound,
+            discovery_url,
+            crate::oidc::rp::SLOT_WAIT,
+        )?);
         let mut cache = lock();
         // Bounded: one entry per configured discovery URL, stale ones dropped.
         cache.retain(|_, (at, _)| at.elapsed() < PROVIDER_TTL);

@@ -100,7 +100,14 @@ mod tests {
             labelled_hash(b"oidcvault/token/v1\0", &random)
         );
         let token = crate::crypto::token::generate(1);
-        let random_part = token.token.expose().rsplit('_').next().unwrap().to_owned();
+        // `ovt_<id>_<random>`; the random part may hold `_` itself (base64url).
+        let random_part = token
+            .token
+            .expose()
+            .splitn(3, '_')
+            .nth(2)
+            .unwrap()
+            .to_owned();
         let as_secret = parse_secret(&format!("ovs_{random_part}")).unwrap();
         assert!(!as_secret.matches(&AppSecretHash(token.hash.0)));
     }

@@ -255,9 +255,19 @@ fn check_endpoints(outbound: &Outbound, meta: &ProviderMetadata) -> Result<(), D
 
 /// Fetch and check a provider's discovery document.
 pub fn fetch(outbound: &Outbound, discovery_url: &str) -> Result<ProviderMetadata, DiscoveryError> {
+    fetch_patiently(outbound, discovery_url, std::time::Duration::ZERO)
+}
+
+/// [`fetch`], waiting up to `max_wait` for an outbound slot
+/// ([`Outbound::patiently`]): for a sign-in, which must not fail on a burst.
+pub fn fetch_patiently(
+    outbound: &Outbound,
+    discovery_url: &str,
+    max_wait: std::time::Duration,
+) -> Result<ProviderMetadata, DiscoveryError> {
     expected_issuer(discovery_url)?;
     let resp = outbound
-        .get(discovery_url, "application/json")
+        .patiently(max_wait, || outbound.get(discovery_url, "application/json"))
         .map_err(DiscoveryError::Fetch)?;
     let meta = parse_document(discovery_url, &resp)?;
     check_endpoints(outbound, &meta)?;

@@ -577,6 +577,33 @@ impl Outbound {
         })
     }
 
+    /// Run `fetch` (one of this client's requests), trying again for up to
+    /// `max_wait` while every outbound slot is taken
+    /// (`outbound.max_concurrent_fetches`). For work that must not fail on a
+    /// short burst: a sign-in's callback holds a single-use code from the IdP,
+    /// lost if its exchange is refused at once. Any other outcome returns as
+    /// it is; the last `Busy` when the wait is over.
+    pub fn patiently<T>(
+        &self,
+        max_wait: Duration,
+        fetch: impl Fn() -> Result<T, FetchError>,
+    ) -> Result<T, FetchError> {
+        let deadline = Instant::now() + max_wait;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            match fetch() {
+                Err(FetchError::Busy {
+                    what: Busy::Fetches,
+                    ..
+                }) if Instant::now() + pause < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// GET `raw` through the guard, following redirects within the same origin
     /// only (scheme, host and port).
     pub fn get(&self, raw: &str, accept: &str) -> Result<Response, FetchError> {

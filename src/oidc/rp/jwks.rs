@@ -139,7 +139,9 @@ fn usable_keys(doc: &Value) -> Result<Vec<CachedKey>, String> {
 /// GET a JWK set through the guarded client.
 pub(super) fn fetch_jwks(out: &Outbound, uri: &str) -> Result<Value, String> {
     let resp = out
-        .get(uri, "application/jwk-set+json, application/json")
+        .patiently(super::SLOT_WAIT, || {
+            out.get(uri, "application/jwk-set+json, application/json")
+        })
         .map_err(|e| e.to_string())?;
     if resp.status != 200 {
         return Err(format!(

@@ -137,6 +137,9 @@ pub enum RpError {
     TokenEndpointUnreachable(FetchError),
     #[error("the token endpoint did not answer in time: {0}")]
     TokenEndpointTimeout(FetchError),
+    /// Every outbound slot stayed taken for [`SLOT_WAIT`]: nothing was sent.
+    #[error("{0}")]
+    OutboundBusy(FetchError),
     /// The token endpoint answered with an error (or a redirect, never followed).
     #[error("the token endpoint answered HTTP {status}{}{}",
         error.as_ref().map(|e| format!(": {e}")).unwrap_or_default(),
@@ -199,6 +202,7 @@ impl RpError {
             RpError::BadAuthorizationEndpoint(_) => "bad_authorization_endpoint",
             RpError::TokenEndpointUnreachable(_) => "token_endpoint_unreachable",
             RpError::TokenEndpointTimeout(_) => "token_endpoint_timeout",
+            RpError::OutboundBusy(_) => "outbound_busy",
             RpError::TokenEndpointError { .. } => "token_endpoint_error",
             RpError::NoIdToken(_) => "no_id_token",
             RpError::MalformedIdToken(_) => "malformed_id_token",
@@ -224,13 +228,19 @@ impl RpError {
     pub fn is_temporary(&self) -> bool {
         match self {
             RpError::TokenEndpointUnreachable(e) => fetch_is_temporary(e),
-            RpError::TokenEndpointTimeout(_) | RpError::JwksUnavailable(_) => true,
+            RpError::TokenEndpointTimeout(_)
+            | RpError::JwksUnavailable(_)
+            | RpError::OutboundBusy(_) => true,
             RpError::TokenEndpointError { status, .. } => (500..600).contains(status),
             RpError::UserinfoFailed { temporary, .. } => *temporary,
             _ => false,
         }
     }
 }
+
+/// How long a sign-in's request to its provider waits for an outbound slot
+/// ([`Outbound::patiently`]) before it is refused as `outbound_busy`.
+pub const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Whether a failed fetch may succeed later: not when the guard refused it
 /// or the answer was too large (configuration), yes otherwise.

@@ -6,7 +6,7 @@
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use super::{fetch_is_temporary, shown, RpError};
+use super::{fetch_is_temporary, shown, RpError, SLOT_WAIT};
 use crate::crypto::SecretString;
 use crate::oidc::connection_test::{
     basic_authorization, may_send_secret, quote, secret_spellings, token_form,
@@ -64,7 +64,9 @@ pub fn exchange_code(
     let result = if basic {
         let header = basic_authorization(r.client_id, secret);
         let body = token_form(r.code, r.redirect_uri, verifier, None);
-        out.post_form(r.token_endpoint, Some(header.as_str()), &body)
+        out.patiently(SLOT_WAIT, || {
+            out.post_form(r.token_endpoint, Some(header.as_str()), &body)
+        })
     } else {
         let body = token_form(
             r.code,
@@ -72,10 +74,11 @@ pub fn exchange_code(
             verifier,
             Some((r.client_id, secret)),
         );
-        out.post_form(r.token_endpoint, None, &body)
+        out.patiently(SLOT_WAIT, || out.post_form(r.token_endpoint, None, &body))
     };
     let resp = result.map_err(|e| match e {
         FetchError::Timeout { .. } => RpError::TokenEndpointTimeout(e),
+        FetchError::Busy { .. } => RpError::OutboundBusy(e),
         _ => RpError::TokenEndpointUnreachable(e),
     })?;
     // Anything the provider says is quoted without the secret, the code or
@@ -149,7 +152,9 @@ pub fn userinfo(out: &Outbound, url: &str, access_token: &str) -> Result<Value, 
     let failed = |detail: String, temporary: bool| RpError::UserinfoFailed { detail, temporary };
     let empty: FormBody = Zeroizing::new(Vec::new());
     let resp = out
-        .post_form(url, Some(header.as_str()), &empty)
+        .patiently(SLOT_WAIT, || {
+            out.post_form(url, Some(header.as_str()), &empty)
+        })
         .map_err(|e| {
             let temporary = fetch_is_temporary(&e);
             failed(e.to_string(), temporary)
