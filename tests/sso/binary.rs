@@ -19,7 +19,7 @@ use crate::harness::{tail, Home, Server, CONFIG_PATH, PASSPHRASE};
 
 /// A home whose broker listens on a fixed loopback port (so `public_url` is
 /// known before it starts, and a restart keeps it).
-fn broker_home() -> (Home, String) {
+pub(super) fn broker_home() -> (Home, String) {
     let port = closed_port();
     let public_url = format!("http://127.0.0.1:{port}");
     let home = Home::new(Some(PASSPHRASE));
@@ -36,7 +36,7 @@ fn broker_home() -> (Home, String) {
 }
 
 /// Configure the domain with `idp` and register an application, over HTTP.
-fn setup(server: &Server, operator: &str, idp: &StubIdp) -> AppCreds {
+pub(super) fn setup(server: &Server, operator: &str, idp: &StubIdp) -> AppCreds {
     server.expect(
         200,
         "POST",

@@ -42,6 +42,7 @@ mod flow;
 mod hardening;
 mod more_refusals;
 mod props;
+mod readme;
 mod refusals;
 mod token;
 
