@@ -239,7 +239,7 @@ impl RpError {
 }
 
 /// How long a sign-in's request to its provider waits for an outbound slot
-/// ([`Outbound::patiently`]) before it is refused as `outbound_busy`.
+/// ([`Outbound::patiently`](crate::outbound::Outbound::patiently)) before it is refused as `outbound_busy`.
 pub const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Whether a failed fetch may succeed later: not when the guard refused it
