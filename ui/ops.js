@@ -51,7 +51,7 @@ window.oidcvaultOps = (ui) => {
     return Object.fromEntries(Object.entries(filters).filter(([, v]) => v !== null && v !== ''));
   }
 
-  function auditUrl(filters, cursor) {
+  function auditPath(filters, cursor) {
     const params = new URLSearchParams(filters);
     if (cursor) params.set('cursor', cursor);
     return `${AUDIT_PATH}?${params}`;
@@ -87,7 +87,7 @@ window.oidcvaultOps = (ui) => {
   async function loadAuditPage() {
     const form = $('audit-form');
     const cursor = audit.cursors[audit.cursors.length - 1];
-    const page = await api('GET', auditUrl(audit.filters, cursor));
+    const page = await api('GET', auditPath(audit.filters, cursor));
     clearFieldErrors(form);
     audit.next = page.next || null;
     renderEvents(page);
