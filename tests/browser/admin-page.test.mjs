@@ -747,6 +747,13 @@ step('operator: the key terms; Rotate now (confirmed) moves to a new term and re
   const polls = [];
   const onResponse = (r) => { if (r.url().endsWith('/api/v1/admin/keys/')) polls.push(r.url()); };
   page.on('response', onResponse);
+  // Every progress line the page shows, from the rotation to the end.
+  await page.evaluate(() => {
+    window.progressSeen = [];
+    const line = document.getElementById('keys-progress-text');
+    new MutationObserver(() => window.progressSeen.push(line.textContent))
+      .observe(line, { childList: true, characterData: true, subtree: true });
+  });
   await page.locator('#keys-rotate').click();
   await visible('#confirm').waitFor();
   await page.locator('#confirm-ok').click();
@@ -756,6 +763,13 @@ step('operator: the key terms; Rotate now (confirmed) moves to a new term and re
   await expectText('#notice', new RegExp(`Re-encryption complete: every configuration is under term ${term + 1}`));
   page.off('response', onResponse);
   assert.ok(polls.length >= 1, 'the page asked for the progress after the rotation');
+  // The new term's progress, never going back, until complete.
+  const seen = await page.evaluate(() => window.progressSeen);
+  const percents = seen.map((t) => Number(/^(\d+) % /.exec(t)[1]));
+  assert.ok(seen.every((t) => t.includes(`under term ${term + 1}`)), JSON.stringify(seen));
+  assert.deepEqual(percents, [...percents].sort((a, b) => a - b), `progress went back: ${JSON.stringify(seen)}`);
+  assert.match(seen[seen.length - 1], /^100 % under term \d+: re-encryption complete/);
+  process.stdout.write(`# re-encryption progress as shown: ${JSON.stringify(seen)}\n`);
   assert.equal(await page.locator('#keys-progress').evaluate((p) => p.value), 100);
   assert.deepEqual(await page.$$eval('#keys-rows tr', (rows) => rows.map((r) => r.dataset.term)), [String(term + 1)]);
   const after = await apiCall('GET', '/api/v1/admin/keys/', operatorToken);
