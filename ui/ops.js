@@ -79,8 +79,6 @@ window.oidcvaultOps = (ui) => {
         + `${described.length ? ` (${described.join(', ')})` : ''}${page.next ? '; more on the next page' : ''}.`
       : `No events${number > 1 ? ' on this page' : ''} match these filters.`;
     $('audit-table').hidden = events.length === 0;
-    $('audit-prev').disabled = number <= 1;
-    $('audit-next').disabled = !page.next;
   }
 
   /** Fetch the page `cursors.at(-1)` of `audit.filters`. */
@@ -93,14 +91,23 @@ window.oidcvaultOps = (ui) => {
     renderEvents(page);
   }
 
+  /** The pager follows the page shown (and is off while a page loads). */
+  function setPager(loading) {
+    $('audit-prev').disabled = loading || audit.cursors.length <= 1;
+    $('audit-next').disabled = loading || !audit.next;
+  }
+
   async function runAudit(work, what) {
     const form = $('audit-form');
+    setPager(true);
     await busy(form, async () => {
       try {
         await work();
       } catch (err) {
         if (signedOut(err)) return;
         showFailure(form, err, what);
+      } finally {
+        setPager(false);
       }
     });
   }
