@@ -62,14 +62,17 @@ window.oidcvaultOps = (ui) => {
 
   function renderEvents(page) {
     const events = Array.isArray(page.results) ? page.results : [];
+    // data-label: the column's name, shown beside each cell at phone width.
     $('audit-rows').replaceChildren(...events.map((e) => el('tr', { 'data-event-id': e.id },
-      el('td', {}, timeEl(e.at)),
-      el('td', { class: 'nowrap' }, actorText(e.actor)),
-      el('td', { class: 'nowrap' }, el('code', { class: 'action' }, e.action)),
-      el('td', { class: 'nowrap' }, e.domain || (e.domain_id !== null && e.domain_id !== undefined ? `id ${e.domain_id}` : '—')),
-      el('td', {}, Array.isArray(e.fields) && e.fields.length ? e.fields.join(', ') : '—'),
-      el('td', {}, e.secret_fingerprint ? el('code', { class: 'fingerprint' }, e.secret_fingerprint) : '—'),
-      el('td', { class: 'detail' }, e.detail || ''))));
+      el('td', { 'data-label': 'Time' }, timeEl(e.at)),
+      el('td', { class: 'nowrap', 'data-label': 'Actor' }, actorText(e.actor)),
+      el('td', { class: 'nowrap', 'data-label': 'Action' }, el('code', { class: 'action' }, e.action)),
+      el('td', { class: 'nowrap', 'data-label': 'Domain' },
+        e.domain || (e.domain_id !== null && e.domain_id !== undefined ? `id ${e.domain_id}` : '—')),
+      el('td', { 'data-label': 'Fields changed' }, Array.isArray(e.fields) && e.fields.length ? e.fields.join(', ') : '—'),
+      el('td', { 'data-label': 'Fingerprint' },
+        e.secret_fingerprint ? el('code', { class: 'fingerprint' }, e.secret_fingerprint) : '—'),
+      el('td', { class: 'detail', 'data-label': 'Detail' }, e.detail || ''))));
     const number = audit.cursors.length;
     const described = Object.entries(audit.filters)
       .filter(([k]) => k !== 'limit')
@@ -200,10 +203,10 @@ window.oidcvaultOps = (ui) => {
       ? `${pct} % re-encrypted under term ${status.active_term}…`
       : `${pct} % under term ${status.active_term}: re-encryption complete.`;
     $('keys-rows').replaceChildren(...terms.map((t) => el('tr', { 'data-term': t.term },
-      el('td', {}, String(t.term)),
-      el('td', {}, t.active ? el('span', { class: 'tag' }, 'active') : 'being retired'),
-      el('td', {}, timeEl(t.created_at)),
-      el('td', {}, String(t.configs)))));
+      el('td', { 'data-label': 'Term' }, String(t.term)),
+      el('td', { 'data-label': 'State' }, t.active ? el('span', { class: 'tag' }, 'active') : 'being retired'),
+      el('td', { 'data-label': 'Created' }, timeEl(t.created_at)),
+      el('td', { 'data-label': 'Configurations' }, String(t.configs)))));
   }
 
   async function loadKeys() {
