@@ -12,14 +12,16 @@ use crate::harness::in_process::*;
 const INDEX_HTML: &str = include_str!("../ui/index.html");
 const APP_JS: &str = include_str!("../ui/app.js");
 const SSO_JS: &str = include_str!("../ui/sso.js");
+const OPS_JS: &str = include_str!("../ui/ops.js");
 const APP_CSS: &str = include_str!("../ui/app.css");
 const ICON_SVG: &str = include_str!("../ui/icon.svg");
 
 /// Every file of the page, by name (the test below checks they are all served).
-const FILES: [(&str, &str); 5] = [
+const FILES: [(&str, &str); 6] = [
     ("ui/index.html", INDEX_HTML),
     ("ui/app.js", APP_JS),
     ("ui/sso.js", SSO_JS),
+    ("ui/ops.js", OPS_JS),
     ("ui/app.css", APP_CSS),
     ("ui/icon.svg", ICON_SVG),
 ];
@@ -99,18 +101,25 @@ async fn every_asset_the_page_references_loads() {
     referenced.extend(
         attribute_values(INDEX_HTML, "href")
             .into_iter()
-            .filter(|h| h != "#"),
+            .filter(|h| !h.starts_with('#')), // in-page routes
     );
     referenced.sort();
     referenced.dedup();
     assert_eq!(
         referenced,
-        ["/ui/app.css", "/ui/app.js", "/ui/icon.svg", "/ui/sso.js"],
+        [
+            "/ui/app.css",
+            "/ui/app.js",
+            "/ui/icon.svg",
+            "/ui/ops.js",
+            "/ui/sso.js"
+        ],
         "the page's src/href attributes"
     );
     let expected = [
         ("/ui/app.js", "text/javascript; charset=utf-8", APP_JS),
         ("/ui/sso.js", "text/javascript; charset=utf-8", SSO_JS),
+        ("/ui/ops.js", "text/javascript; charset=utf-8", OPS_JS),
         ("/ui/app.css", "text/css; charset=utf-8", APP_CSS),
         ("/ui/icon.svg", "image/svg+xml", ICON_SVG),
     ];
@@ -142,6 +151,7 @@ async fn other_methods_answer_405_with_allow() {
         "/",
         "/ui/app.js",
         "/ui/sso.js",
+        "/ui/ops.js",
         "/ui/app.css",
         "/ui/icon.svg",
     ] {
@@ -207,13 +217,14 @@ fn the_page_names_no_other_origin() {
 fn no_inline_code_and_no_html_sinks() {
     let html = INDEX_HTML.to_ascii_lowercase();
     let scripts = html.matches("<script").count();
-    // sso.js first: app.js hands it its helpers when it starts.
-    assert_eq!(scripts, 2, "two scripts");
+    // sso.js and ops.js first: app.js hands them its helpers when it starts.
+    assert_eq!(scripts, 3, "three scripts");
     assert!(
         html.contains(
-            "<script src=\"/ui/sso.js\" defer></script>\n<script src=\"/ui/app.js\" defer></script>"
+            "<script src=\"/ui/sso.js\" defer></script>\n<script src=\"/ui/ops.js\" defer></script>\n\
+             <script src=\"/ui/app.js\" defer></script>"
         ),
-        "every <script> is external: sso.js, then app.js"
+        "every <script> is external: sso.js, ops.js, then app.js"
     );
     assert!(!html.contains("<style"), "inline <style>");
     assert!(!html.contains(" style=\""), "inline style attribute");
@@ -241,7 +252,11 @@ fn no_inline_code_and_no_html_sinks() {
         "localStorage",
         "document.cookie",
     ] {
-        for (name, text) in [("ui/app.js", APP_JS), ("ui/sso.js", SSO_JS)] {
+        for (name, text) in [
+            ("ui/app.js", APP_JS),
+            ("ui/sso.js", SSO_JS),
+            ("ui/ops.js", OPS_JS),
+        ] {
             let code: String = text
                 .lines()
                 .filter(|l| !l.trim_start().starts_with("//"))

@@ -253,12 +253,19 @@
 
   // ---- views ---------------------------------------------------------------------
 
-  const VIEWS = ['sign-in-view', 'operator-view', 'config-view'];
+  const VIEWS = ['sign-in-view', 'operator-view', 'config-view', 'audit-view', 'keys-view'];
+  /** The operator's navigation: a view and its link. */
+  const NAV = { 'operator-view': 'nav-operator', 'audit-view': 'nav-audit', 'keys-view': 'nav-keys' };
 
   function show(view) {
     for (const id of VIEWS) $(id).hidden = id !== view;
     const signedIn = view !== 'sign-in-view';
     $('session').hidden = !signedIn;
+    $('operator-nav').hidden = !signedIn || state.role !== 'operator';
+    for (const [id, link] of Object.entries(NAV)) {
+      if (id === view) $(link).setAttribute('aria-current', 'page');
+      else $(link).removeAttribute('aria-current');
+    }
     if (signedIn) {
       $('session-role').textContent = state.role === 'operator'
         ? 'Signed in with an operator token'
@@ -267,6 +274,7 @@
   }
 
   function route() {
+    if (ops) ops.leave();
     if (!state.token || !state.role) {
       show('sign-in-view');
       $('token').focus();
@@ -277,6 +285,14 @@
       return;
     }
     const hash = window.location.hash;
+    if (ops && hash === '#/audit') {
+      ops.openAudit();
+      return;
+    }
+    if (ops && hash === '#/keys') {
+      ops.openKeys();
+      return;
+    }
     if (hash.startsWith(DOMAIN_ROUTE)) {
       let name = null;
       try {
@@ -358,6 +374,7 @@
     }
     hideNewToken();
     if (sso) sso.reset();
+    if (ops) ops.reset();
     $('domain-list').replaceChildren();
     $('token-list').replaceChildren();
     $('token-target').replaceChildren();
@@ -792,8 +809,17 @@
     }))
     : null;
 
+  /** The operator's audit trail and key terms are ui/ops.js, loaded before this file. */
+  const ops = typeof window.oidcvaultOps === 'function'
+    ? window.oidcvaultOps(Object.freeze({
+      $, el, api, timeEl, announce, announceError, clearAnnouncements, showFailure, clearFieldErrors, busy,
+      confirmAction, focusHeading, ApiError, show,
+    }))
+    : null;
+
   async function start() {
     if (sso) sso.bind();
+    if (ops) ops.bind();
     $('sign-in-form').addEventListener('submit', onSignIn);
     $('sign-out').addEventListener('click', () => signOut(null));
     $('config-form').addEventListener('submit', onSaveConfig);

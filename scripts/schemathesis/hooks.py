@@ -45,8 +45,9 @@
        with `error=invalid_request`, not by a 4xx: dropped when the answer is
        exactly that redirect;
      - `POST /enterprises/oidc/sign-in-test/`: the 400 `detail` saying the stored
-       configuration has no authorization endpoint, or that there is none (the
-       fuzzer's own config requests change or delete the one run.sh stored).
+       configuration has no authorization endpoint, discovery URL or token endpoint, or that
+       there is none (the fuzzer's own config requests change or delete the one
+       run.sh stored).
    Every other failure fails the run.
 """
 
@@ -169,6 +170,10 @@ UNKNOWN_STATE = (
 NO_AUTHORIZATION_ENDPOINT = (
     "the enterprise domain's OIDC configuration has no authorization endpoint",
     "the enterprise domain has no OIDC configuration",
+    # The fuzzer's own config writes may store one without a discovery URL.
+    "the enterprise domain's OIDC configuration has no discovery_url (the broker "
+    "needs the provider's issuer and keys)",
+    "the enterprise domain's OIDC configuration has no token endpoint",
 )
 
 

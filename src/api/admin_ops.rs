@@ -8,7 +8,7 @@ use super::admin::operator;
 use super::dto::{AuditEventResponse, AuditPageResponse, BackupResponse, KeyStatusResponse};
 use super::{method_not_allowed, ApiError};
 use crate::time::parse_rfc3339;
-use crate::vault::{AuditQuery, Vault};
+use crate::vault::{valid_action_filter, AuditQuery, Vault};
 
 pub const KEYS: &str = "/api/v1/admin/keys/";
 pub const KEYS_ROTATE: &str = "/api/v1/admin/keys/rotate";
@@ -53,6 +53,7 @@ async fn rotate(req: HttpRequest, vault: web::Data<Vault>) -> Result<HttpRespons
 #[derive(Debug, Deserialize)]
 struct AuditParams {
     domain: Option<String>,
+    action: Option<String>,
     since: Option<String>,
     until: Option<String>,
     cursor: Option<String>,
@@ -65,6 +66,17 @@ async fn audit(req: HttpRequest, vault: web::Data<Vault>) -> Result<HttpResponse
         .map_err(|_| ApiError::BadRequest("Invalid query string.".into()))?
         .into_inner();
     let mut errors = super::json::Errors::default();
+    if params
+        .action
+        .as_deref()
+        .is_some_and(|a| !valid_action_filter(a))
+    {
+        errors.add(
+            "action",
+            "Enter an action (config.update) or a prefix ending in a dot (sso.): \
+             words of a-z, 0-9 and _ separated by dots, at most 64 characters.",
+        );
+    }
     let mut time = |field: &str, v: &Option<String>| {
         v.as_ref().and_then(|t| {
             let parsed = parse_rfc3339(t);
@@ -102,6 +114,7 @@ async fn audit(req: HttpRequest, vault: web::Data<Vault>) -> Result<HttpResponse
     errors.finish(())?;
     let (events, next) = vault.audit(&AuditQuery {
         domain: params.domain,
+        action: params.action,
         since,
         until,
         after,

@@ -5,7 +5,7 @@
 //! `EnterpriseOIDCConfig` schema keeps every property of the seed's. The sign-in
 //! broker's operations are in `openapi/sso.rs`.
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 mod sso;
 
@@ -15,7 +15,7 @@ use super::apps::{APP, APPS};
 use super::health::{HEALTHZ, METRICS, OPENAPI, READYZ};
 use super::oidc_config::PATH as OIDC_CONFIG;
 use super::provider::{REFRESH as OIDC_REFRESH, TEST as OIDC_TEST};
-use super::ui::{APP_CSS, APP_JS, ICON, INDEX, SSO_JS};
+use super::ui::{APP_CSS, APP_JS, ICON, INDEX, OPS_JS, SSO_JS};
 use super::whoami::WHOAMI;
 use super::DOMAIN_HEADER;
 
@@ -163,6 +163,26 @@ pub const REDIRECT_URI_PATTERN: &str = concat!(
     r"(?:\?(?:[A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-Fa-f]{2})*)?$"
 );
 
+/// The query parameters of `GET /api/v1/admin/audit/` (a function of its own:
+/// the whole document in one `json!` would pass the macro's recursion limit).
+fn audit_params() -> Value {
+    json!([
+        {"name": "domain", "in": "query", "required": false, "schema": {"type": "string"}, "description": "Only events of this domain."},
+        {"name": "action", "in": "query", "required": false, "schema": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[a-z0-9_]+([.][a-z0-9_]+)*[.]?$"}, "description": "Only events of this action: `config.update` matches exactly that action; a value ending in a dot is a prefix, `sso.` matching `sso.login`, `sso.code_redeem` and `sso.code_replay`. Actions: `domain.add`, `domain.remove`, `token.create`, `token.revoke`, `config.create`, `config.update`, `config.delete`, `config.refresh.start`, `config.refresh`, `config.test.start`, `config.test`, `app.create`, `app.remove`, `key.rotate`, `key.drop`, `backup`, `sso.login`, `sso.code_redeem`, `sso.code_replay`. A value not of this form is a 400 on `action`."},
+        {"name": "since", "in": "query", "required": false, "schema": {"type": "string", "format": "date-time"}, "description": "Only events at or after this time (RFC 3339)."},
+        {"name": "until", "in": "query", "required": false, "schema": {"type": "string", "format": "date-time"}, "description": "Only events before this time (RFC 3339)."},
+        {"name": "cursor", "in": "query", "required": false, "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"}, "description": "`next` of the previous page (an event id: a 64-bit integer; the pattern admits the 19-digit ones, more than the trail will hold)."},
+        {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}
+    ])
+}
+
+/// A script of the admin page.
+fn ui_script(id: &str, summary: &str) -> Value {
+    json!({"get": {"operationId": id, "summary": summary, "security": [],
+        "responses": {"200": {"description": "JavaScript.",
+            "content": {"text/javascript": {"schema": {"type": "string"}}}}}}})
+}
+
 /// Any valid token may ask who it is: no 403.
 fn whoami_op() -> Value {
     let mut o = op(
@@ -178,9 +198,30 @@ fn whoami_op() -> Value {
     o
 }
 
+/// The admin page's files (a part of its own: the whole document in one
+/// `json!` would pass the macro's recursion limit).
+fn ui_paths() -> Map<String, Value> {
+    let paths = json!({
+        INDEX: {"get": {"operationId": "ui-index", "summary": "The admin page", "security": [],
+            "responses": {"200": {"description": "HTML page.", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+        APP_JS: ui_script("ui-script", "The admin page's script"),
+        SSO_JS: ui_script("ui-script-sso", "The admin page's script for sign-in: applications, callback URL, Try sign-in"),
+        OPS_JS: ui_script("ui-script-ops", "The admin page's script for operators: the audit trail and the key terms"),
+        APP_CSS: {"get": {"operationId": "ui-style", "summary": "The admin page's style sheet", "security": [],
+            "responses": {"200": {"description": "CSS.", "content": {"text/css": {"schema": {"type": "string"}}}}}}},
+        ICON: {"get": {"operationId": "ui-icon", "summary": "The admin page's icon", "security": [],
+            "responses": {"200": {"description": "SVG image.", "content": {"image/svg+xml": {"schema": {"type": "string"}}}}}}}
+    });
+    match paths {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
 pub fn document() -> Value {
     let mut doc = base_document();
     if let Some(paths) = doc["paths"].as_object_mut() {
+        paths.extend(ui_paths());
         paths.extend(sso::paths());
     }
     if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
@@ -319,13 +360,7 @@ fn base_document() -> Value {
                     false, json!({})),
             },
             AUDIT: {
-                "parameters": [
-                    {"name": "domain", "in": "query", "required": false, "schema": {"type": "string"}, "description": "Only events of this domain."},
-                    {"name": "since", "in": "query", "required": false, "schema": {"type": "string", "format": "date-time"}, "description": "Only events at or after this time (RFC 3339)."},
-                    {"name": "until", "in": "query", "required": false, "schema": {"type": "string", "format": "date-time"}, "description": "Only events before this time (RFC 3339)."},
-                    {"name": "cursor", "in": "query", "required": false, "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"}, "description": "`next` of the previous page (an event id: a 64-bit integer; the pattern admits the 19-digit ones, more than the trail will hold)."},
-                    {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}
-                ],
+                "parameters": audit_params(),
                 "get": op("admin-audit-list", "The audit trail, oldest first, with cursor paging",
                     json!({"200": ok_json("A page of events.", json!({"$ref": "#/components/schemas/AuditPage"})),
                            "400": validation_response()}),
@@ -346,16 +381,6 @@ fn base_document() -> Value {
                     false,
                     json!({"description": "Request counts and latency, group-commit figures, store size, domain and config counts, key terms. An operator token only (a domain token: 403): the figures describe every domain. Configure the scraper with `authorization: {type: Bearer, credentials_file: ...}`."})),
             },
-            INDEX: {"get": {"operationId": "ui-index", "summary": "The admin page", "security": [],
-                "responses": {"200": {"description": "HTML page.", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
-            APP_JS: {"get": {"operationId": "ui-script", "summary": "The admin page's script", "security": [],
-                "responses": {"200": {"description": "JavaScript.", "content": {"text/javascript": {"schema": {"type": "string"}}}}}}},
-            SSO_JS: {"get": {"operationId": "ui-script-sso", "summary": "The admin page's script for sign-in: applications, callback URL, Try sign-in", "security": [],
-                "responses": {"200": {"description": "JavaScript.", "content": {"text/javascript": {"schema": {"type": "string"}}}}}}},
-            APP_CSS: {"get": {"operationId": "ui-style", "summary": "The admin page's style sheet", "security": [],
-                "responses": {"200": {"description": "CSS.", "content": {"text/css": {"schema": {"type": "string"}}}}}}},
-            ICON: {"get": {"operationId": "ui-icon", "summary": "The admin page's icon", "security": [],
-                "responses": {"200": {"description": "SVG image.", "content": {"image/svg+xml": {"schema": {"type": "string"}}}}}}},
             HEALTHZ: {"get": {"operationId": "healthz", "summary": "Liveness", "security": [],
                 "responses": {"200": ok_json("Serving.", json!({"type": "object",
                     "properties": {"status": {"const": "ok"}}, "required": ["status"]})),

@@ -18,12 +18,14 @@ use super::method_not_allowed;
 pub const INDEX: &str = "/";
 pub const APP_JS: &str = "/ui/app.js";
 pub const SSO_JS: &str = "/ui/sso.js";
+pub const OPS_JS: &str = "/ui/ops.js";
 pub const APP_CSS: &str = "/ui/app.css";
 pub const ICON: &str = "/ui/icon.svg";
 
 const INDEX_HTML: &str = include_str!("../../ui/index.html");
 const APP_JS_TEXT: &str = include_str!("../../ui/app.js");
 const SSO_JS_TEXT: &str = include_str!("../../ui/sso.js");
+const OPS_JS_TEXT: &str = include_str!("../../ui/ops.js");
 const APP_CSS_TEXT: &str = include_str!("../../ui/app.css");
 const ICON_SVG: &str = include_str!("../../ui/icon.svg");
 
@@ -42,6 +44,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(asset(INDEX, "text/html; charset=utf-8", INDEX_HTML))
         .service(asset(APP_JS, "text/javascript; charset=utf-8", APP_JS_TEXT))
         .service(asset(SSO_JS, "text/javascript; charset=utf-8", SSO_JS_TEXT))
+        .service(asset(OPS_JS, "text/javascript; charset=utf-8", OPS_JS_TEXT))
         .service(asset(APP_CSS, "text/css; charset=utf-8", APP_CSS_TEXT))
         .service(asset(ICON, "image/svg+xml", ICON_SVG));
 }

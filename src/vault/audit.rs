@@ -39,6 +39,9 @@ pub struct AuditEvent {
 pub struct AuditQuery {
     /// Only events of this domain (by name).
     pub domain: Option<String>,
+    /// Only events of this action (`config.update`), or, ending in `.`, of
+    /// every action under that prefix (`sso.`); see [`action_matches`].
+    pub action: Option<String>,
     /// Only events at or after this time (microseconds since the epoch).
     pub since: Option<i64>,
     /// Only events before this time.
@@ -46,6 +49,33 @@ pub struct AuditQuery {
     /// Cursor: only events after this id.
     pub after: Option<u64>,
     pub limit: usize,
+}
+
+/// Whether `action` passes the filter `wanted`: equal to it, or, when `wanted`
+/// ends in `.` (`sso.`), starting with it. A prefix and not a glob: the
+/// actions form a two-level namespace (`config.update`, `sso.login`), and an
+/// operator asks either for one action or for one family.
+pub(super) fn action_matches(wanted: &str, action: &str) -> bool {
+    if wanted.ends_with('.') {
+        action.starts_with(wanted)
+    } else {
+        action == wanted
+    }
+}
+
+/// Whether `filter` is a well-formed action filter: dot-separated words of
+/// `a-z`, `0-9` and `_`, with an optional trailing `.` (a prefix), at most 64
+/// characters (the API's `action` parameter; the OpenAPI document states the
+/// same as a `pattern`).
+pub fn valid_action_filter(filter: &str) -> bool {
+    let body = filter.strip_suffix('.').unwrap_or(filter);
+    filter.len() <= 64
+        && !body.is_empty()
+        && body.split('.').all(|w| {
+            !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        })
 }
 
 pub(super) fn event(
@@ -105,6 +135,9 @@ impl Vault {
             .map(|d| d.trim().trim_end_matches('.').to_ascii_lowercase());
         let page = self.store.audit_page(q.after, limit + 1, |r| {
             domain.as_ref().is_none_or(|d| r.domain.as_ref() == Some(d))
+                && q.action
+                    .as_deref()
+                    .is_none_or(|a| action_matches(a, &r.action))
                 && q.since.is_none_or(|s| r.at >= s)
                 && q.until.is_none_or(|u| r.at < u)
         })?;
@@ -141,5 +174,51 @@ impl Vault {
             .store
             .prune_audit(now_micros().saturating_sub(keep_micros))
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_filter_is_exact_or_a_prefix_ending_in_a_dot() {
+        assert!(action_matches("sso.login", "sso.login"));
+        assert!(!action_matches("sso.login", "sso.login_extra"));
+        assert!(!action_matches("sso", "sso.login"));
+        assert!(action_matches("sso.", "sso.login"));
+        assert!(action_matches("sso.", "sso.code_redeem"));
+        assert!(!action_matches("sso.", "sso"));
+        assert!(!action_matches("config.", "key.rotate"));
+        assert!(action_matches("backup", "backup"));
+    }
+
+    #[test]
+    fn action_filter_syntax() {
+        for ok in [
+            "backup",
+            "sso.",
+            "config.update",
+            "sso.code_redeem",
+            "a.b.c",
+            "k2.",
+            &"a".repeat(64),
+        ] {
+            assert!(valid_action_filter(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "sso..",
+            ".sso",
+            "sso*",
+            "SSO.login",
+            "a..b",
+            "sso. ",
+            "é",
+            &"a".repeat(65),
+        ] {
+            assert!(!valid_action_filter(bad), "{bad:?}");
+        }
     }
 }

@@ -26,7 +26,7 @@ mod sso;
 mod term_uses;
 mod tokens;
 
-pub use audit::{AuditEvent, AuditQuery};
+pub use audit::{valid_action_filter, AuditEvent, AuditQuery};
 pub use backup::BackupInfo;
 pub use endpoints::{
     needs_fetch as needs_discovery_fetch, Discovered, EndpointChange, EndpointKept, EndpointSource,

@@ -568,6 +568,236 @@ step('operator: remove a domain with confirmation', async () => {
   assert.deepEqual(list.body.map((d) => d.domain), ['acme.com']);
 });
 
+// ---- the operator's views: audit trail and key terms ----------------------------------
+
+const AUDIT_PATH = '/api/v1/admin/audit/';
+const operatorId = () => Number(/^ovt_(\d+)_/.exec(operatorToken)[1]);
+
+/** Every event of the trail matching `query`, from the API (following `next`). */
+async function auditAll(query = '') {
+  const out = [];
+  let cursor = null;
+  for (let i = 0; i < 50; i += 1) {
+    const res = await apiCall('GET', `${AUDIT_PATH}?limit=1000${query ? `&${query}` : ''}${cursor ? `&cursor=${cursor}` : ''}`, operatorToken);
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    out.push(...res.body.results);
+    if (!res.body.next) return out;
+    cursor = res.body.next;
+  }
+  throw new Error('the audit trail did not end');
+}
+
+/** The rows of the audit table as the page shows them: one object per row. */
+async function auditRows() {
+  return page.$$eval('#audit-rows tr', (rows) => rows.map((r) => ({
+    id: Number(r.dataset.eventId),
+    at: r.cells[0].querySelector('time').getAttribute('datetime'),
+    actor: r.cells[1].textContent,
+    action: r.cells[2].textContent,
+    domain: r.cells[3].textContent,
+    fields: r.cells[4].textContent,
+    fingerprint: r.cells[5].textContent,
+    detail: r.cells[6].textContent,
+  })));
+}
+
+/** What a row shows for an event of the API. */
+const rowOf = (e) => ({
+  id: e.id,
+  at: e.at,
+  actor: e.actor === null ? 'no token' : `token #${e.actor}`,
+  action: e.action,
+  domain: e.domain || (e.domain_id === null ? '—' : `id ${e.domain_id}`),
+  fields: e.fields.length ? e.fields.join(', ') : '—',
+  fingerprint: e.secret_fingerprint || '—',
+  detail: e.detail || '',
+});
+
+/** Submit the audit filters and wait for the answer to be shown. */
+async function filterAudit({ domain = '', action = '', since = '', until = '', limit = '100' } = {}) {
+  await page.locator('#audit-domain').fill(domain);
+  await page.locator('#audit-action').fill(action);
+  await page.locator('#audit-since').fill(since);
+  await page.locator('#audit-until').fill(until);
+  await page.locator('#audit-limit').selectOption(limit);
+  const answered = page.waitForResponse((r) => r.url().includes(AUDIT_PATH));
+  await page.locator('#audit-apply').click();
+  const res = await answered;
+  await page.waitForFunction(() => document.getElementById('audit-form').getAttribute('aria-busy') === null);
+  return new URL(res.url());
+}
+
+const AUDIT_FILTER_STEP = 'operator: filter the audit trail by domain, action and time, page it with a small limit';
+const SECRETS_SEEN = () => [CLIENT_SECRET, 'n3w-s3cr3t-v4lue!', 'globex-secret-123456', domainToken, operatorToken];
+
+step('operator: the audit trail shows the events the scenario caused, with each event\'s fields', async () => {
+  await page.getByRole('link', { name: 'Audit trail' }).click();
+  await visible('#audit-view').waitFor();
+  await expectText('#audit-summary', /Page 1: \d+ events/);
+  assert.equal(await page.locator('#nav-audit').getAttribute('aria-current'), 'page');
+  const events = await auditAll();
+  assert.ok(events.length > 10 && events.length <= 100, `${events.length} events`);
+  assert.deepEqual(await auditRows(), events.map(rowOf), 'the table shows every event, field by field');
+  // What the scenario did is there, by whom.
+  const actions = events.map((e) => `${e.action} ${e.domain ?? ''}`.trim());
+  for (const a of ['domain.add acme.com', 'config.create acme.com', 'config.update acme.com',
+    'domain.add globex.example', 'config.create globex.example', 'config.delete globex.example',
+    'token.create globex.example', 'token.revoke globex.example', 'app.create', 'app.remove',
+    'domain.remove globex.example']) {
+    assert.ok(actions.includes(a), `no "${a}" in ${JSON.stringify(actions)}`);
+  }
+  const rows = await auditRows();
+  const added = rows.find((r) => r.action === 'domain.add' && r.domain === 'globex.example');
+  assert.equal(added.actor, `token #${operatorId()}`, 'the page\'s operator is the actor');
+  assert.equal(rows.find((r) => r.action === 'domain.add' && r.domain === 'acme.com').actor, 'no token', 'the command line has no token');
+  const created = rows.find((r) => r.action === 'config.create' && r.domain === 'acme.com');
+  assert.equal(created.fields, 'client_id, client_secret');
+  assert.match(created.fingerprint, /\S{8,}/, 'a secret change shows its fingerprint');
+  for (const secret of SECRETS_SEEN()) await pageHasNoPlaintext(secret);
+  await shot('operator-audit-trail');
+});
+
+step(AUDIT_FILTER_STEP, async () => {
+  // By domain.
+  let sent = await filterAudit({ domain: 'globex.example' });
+  assert.equal(sent.searchParams.get('domain'), 'globex.example');
+  const globex = await auditAll('domain=globex.example');
+  assert.deepEqual(await auditRows(), globex.map(rowOf));
+  assert.ok(globex.length >= 5 && globex.every((e) => e.domain === 'globex.example'));
+  // By domain and a family of actions.
+  sent = await filterAudit({ domain: 'globex.example', action: 'config.' });
+  assert.equal(sent.searchParams.get('action'), 'config.');
+  assert.deepEqual((await auditRows()).map((r) => r.action), ['config.create', 'config.delete']);
+  await expectText('#audit-summary', /Page 1: 2 events.*domain globex\.example, action config\./);
+  await shot('operator-audit-filtered');
+  // By one exact action, any domain.
+  await filterAudit({ action: 'token.create' });
+  const tokenEvents = await auditAll('action=token.create');
+  assert.deepEqual(await auditRows(), tokenEvents.map(rowOf));
+  assert.ok(tokenEvents.length >= 3 && tokenEvents.every((e) => e.action === 'token.create'));
+  // A malformed action: said beside the field, nothing else changes.
+  await filterAudit({ action: 'Config*' });
+  await expectText('#audit-action-error', /prefix ending in a dot/);
+  await expectText('#alert', /^Not filtered: check Action\.$/);
+  assert.equal(await page.locator('#audit-action').getAttribute('aria-invalid'), 'true');
+  assert.deepEqual((await auditRows()).map((r) => r.action), tokenEvents.map((e) => e.action), 'the last good page stays');
+  // By time: nothing from a minute ahead on; everything between a minute before
+  // the first event and a minute ahead (datetime-local, in the browser's zone: UTC).
+  const all = await auditAll();
+  const local = (ms) => new Date(ms).toISOString().slice(0, 19);
+  sent = await filterAudit({ since: local(Date.now() + 60_000) });
+  assert.match(sent.searchParams.get('since'), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000Z$/);
+  await expectText('#audit-summary', /^No events match these filters\.$/);
+  assert.ok(await page.locator('#audit-table').isHidden());
+  await filterAudit({ since: local(Date.parse(all[0].at) - 60_000), until: local(Date.now() + 60_000) });
+  assert.equal((await auditRows()).length, all.length);
+  const middle = all[Math.floor(all.length / 2)];
+  await filterAudit({ until: local(Date.parse(middle.at) - 1000) });
+  assert.ok((await auditRows()).every((r) => Date.parse(r.at) < Date.parse(middle.at)), 'until is exclusive');
+  // Paged 10 at a time, forward to the end and back.
+  await filterAudit({ limit: '10' });
+  const seen = [];
+  const pages = [];
+  for (let n = 1; n <= 20; n += 1) {
+    const rows = await auditRows();
+    assert.ok(rows.length >= 1 && rows.length <= 10, `page ${n}: ${rows.length} rows`);
+    await expectText('#audit-summary', new RegExp(`^Page ${n}: `));
+    pages.push(rows.map((r) => r.id));
+    seen.push(...rows.map((r) => r.id));
+    if (await page.locator('#audit-next').isDisabled()) break;
+    const answered = page.waitForResponse((r) => r.url().includes(AUDIT_PATH));
+    await page.locator('#audit-next').click();
+    const url = new URL((await answered).url());
+    assert.equal(url.searchParams.get('cursor'), String(rows[rows.length - 1].id), 'the next page by the cursor');
+    assert.equal(url.searchParams.get('limit'), '10');
+    await page.waitForFunction((last) => {
+      const first = document.querySelector('#audit-rows tr');
+      return first && Number(first.dataset.eventId) > last;
+    }, rows[rows.length - 1].id);
+  }
+  assert.deepEqual(seen, all.map((e) => e.id), 'the pages hold every event once, in order');
+  assert.ok(pages.length >= 2, `${pages.length} pages`);
+  assert.ok(await page.locator('#audit-prev').isEnabled());
+  await page.locator('#audit-prev').click();
+  await expectText('#audit-summary', new RegExp(`^Page ${pages.length - 1}: 10 events`));
+  assert.deepEqual((await auditRows()).map((r) => r.id), pages[pages.length - 2], 'back to the page before');
+  await shot('operator-audit-paged');
+  for (const secret of SECRETS_SEEN()) await pageHasNoPlaintext(secret);
+});
+
+step('operator: the key terms; Rotate now (confirmed) moves to a new term and re-encryption reaches 100 %', async () => {
+  await page.getByRole('link', { name: 'Key terms' }).click();
+  await visible('#keys-view').waitFor();
+  const before = await apiCall('GET', '/api/v1/admin/keys/', operatorToken);
+  const term = before.body.active_term;
+  await expectText('#keys-summary', new RegExp(`^Term ${term} is active`));
+  await expectText('#keys-summary', new RegExp(`${before.body.total_configs} stored configuration`));
+  await expectText('#keys-progress-text', new RegExp(`^100 % under term ${term}: re-encryption complete`));
+  assert.deepEqual(await page.$$eval('#keys-rows tr', (rows) => rows.map((r) => r.dataset.term)), [String(term)]);
+  await shot('operator-keys');
+
+  // Cancel keeps the term.
+  await page.locator('#keys-rotate').click();
+  await visible('#confirm').waitFor();
+  await expectText('#confirm-title', /Rotate the data key now\?/);
+  await page.locator('#confirm-cancel').click();
+  assert.equal((await apiCall('GET', '/api/v1/admin/keys/', operatorToken)).body.active_term, term, 'cancelled: no rotation');
+
+  // Confirmed: the new term at once, then the progress polled to 100 %.
+  const polls = [];
+  const onResponse = (r) => { if (r.url().endsWith('/api/v1/admin/keys/')) polls.push(r.url()); };
+  page.on('response', onResponse);
+  // Every progress line the page shows, from the rotation to the end.
+  await page.evaluate(() => {
+    window.progressSeen = [];
+    const line = document.getElementById('keys-progress-text');
+    new MutationObserver(() => window.progressSeen.push(line.textContent))
+      .observe(line, { childList: true, characterData: true, subtree: true });
+  });
+  await page.locator('#keys-rotate').click();
+  await visible('#confirm').waitFor();
+  await page.locator('#confirm-ok').click();
+  await expectText('#notice', new RegExp(`Rotated: term ${term + 1} is active|Re-encryption complete`));
+  await expectText('#keys-summary', new RegExp(`^Term ${term + 1} is active`));
+  await expectText('#keys-progress-text', new RegExp(`^100 % under term ${term + 1}: re-encryption complete`));
+  await expectText('#notice', new RegExp(`Re-encryption complete: every configuration is under term ${term + 1}`));
+  page.off('response', onResponse);
+  assert.ok(polls.length >= 1, 'the page asked for the progress after the rotation');
+  // The new term's progress, never going back, until complete.
+  const seen = await page.evaluate(() => window.progressSeen);
+  const percents = seen.map((t) => Number(/^(\d+) % /.exec(t)[1]));
+  assert.ok(seen.every((t) => t.includes(`under term ${term + 1}`)), JSON.stringify(seen));
+  assert.deepEqual(percents, [...percents].sort((a, b) => a - b), `progress went back: ${JSON.stringify(seen)}`);
+  assert.match(seen[seen.length - 1], /^100 % under term \d+: re-encryption complete/);
+  process.stdout.write(`# re-encryption progress as shown: ${JSON.stringify(seen)}\n`);
+  assert.equal(await page.locator('#keys-progress').evaluate((p) => p.value), 100);
+  assert.deepEqual(await page.$$eval('#keys-rows tr', (rows) => rows.map((r) => r.dataset.term)), [String(term + 1)]);
+  const after = await apiCall('GET', '/api/v1/admin/keys/', operatorToken);
+  assert.equal(after.body.active_term, term + 1);
+  assert.equal(after.body.progress, 1);
+  assert.equal(after.body.reencryption_pending, false);
+  assert.deepEqual(after.body.terms.map((t) => t.term), [term + 1]);
+  // Polling stops once done.
+  const settled = polls.length;
+  await page.waitForTimeout(1200);
+  assert.equal(polls.length, settled, 'no more polls after 100 %');
+  // The stored secret survived its re-encryption.
+  const acme = await apiCall('GET', '/api/v1/enterprises/oidc/config/', domainToken);
+  assert.equal(acme.body.client_secret_masked, '********lue!');
+  await shot('operator-keys-rotated');
+
+  // The rotation is in the trail, by this operator.
+  await page.getByRole('link', { name: 'Audit trail' }).click();
+  await visible('#audit-view').waitFor();
+  await filterAudit({ action: 'key.' });
+  const keyRows = await auditRows();
+  assert.deepEqual(keyRows.map((r) => r.action), ['key.rotate', 'key.drop']);
+  assert.equal(keyRows[0].actor, `token #${operatorId()}`);
+  await page.locator('#audit-clear').click();
+  await page.getByRole('link', { name: 'Domains and tokens' }).click();
+  await visible('#operator-view').waitFor();
+});
+
 step('readable at phone width', async () => {
   await page.setViewportSize({ width: 375, height: 812 });
   const overflow = async () => page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
@@ -578,6 +808,17 @@ step('readable at phone width', async () => {
   await expectText('#secret-masked', /^\*{8}lue!$/);
   assert.equal(await overflow(), 0, 'config view scrolls sideways at 375 px');
   await shot('phone-config');
+  await page.goto(`${base}/#/audit`);
+  await visible('#audit-view').waitFor();
+  await expectText('#audit-summary', /Page 1: /);
+  assert.equal(await overflow(), 0, 'audit view scrolls sideways at 375 px (the table scrolls in its box)');
+  await shot('phone-audit');
+  await page.goto(`${base}/#/keys`);
+  await visible('#keys-view').waitFor();
+  await expectText('#keys-progress-text', /100 %/);
+  assert.equal(await overflow(), 0, 'keys view scrolls sideways at 375 px');
+  await page.goto(`${base}/#/`);
+  await visible('#operator-view').waitFor();
   await page.setViewportSize({ width: 1100, height: 900 });
 });
 
@@ -586,7 +827,7 @@ step('no request to another origin, no policy violation, no script error', async
   const foreign = requests.filter((u) => new URL(u).origin !== base);
   assert.deepEqual(foreign, [], 'requests to another origin');
   const paths = new Set(requests.map((u) => new URL(u).pathname));
-  for (const p of ['/', '/ui/app.js', '/ui/sso.js', '/ui/app.css', '/ui/icon.svg']) assert.ok(paths.has(p), `${p} not loaded`);
+  for (const p of ['/', '/ui/app.js', '/ui/sso.js', '/ui/ops.js', '/ui/app.css', '/ui/icon.svg']) assert.ok(paths.has(p), `${p} not loaded`);
   assert.deepEqual(problems, []);
   // Signing in asks who the token is (GET /auth/whoami/): it provokes no 403,
   // and no step gets one. The only failed answers of the sign-in steps are the
@@ -600,6 +841,7 @@ step('no request to another origin, no policy violation, no script error', async
   assert.deepEqual(failedIn(OPERATOR_SIGN_IN_STEP),
     ['POST /api/v1/admin/domains/ 400', 'POST /api/v1/admin/domains/ 400'], OPERATOR_SIGN_IN_STEP);
   assert.deepEqual(failedIn(APP_STEP), ['POST /api/v1/admin/apps/ 400'], APP_STEP);
+  assert.deepEqual(failedIn(AUDIT_FILTER_STEP), ['GET /api/v1/admin/audit/ 400'], AUDIT_FILTER_STEP);
   assert.deepEqual(failedAnswers.filter((f) => / 403$/.test(f.what)), [], 'answers 403');
   // The server never logged a secret or a token.
   for (const secret of [CLIENT_SECRET, 'n3w-s3cr3t-v4lue!', 'globex-secret-123456', domainToken, operatorToken]) {
