@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod apps;
+mod docs;
 
 use crate::api::dto::{BackupResponse, DomainResponse, KeyTermsResponse, TokenResponse};
 use crate::config::{Config, EnvSecrets, ENV_PASSPHRASE, MIN_PASSPHRASE_CHARS};
@@ -59,6 +60,13 @@ enum Command {
     /// Open every record and decrypt every secret in memory; exit non-zero
     /// naming each record that fails.
     Verify,
+    /// Print the shell completion script for SHELL (reads no configuration).
+    Completions {
+        #[arg(value_enum)]
+        shell: docs::Shell,
+    },
+    /// Print the man page (roff; reads no configuration): oidcvault man | man -l -
+    Man,
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,6 +196,14 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
 }
 
 fn execute(cli: Cli, secrets: &mut EnvSecrets) -> Result<(), CliError> {
+    // Generated from the command definition: no configuration, no data directory.
+    match &cli.command {
+        Some(Command::Man) => return docs::man(&mut std::io::stdout().lock()),
+        Some(Command::Completions { shell }) => {
+            return docs::completions(*shell, &mut std::io::stdout().lock())
+        }
+        _ => {}
+    }
     let config = Config::load(cli.config.as_deref())?;
     // Without the secret variables: `crate::startup` took them out.
     let env: Vec<(String, String)> = std::env::vars().collect();
@@ -269,6 +285,7 @@ fn execute(cli: Cli, secrets: &mut EnvSecrets) -> Result<(), CliError> {
                 vault.shutdown();
                 r
             }
+            Command::Man | Command::Completions { .. } => Ok(()),
         }
     });
     result

@@ -46,6 +46,7 @@ mod api_apps;
 mod api_oidc;
 mod api_ops;
 mod binary_cli;
+mod binary_credentials;
 mod binary_durability;
 mod binary_master_key;
 mod binary_secrets;

@@ -26,6 +26,10 @@ pub const ENV_NEW_PASSPHRASE: &str = "OIDCVAULT_NEW_MASTER_PASSPHRASE";
 /// start (`crate::startup`) and kept only in [`EnvSecrets`].
 pub const SECRET_VARS: [&str; 3] = [ENV_PASSPHRASE, ENV_TOKEN, ENV_NEW_PASSPHRASE];
 
+/// Set by systemd for a unit with `LoadCredential=`/`LoadCredentialEncrypted=`:
+/// the read-only folder holding the unit's credentials.
+pub const ENV_CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
+
 /// A master passphrase shorter than this is refused.
 pub const MIN_PASSPHRASE_CHARS: usize = 12;
 
@@ -85,6 +89,26 @@ pub enum MasterSource {
     PassphraseFile(PathBuf),
     /// `security.master_key_file`.
     KeyFile(PathBuf),
+    /// `security.master_key_file` handed over by systemd: the credential named
+    /// like the setting's last part (`/etc/oidcvault/master.key` -> `master.key`),
+    /// in `$CREDENTIALS_DIRECTORY`. Never created: the folder is read-only.
+    Credential { name: String, path: PathBuf },
+}
+
+impl MasterSource {
+    /// The source for `security.master_key_file` (`key_file`, resolved): the
+    /// systemd credential named like its last part when `credentials_dir`
+    /// (`$CREDENTIALS_DIRECTORY`) is set and not empty, else the file itself.
+    pub fn key_file(key_file: PathBuf, credentials_dir: Option<&str>) -> Self {
+        let name = key_file.file_name().and_then(|n| n.to_str());
+        match (credentials_dir.filter(|d| !d.is_empty()), name) {
+            (Some(dir), Some(name)) => MasterSource::Credential {
+                name: name.to_owned(),
+                path: Path::new(dir).join(name),
+            },
+            _ => MasterSource::KeyFile(key_file),
+        }
+    }
 }
 
 impl std::fmt::Display for MasterSource {
@@ -97,6 +121,11 @@ impl std::fmt::Display for MasterSource {
                 p.display()
             ),
             MasterSource::KeyFile(p) => write!(f, "the master key file {}", p.display()),
+            MasterSource::Credential { name, path } => write!(
+                f,
+                "the master key credential {name} ({}, from ${ENV_CREDENTIALS_DIRECTORY})",
+                path.display()
+            ),
         }
     }
 }
@@ -129,6 +158,18 @@ pub fn load_master_secret(
                     )));
                 }
                 (create_key_file(path)?, true)
+            }
+            Err(e) => return Err(err(format!("cannot read {source}: {e}"))),
+        },
+        MasterSource::Credential { name, path } => match std::fs::symlink_metadata(path) {
+            Ok(_) => (read_secret_file(path, source)?, false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(err(format!(
+                    "{source} does not exist: systemd set ${ENV_CREDENTIALS_DIRECTORY} but handed \
+                     over no credential named {name}; add LoadCredential={name}:/etc/oidcvault/{name} \
+                     (or LoadCredentialEncrypted=) to the unit, or name the credential like the last \
+                     part of security.master_key_file (no key is ever created there: it is read-only)"
+                )))
             }
             Err(e) => return Err(err(format!("cannot read {source}: {e}"))),
         },
@@ -224,6 +265,52 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("chmod 600"), "{e}");
+    }
+
+    #[test]
+    fn the_credential_is_named_like_the_key_file_and_never_created() {
+        let creds = tempfile::tempdir().unwrap();
+        let dir = creds.path().to_str().unwrap();
+        let src = MasterSource::key_file(PathBuf::from("/etc/oidcvault/master.key"), Some(dir));
+        let path = creds.path().join("master.key");
+        assert_eq!(
+            src,
+            MasterSource::Credential {
+                name: "master.key".into(),
+                path: path.clone()
+            }
+        );
+        // Unset or empty: the file itself.
+        for unset in [None, Some("")] {
+            assert_eq!(
+                MasterSource::key_file(PathBuf::from("/k/master.key"), unset),
+                MasterSource::KeyFile(PathBuf::from("/k/master.key"))
+            );
+        }
+        // Missing: refused even for a new data directory, with the unit line to add.
+        let e = load_master_secret(&src, &EnvSecrets::default(), true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("LoadCredential=master.key:") && e.contains("CREDENTIALS_DIRECTORY"),
+            "{e}"
+        );
+        assert!(
+            !path.exists(),
+            "a key was created in the credentials directory"
+        );
+        // Present (systemd makes it 0400): read, whitespace trimmed.
+        std::fs::write(&path, "0123456789abcdefghij\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        let (secret, created) = load_master_secret(&src, &EnvSecrets::default(), true).unwrap();
+        assert!(!created);
+        assert_eq!(secret.expose(), b"0123456789abcdefghij");
+        // The mode check still holds.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o440)).unwrap();
+        let e = load_master_secret(&src, &EnvSecrets::default(), false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("chmod 600") && e.contains("credential"), "{e}");
     }
 
     #[test]

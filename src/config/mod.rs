@@ -12,8 +12,8 @@ use serde::Deserialize;
 
 use crate::crypto::KdfParams;
 pub use master::{
-    load_master_secret, EnvSecrets, MasterSource, ENV_NEW_PASSPHRASE, ENV_PASSPHRASE,
-    ENV_PASSPHRASE_FILE, ENV_TOKEN, MIN_PASSPHRASE_CHARS, SECRET_VARS,
+    load_master_secret, EnvSecrets, MasterSource, ENV_CREDENTIALS_DIRECTORY, ENV_NEW_PASSPHRASE,
+    ENV_PASSPHRASE, ENV_PASSPHRASE_FILE, ENV_TOKEN, MIN_PASSPHRASE_CHARS, SECRET_VARS,
 };
 
 mod master;
@@ -285,7 +285,10 @@ impl Config {
         } else if let Some(p) = get(ENV_PASSPHRASE_FILE) {
             MasterSource::PassphraseFile(PathBuf::from(p))
         } else {
-            MasterSource::KeyFile(self.master_key_file())
+            MasterSource::key_file(
+                self.master_key_file(),
+                get(ENV_CREDENTIALS_DIRECTORY).as_deref(),
+            )
         }
     }
 }
@@ -347,6 +350,44 @@ pub(super) mod tests {
             ..Config::default()
         };
         assert_eq!(c, defaults);
+    }
+
+    #[test]
+    fn packaged_config_differs_from_the_defaults_only_in_its_paths() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/config.toml");
+        let c = Config::load_with_env(Some(&path), &[]).unwrap();
+        assert_eq!(c.data_dir(), Path::new("/var/lib/oidcvault/data"));
+        assert_eq!(c.backup_dir(), Path::new("/var/backups/oidcvault"));
+        assert_eq!(c.master_key_file(), Path::new("/etc/oidcvault/master.key"));
+        let mut same = c.clone();
+        same.storage.data_dir = Config::default().storage.data_dir;
+        same.storage.backup_dir = Config::default().storage.backup_dir;
+        same.security.master_key_file = Config::default().security.master_key_file;
+        assert_eq!(
+            same,
+            Config {
+                base_dir: c.base_dir.clone(),
+                ..Config::default()
+            }
+        );
+        // Under the unit, the key is the credential named like the file.
+        let unit_env = env(&[(
+            ENV_CREDENTIALS_DIRECTORY,
+            "/run/credentials/oidcvault.service",
+        )]);
+        assert_eq!(
+            c.master_source(&unit_env, &EnvSecrets::default()),
+            MasterSource::Credential {
+                name: "master.key".into(),
+                path: "/run/credentials/oidcvault.service/master.key".into()
+            }
+        );
+        // A passphrase in the environment still comes first.
+        let secrets = EnvSecrets::from_env(&env(&[(ENV_PASSPHRASE, "x")]));
+        assert_eq!(
+            c.master_source(&unit_env, &secrets),
+            MasterSource::EnvPassphrase
+        );
     }
 
     #[test]

@@ -100,6 +100,9 @@ impl Vault {
         };
         let secret_file = match &source {
             MasterSource::KeyFile(p) => Some((p, "security.master_key_file")),
+            MasterSource::Credential { path, .. } => {
+                Some((path, "the master key credential (security.master_key_file)"))
+            }
             MasterSource::PassphraseFile(p) => Some((p, crate::config::ENV_PASSPHRASE_FILE)),
             MasterSource::EnvPassphrase => None,
         };
