@@ -24,7 +24,7 @@ import sys
 from xml.sax.saxutils import escape
 
 WIDTH, HEIGHT = 720, 420
-LEFT, RIGHT, TOP, BOTTOM = 80, 190, 56, 78
+LEFT, RIGHT, TOP, BOTTOM = 80, 190, 56, 92
 
 # Server key in the results -> (legend, colour, dash pattern, marker radius).
 LOAD_SERIES = [
@@ -146,7 +146,7 @@ def line_chart(title, y_label, x_label, categories, series, caption):
     # Legend.
     lx, ly = LEFT + plot_w + 16, TOP + 8
     for n, (key, legend, colour, dash, radius, _) in enumerate(series):
-        y = ly + n * 34
+        y = ly + n * 46
         dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
         out.append(
             f'<line x1="{lx}" y1="{y}" x2="{lx + 24}" y2="{y}" stroke="{colour}" stroke-width="2.5"{dash_attr}/>'
@@ -159,9 +159,10 @@ def line_chart(title, y_label, x_label, categories, series, caption):
             lines[-1] = (lines[-1] + " " + w).strip()
         for j, text in enumerate(lines):
             out.append(f'<text x="{lx + 30}" y="{y + 4 + j * 14}" fill="#222222">{escape(text)}</text>')
-    out.append(
-        f'<text x="{LEFT}" y="{HEIGHT - 12}" font-size="10.5" fill="#666666">{escape(caption)}</text>'
-    )
+    for j, text in enumerate(caption.split("\n")):
+        out.append(
+            f'<text x="{LEFT}" y="{HEIGHT - 26 + j * 14}" font-size="10.5" fill="#666666">{escape(text)}</text>'
+        )
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
@@ -170,9 +171,9 @@ def caption_of(report, path, command):
     machine = report.get("machine", {})
     stamp = datetime.datetime.fromtimestamp(os.path.getmtime(path), datetime.timezone.utc)
     return (
-        f"{command}, {stamp:%d %b %Y %H:%M} UTC; {machine.get('cpus', '?')} CPUs, load average "
-        f"{machine.get('loadavg_at_start', '?')} at start, {report.get('loadavg_at_end', '?')} at end "
-        f"(shared machine: figures are noisy). Medians over rounds."
+        f"{command}, {stamp:%d %b %Y %H:%M} UTC. Medians over rounds.\n"
+        f"{machine.get('cpus', '?')} CPUs, load average {machine.get('loadavg_at_start', '?')} at start, "
+        f"{report.get('loadavg_at_end', '?')} at end (a shared machine: the figures are noisy)."
     )
 
 
