@@ -7,7 +7,8 @@
 //! and `# TYPE` included) until it has a series, so the check runs against a live
 //! `/metrics` after traffic that creates every series the dashboard reads: a
 //! config POST (requests, group commits, key terms) and a refused sign-in
-//! callback (`oidcvault_sso_logins_total`).
+//! callback (`oidcvault_sso_logins_total`). After a key rotation only the active
+//! term's encryptions are exported (the key panels read their max over terms).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -323,6 +324,24 @@ fn dashboard_queries_only_metrics_the_binary_exports() {
     let scrape = server.call("GET", "/metrics", Some(&operator), None, None);
     assert_eq!(scrape.status, 200, "GET /metrics: {scrape}");
     let exposition = parse_or_panic(&scrape.body);
+
+    // The key panels read the active term's encryptions as their max over terms:
+    // after a rotation, only the new term is exported.
+    server.expect(200, "POST", ROTATE, &operator, None, None);
+    let rotated = server.call("GET", "/metrics", Some(&operator), None, None);
+    let rotated = parse_or_panic(&rotated.body);
+    let terms: Vec<_> = rotated
+        .find("oidcvault_key_term_encryptions", &[])
+        .iter()
+        .map(|s| s.labels.get("term").cloned().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        terms,
+        ["2"],
+        "after a rotation to term 2: {:?}",
+        rotated.find("oidcvault_key_term_encryptions", &[])
+    );
+    assert_eq!(rotated.single("oidcvault_key_active_term"), 2.0);
     server.stop();
 
     // Labels each family's samples carry (histograms: `le` on the buckets).
