@@ -39,11 +39,12 @@ SIGNIN_SERIES = [
 
 
 def nice_ceiling(v):
-    """The smallest 1/2/2.5/5 x 10^k at or above v (v > 0)."""
+    """The smallest 1/1.5/2/2.5/3/4/5/7.5 x 10^k at or above v (v > 0): five even
+    steps of readable numbers."""
     if not (v > 0) or math.isinf(v):
         return 1.0
     exp = math.floor(math.log10(v))
-    for m in (1, 2, 2.5, 5, 10):
+    for m in (1, 1.5, 2, 2.5, 3, 4, 5, 7.5, 10):
         top = m * 10**exp
         if top >= v * (1 - 1e-9):
             return top

@@ -116,7 +116,8 @@ class ChartTests(unittest.TestCase):
     def test_nice_ceiling(self):
         self.assertEqual(bench_charts.nice_ceiling(93000), 100000)
         self.assertEqual(bench_charts.nice_ceiling(15.5), 20)
-        self.assertEqual(bench_charts.nice_ceiling(0.72), 1)
+        self.assertEqual(bench_charts.nice_ceiling(0.72), 0.75)
+        self.assertEqual(bench_charts.nice_ceiling(63023), 75000)
         self.assertEqual(bench_charts.nice_ceiling(2.1), 2.5)
         self.assertTrue(math.isfinite(bench_charts.nice_ceiling(float("nan"))))
 
