@@ -12,7 +12,8 @@
 #                                            IdP, beside the IdP round trips alone
 #                                            e.g. signin --duration 10 --conns 1,8,32
 #
-# Results: target/bench-results/{micro,load,scale,profile,signin}.json and .md tables.
+# Results: target/bench-results/{micro,load,scale,profile,signin}.json and .md tables;
+# after load and signin, SVG charts in target/bench-results/charts/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,9 +49,20 @@ build() {
 # runs them as they are), so that other work on a shared machine disturbs less.
 micro() { nice -n -5 cargo bench --bench micro -- "$@"; }
 
+# SVG charts of the load and sign-in figures (scripts/bench_charts.py, Python's
+# standard library only) into target/bench-results/charts/; copy them to
+# docs/charts/ to publish a run's (BENCHMARKS.md links them there).
+charts() {
+  if command -v python3 >/dev/null; then
+    python3 scripts/bench_charts.py
+  else
+    echo "   no python3: charts not drawn (scripts/bench_charts.py)"
+  fi
+}
+
 case "$what" in
   micro) micro "$@" ;;
-  load) build; target/release/examples/bench load "$@" ;;
+  load) build; target/release/examples/bench load "$@"; charts ;;
   scale) build; target/release/examples/bench scale "$@" ;;
   profile) build; target/release/examples/bench profile "$@" ;;
   signin)
@@ -58,10 +70,12 @@ case "$what" in
     echo "== cargo build --release (server, bench driver)"
     cargo build --release --bin oidcvault --example bench
     target/release/examples/bench signin "$@"
+    charts
     ;;
   all)
     build
     target/release/examples/bench load
+    charts
     target/release/examples/bench scale
     micro
     ;;

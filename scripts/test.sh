@@ -24,6 +24,9 @@ if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
 fi
 bash scripts/schemathesis/install.sh
 
+# The bench script's chart generator (Python standard library; no Rust build).
+python3 scripts/test_bench_charts.py
+
 # The disk-full tests mount a small tmpfs; say so when this machine cannot
 # (with CI=true they fail instead of skipping: CI runs as root).
 if ! { [ "$(id -u)" = 0 ] && command -v mount >/dev/null; }; then

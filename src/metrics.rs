@@ -83,7 +83,7 @@ impl Metrics {
         let term_uses = IntGaugeVec::new(
             Opts::new(
                 "key_term_encryptions",
-                "Encryptions under a key term (upper bound)",
+                "Encryptions under the active key term (upper bound)",
             ),
             &["term"],
         )?;

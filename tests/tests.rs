@@ -26,7 +26,8 @@
 //! - `ops_*`: operations through the real binary: backup and restore
 //!   (`ops_backup`), the audit trail (`ops_audit`), key rotation
 //!   (`ops_rotation`), passphrase change (`ops_passphrase`), `verify`
-//!   (`ops_verify`), TLS (`ops_tls`), `/metrics` (`ops_metrics`);
+//!   (`ops_verify`), TLS (`ops_tls`), `/metrics` (`ops_metrics`), the Grafana
+//!   dashboard's queries against a live `/metrics` (`ops_dashboard`);
 //! - `ops_hardening`: private files, secrets out of the environment, the master
 //!   key apart from the data, the backup path rule, the KDF cap, bounded counters.
 //! - `outbound`: the SSRF guard and the outbound client against stub servers
@@ -58,6 +59,7 @@ mod limits;
 mod limits_tcp;
 mod ops_audit;
 mod ops_backup;
+mod ops_dashboard;
 mod ops_hardening;
 mod ops_metrics;
 mod ops_passphrase;

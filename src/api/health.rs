@@ -78,6 +78,10 @@ async fn metrics(
         .set(i64::try_from(counts.configs).unwrap_or(i64::MAX));
     let status = vault.key_status()?;
     m.active_term.set(i64::from(status.active_term));
+    // Only the active term's count (it is the one that moves toward the rotation
+    // threshold): a term rotated away from would otherwise keep its last value
+    // until a restart, and a dashboard's max over terms would show it.
+    m.term_uses.reset();
     m.term_uses
         .with_label_values(&[status.active_term.to_string().as_str()])
         .set(i64::try_from(status.active_term_encryptions).unwrap_or(i64::MAX));
