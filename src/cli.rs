@@ -22,10 +22,20 @@ use crate::vault::{OpenReport, TokenTarget, Vault, VaultError};
 
 pub use crate::config::{ENV_NEW_PASSPHRASE, ENV_TOKEN};
 
+/// `oidcvault --version`: the package version and the commit it was built
+/// from (see build.rs: `unknown` outside git, or `OIDCVAULT_COMMIT` as set by
+/// whoever built it).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("OIDCVAULT_BUILD_COMMIT"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "oidcvault",
-    version,
+    version = VERSION,
     about = "Keeps enterprise OIDC SSO configurations, secrets encrypted at rest."
 )]
 struct Cli {

@@ -18,9 +18,11 @@ pub mod metrics;
 pub mod oidc;
 pub mod origin;
 pub mod outbound;
+pub mod reload;
 pub mod server;
 pub mod startup;
 pub mod store;
+pub mod systemd;
 pub mod time;
 pub mod vault;
 

@@ -61,6 +61,7 @@ mod ops_hardening;
 mod ops_metrics;
 mod ops_passphrase;
 mod ops_rotation;
+mod ops_systemd;
 mod ops_tls;
 mod ops_verify;
 mod outbound;
