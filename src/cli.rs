@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod apps;
+mod progress;
 
 use crate::api::dto::{BackupResponse, DomainResponse, KeyTermsResponse, TokenResponse};
 use crate::config::{Config, EnvSecrets, ENV_PASSPHRASE, MIN_PASSPHRASE_CHARS};
@@ -363,7 +364,8 @@ fn invalid_to_line(e: crate::vault::VaultError) -> CliError {
 }
 
 async fn backup_offline(vault: &Vault, dest: &std::path::Path) -> Result<(), CliError> {
-    let info = vault.write_backup(dest)?;
+    let progress = progress::PhaseReporter::stderr("backup");
+    let info = vault.write_backup_with(dest, &progress)?;
     vault.audit_backup(&info, None).await?;
     print_json(&BackupResponse::from(&info))
 }
@@ -575,8 +577,10 @@ async fn key(
 ) -> Result<(), CliError> {
     match cmd {
         KeyCommand::Rotate => {
-            vault.rotate(None, "requested").await?;
-            let n = vault.finish_reencryption().await?;
+            let progress = progress::PhaseReporter::stderr("key rotate");
+            let term = vault.rotate(None, "requested").await?;
+            crate::progress::Progress::finish(&progress, &format!("new term {term} active"));
+            let n = vault.finish_reencryption_with(&progress).await?;
             eprintln!("rotated: {n} secrets re-encrypted to the new term");
             print_json(&KeyTermsResponse::from(&vault.key_status()?))
         }
@@ -640,7 +644,7 @@ struct VerifySummary {
 }
 
 fn verify(vault: &Vault) -> Result<(), CliError> {
-    let r = vault.verify()?;
+    let r = vault.verify_with(&progress::PhaseReporter::stderr("verify"))?;
     print_json(&VerifySummary {
         domains: r.domains,
         configs: r.configs,

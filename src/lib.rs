@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod oidc;
 pub mod origin;
 pub mod outbound;
+pub mod progress;
 pub mod reload;
 pub mod server;
 pub mod startup;

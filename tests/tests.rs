@@ -60,6 +60,7 @@ mod ops_backup;
 mod ops_hardening;
 mod ops_metrics;
 mod ops_passphrase;
+mod ops_progress;
 mod ops_rotation;
 mod ops_systemd;
 mod ops_tls;
