@@ -116,8 +116,12 @@ fn sighup_applies_level_and_limits_and_names_the_rest() {
     home.write_config(&changed);
     let sent = hup(&server);
     let took = wait_log(&server, "configuration reloaded; applied:", 1, sent);
-    eprintln!("reload logged {took:?} after SIGHUP");
     let log = server.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("configuration reloaded"))
+        .unwrap_or_default();
+    eprintln!("reload logged {took:?} after SIGHUP: {line}");
     assert!(
         log.contains("configuration reloaded; applied: log.level, limits.auth_failures_per_window"),
         "{}",

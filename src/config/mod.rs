@@ -348,6 +348,7 @@ pub(super) mod tests {
         let c = Config::load_with_env(Some(&path), &[]).unwrap();
         let defaults = Config {
             base_dir: c.base_dir.clone(),
+            source: c.source.clone(),
             ..Config::default()
         };
         assert_eq!(c, defaults);
