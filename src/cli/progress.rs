@@ -52,20 +52,25 @@ impl Progress for PhaseReporter {
             return;
         };
         let (pb, template) = match total {
-            Some(n) => (
-                ProgressBar::new(n),
+            Some(_) => (
+                ProgressBar::hidden(),
                 "{prefix}: {msg} [{wide_bar}] {pos}/{len} ({elapsed})",
             ),
             None => (
-                ProgressBar::new_spinner(),
+                ProgressBar::hidden(),
                 "{prefix}: {spinner} {msg} {pos} ({elapsed})",
             ),
         };
         if let Ok(style) = ProgressStyle::with_template(template) {
             pb.set_style(style);
         }
+        // Drawn only once styled and named (a fresh bar draws at once).
+        if let Some(n) = total {
+            pb.set_length(n);
+        }
         pb.set_prefix(self.command);
         pb.set_message(what.to_owned());
+        pb.set_draw_target(indicatif::ProgressDrawTarget::stderr());
         pb.enable_steady_tick(Duration::from_millis(100));
         if let Some(old) = bar.lock().unwrap_or_else(|e| e.into_inner()).replace(pb) {
             old.finish_and_clear();
