@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 
 mod apps;
 mod docs;
+mod progress;
 
 use crate::api::dto::{BackupResponse, DomainResponse, KeyTermsResponse, TokenResponse};
 use crate::config::{Config, EnvSecrets, ENV_PASSPHRASE, MIN_PASSPHRASE_CHARS};
@@ -23,10 +24,20 @@ use crate::vault::{OpenReport, TokenTarget, Vault, VaultError};
 
 pub use crate::config::{ENV_NEW_PASSPHRASE, ENV_TOKEN};
 
+/// `oidcvault --version`: the package version and the commit it was built
+/// from (see build.rs: `unknown` outside git, or `OIDCVAULT_COMMIT` as set by
+/// whoever built it).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("OIDCVAULT_BUILD_COMMIT"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "oidcvault",
-    version,
+    version = VERSION,
     about = "Keeps enterprise OIDC SSO configurations, secrets encrypted at rest."
 )]
 struct Cli {
@@ -370,7 +381,8 @@ fn invalid_to_line(e: crate::vault::VaultError) -> CliError {
 }
 
 async fn backup_offline(vault: &Vault, dest: &std::path::Path) -> Result<(), CliError> {
-    let info = vault.write_backup(dest)?;
+    let progress = progress::PhaseReporter::stderr("backup");
+    let info = vault.write_backup_with(dest, &progress)?;
     vault.audit_backup(&info, None).await?;
     print_json(&BackupResponse::from(&info))
 }
@@ -582,8 +594,10 @@ async fn key(
 ) -> Result<(), CliError> {
     match cmd {
         KeyCommand::Rotate => {
-            vault.rotate(None, "requested").await?;
-            let n = vault.finish_reencryption().await?;
+            let progress = progress::PhaseReporter::stderr("key rotate");
+            let term = vault.rotate(None, "requested").await?;
+            crate::progress::Progress::finish(&progress, &format!("new term {term} active"));
+            let n = vault.finish_reencryption_with(&progress).await?;
             eprintln!("rotated: {n} secrets re-encrypted to the new term");
             print_json(&KeyTermsResponse::from(&vault.key_status()?))
         }
@@ -647,7 +661,7 @@ struct VerifySummary {
 }
 
 fn verify(vault: &Vault) -> Result<(), CliError> {
-    let r = vault.verify()?;
+    let r = vault.verify_with(&progress::PhaseReporter::stderr("verify"))?;
     print_json(&VerifySummary {
         domains: r.domains,
         configs: r.configs,

@@ -18,9 +18,12 @@ pub mod metrics;
 pub mod oidc;
 pub mod origin;
 pub mod outbound;
+pub mod progress;
+pub mod reload;
 pub mod server;
 pub mod startup;
 pub mod store;
+pub mod systemd;
 pub mod time;
 pub mod vault;
 

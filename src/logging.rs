@@ -30,7 +30,7 @@ const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10)
 const MAX_PENDING_BYTES: usize = 4 << 20;
 
 /// The `[log]` section of the configuration.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// A `tracing` filter: `info`, `debug`, `oidcvault=debug,warn`, ...
@@ -76,21 +76,57 @@ impl LogConfig {
 /// pending line (see [`BatchedStderr`]).
 #[must_use = "dropping the guard writes out pending lines and stops the log writer"]
 pub fn init(config: &LogConfig, level_override: Option<&str>) -> LogGuard {
-    let level = std::env::var(ENV_LOG)
-        .ok()
-        .or_else(|| level_override.map(str::to_owned))
-        .unwrap_or_else(|| config.level.clone());
+    let level = effective_level(config, level_override);
     let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info"));
     let (writer, guard) = BatchedStderr::start(Box::new(std::io::stderr()));
+    // The filter behind tracing-subscriber's reload layer, so SIGHUP can change
+    // `log.level`. Its cost on the hot path: a read lock (uncontended) per
+    // event that passes the filter; events below the level are still refused
+    // by the callsite cache before any lock (see `set_level`).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
     let _ = if config.format == "json" {
-        builder.json().flatten_event(true).try_init()
+        let builder = builder.json().flatten_event(true).with_filter_reloading();
+        let handle = builder.reload_handle();
+        let _ = RELOAD.set(Box::new(move |f| {
+            handle.reload(f).map_err(|e| e.to_string())
+        }));
+        builder.try_init()
     } else {
-        builder.event_format(TextLine).try_init()
+        let builder = builder.event_format(TextLine).with_filter_reloading();
+        let handle = builder.reload_handle();
+        let _ = RELOAD.set(Box::new(move |f| {
+            handle.reload(f).map_err(|e| e.to_string())
+        }));
+        builder.try_init()
     };
     guard
+}
+
+/// The level filter in force: `OIDCVAULT_LOG`, else `level_override`, else
+/// `log.level`.
+pub fn effective_level(config: &LogConfig, level_override: Option<&str>) -> String {
+    std::env::var(ENV_LOG)
+        .ok()
+        .or_else(|| level_override.map(str::to_owned))
+        .unwrap_or_else(|| config.level.clone())
+}
+
+type Reload = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+
+/// Replaces the filter of the subscriber [`init`] installed.
+static RELOAD: std::sync::OnceLock<Reload> = std::sync::OnceLock::new();
+
+/// Replace the level filter of the running process (a configuration reload).
+/// tracing rebuilds its per-callsite cache, so lines of a newly enabled level
+/// appear at once, and a raised level costs nothing for the lines it drops.
+pub fn set_level(level: &str) -> Result<(), String> {
+    let filter = EnvFilter::try_new(level).map_err(|e| format!("{level:?}: {e}"))?;
+    match RELOAD.get() {
+        Some(reload) => reload(filter),
+        None => Err("no log subscriber installed".into()),
+    }
 }
 
 /// Log lines gathered in memory and written by one thread, at most

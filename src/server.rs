@@ -38,6 +38,8 @@ pub fn tls_config(cert: &Path, key: &Path) -> std::io::Result<rustls::ServerConf
 
 /// Serve until SIGTERM or Ctrl-C, then stop accepting, let in-flight requests
 /// finish (up to `server.shutdown_timeout_secs`), make everything durable, return.
+/// Tells systemd when it is ready and when it stops, and reloads on SIGHUP
+/// (`crate::reload`, `crate::systemd`).
 pub async fn serve(
     config: &Config,
     vault: Vault,
@@ -48,6 +50,9 @@ pub async fn serve(
     let data = crate::AppData::new(vault.clone(), outbound, metrics)
         .with_sso(crate::broker::BrokerSettings::from_config(config));
     let limits = web::Data::new(crate::limits::Limits::new(config.limits.clone()));
+    let reloader = crate::reload::Reloader::new(config.clone(), limits.clone());
+    // The signals are this module's (not actix's): STOPPING=1 and SIGHUP.
+    let signals = crate::reload::Signals::register()?;
     let transport = if config.tls().is_some() {
         crate::Transport::Tls
     } else {
@@ -59,7 +64,8 @@ pub async fn serve(
     let mut server =
         HttpServer::new(move || crate::app_serving(data.clone(), limits.clone(), transport))
             .on_connect(move |io, data| crate::api::middleware::on_connect(&connections, io, data))
-            .shutdown_timeout(config.server.shutdown_timeout_secs);
+            .shutdown_timeout(config.server.shutdown_timeout_secs)
+            .disable_signals();
     // Abuse limits: connection cap (actix counts per worker), timeouts.
     let l = &config.limits;
     server = server
@@ -93,7 +99,21 @@ pub async fn serve(
         tracing::info!(%addr, "listening on {scheme}://{addr}");
     }
     let maintenance = actix_web::rt::spawn(vault.clone().into_inner().run_maintenance());
-    server.run().await?;
+    let running = server.run();
+    // Runs once the server future below has started the workers and the
+    // accept loop on its first poll: READY=1 is sent from there.
+    let status = match addrs.first() {
+        Some(addr) => format!("serving on {scheme}://{addr}"),
+        None => "serving".to_owned(),
+    };
+    let watcher = actix_web::rt::spawn(crate::reload::watch(
+        signals,
+        running.handle(),
+        reloader,
+        status,
+    ));
+    running.await?;
+    watcher.abort();
     maintenance.abort();
     vault.shutdown();
     tracing::info!("stopped; all acknowledged writes are on disk");

@@ -41,7 +41,7 @@ pub enum ConfigError {
     MasterKey(String),
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Listen address, `host:port`.
@@ -72,7 +72,7 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecurityConfig {
     /// Used when no passphrase is given in the environment. Created (0600,
@@ -103,7 +103,7 @@ impl Default for SecurityConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -119,6 +119,9 @@ pub struct Config {
     /// Folder that relative paths are resolved against (the config file's).
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// The file given with `--config`, read again on SIGHUP (`crate::reload`).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 impl Config {
@@ -164,6 +167,7 @@ impl Config {
         } else {
             base
         };
+        config.source = path.map(Path::to_path_buf);
         config.validate()?;
         Ok(config)
     }
@@ -347,6 +351,7 @@ pub(super) mod tests {
         let c = Config::load_with_env(Some(&path), &[]).unwrap();
         let defaults = Config {
             base_dir: c.base_dir.clone(),
+            source: c.source.clone(),
             ..Config::default()
         };
         assert_eq!(c, defaults);
@@ -367,6 +372,7 @@ pub(super) mod tests {
             same,
             Config {
                 base_dir: c.base_dir.clone(),
+                source: c.source.clone(),
                 ..Config::default()
             }
         );

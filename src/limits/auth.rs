@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,10 @@ struct Window {
     failures: u32,
 }
 
+fn window_millis(window: Duration) -> u64 {
+    u64::try_from(window.as_millis()).unwrap_or(u64::MAX)
+}
+
 pub(super) struct Table {
     windows: HashMap<IpAddr, Window>,
     next_id: u64,
@@ -44,8 +49,9 @@ pub(super) struct Table {
 /// request holds its count only while its token is checked, which runs without
 /// yielding to other requests, so at most one per worker is in flight at once.)
 pub struct AuthLimiter {
-    max: u32,
-    window: Duration,
+    /// Both can change while the server runs (SIGHUP, see [`AuthLimiter::set`]).
+    max: AtomicU32,
+    window_millis: AtomicU64,
     pub(super) table: Mutex<Table>,
 }
 
@@ -72,8 +78,8 @@ impl AuthAttempt<'_> {
 impl AuthLimiter {
     pub fn new(max: u32, window: Duration) -> Self {
         Self {
-            max,
-            window,
+            max: AtomicU32::new(max),
+            window_millis: AtomicU64::new(window_millis(window)),
             table: Mutex::new(Table {
                 windows: HashMap::new(),
                 next_id: 0,
@@ -96,16 +102,33 @@ impl AuthLimiter {
         self.begin_at(ip, Instant::now())
     }
 
+    /// A new allowance and window (a configuration reload). Windows already
+    /// running keep their start: a lowered allowance blocks an address over it
+    /// at its next attempt; a shorter window ends the running ones sooner.
+    pub fn set(&self, max: u32, window: Duration) {
+        self.max.store(max, Ordering::Relaxed);
+        self.window_millis
+            .store(window_millis(window), Ordering::Relaxed);
+    }
+
+    fn max(&self) -> u32 {
+        self.max.load(Ordering::Relaxed)
+    }
+
+    fn window(&self) -> Duration {
+        Duration::from_millis(self.window_millis.load(Ordering::Relaxed))
+    }
+
     fn begin_at(&self, ip: IpAddr, now: Instant) -> Result<AuthAttempt<'_>, Duration> {
-        if self.max == 0 {
+        if self.max() == 0 {
             return Ok(AuthAttempt { counted: None });
         }
         let Ok(mut table) = self.table.lock() else {
             report_poisoned("failed-authentication", &AUTH_POISON_REPORTED);
-            return Err(self.window);
+            return Err(self.window());
         };
         let key = client_key(ip);
-        let window = self.window;
+        let window = self.window();
         if !table.windows.contains_key(&key) && table.windows.len() >= MAX_TRACKED {
             self.make_room(&mut table, now)?;
         }
@@ -128,7 +151,7 @@ impl AuthLimiter {
                 failures: 0,
             };
         }
-        if w.failures >= self.max {
+        if w.failures >= self.max() {
             let ends = w.started + window;
             return Err(ends.saturating_duration_since(now));
         }
@@ -147,7 +170,7 @@ impl AuthLimiter {
             }
             table.full_until = None;
         }
-        let (window, max) = (self.window, self.max);
+        let (window, max) = (self.window(), self.max());
         table
             .windows
             .retain(|_, w| now.saturating_duration_since(w.started) < window);

@@ -41,7 +41,7 @@ pub use connections::{ConnectionLimiter, ConnectionSlot};
 use serde::Deserialize;
 
 /// The `[limits]` section of the configuration.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Failed authentications one client address may make per window; 0 disables.
@@ -183,7 +183,10 @@ static CONNECTION_POISON_REPORTED: std::sync::atomic::AtomicBool =
 
 /// The limits as the HTTP layer uses them (app data).
 pub struct Limits {
+    /// As at start: the settings a reload changes are read from `auth` and
+    /// [`Limits::body_timeout`].
     pub config: LimitsConfig,
+    body_timeout_secs: std::sync::atomic::AtomicU64,
     pub auth: AuthLimiter,
     pub connections: Arc<ConnectionLimiter>,
 }
@@ -196,6 +199,7 @@ impl Limits {
         );
         let connections = Arc::new(ConnectionLimiter::new(config.max_connections_per_address));
         Self {
+            body_timeout_secs: config.request_body_timeout_secs.into(),
             config,
             auth,
             connections,
@@ -203,7 +207,37 @@ impl Limits {
     }
 
     pub fn body_timeout(&self) -> Duration {
-        Duration::from_secs(self.config.request_body_timeout_secs)
+        Duration::from_secs(
+            self.body_timeout_secs
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    /// Apply what a running server can take of `new` (SIGHUP): the
+    /// failed-authentication allowance and window, and the body timeout.
+    /// Returns the names of the settings that changed and were applied.
+    pub fn apply(&self, old: &LimitsConfig, new: &LimitsConfig) -> Vec<&'static str> {
+        let mut applied = Vec::new();
+        if old.auth_failures_per_window != new.auth_failures_per_window {
+            applied.push("limits.auth_failures_per_window");
+        }
+        if old.auth_failure_window_secs != new.auth_failure_window_secs {
+            applied.push("limits.auth_failure_window_secs");
+        }
+        if !applied.is_empty() {
+            self.auth.set(
+                new.auth_failures_per_window,
+                Duration::from_secs(new.auth_failure_window_secs),
+            );
+        }
+        if old.request_body_timeout_secs != new.request_body_timeout_secs {
+            self.body_timeout_secs.store(
+                new.request_body_timeout_secs,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            applied.push("limits.request_body_timeout_secs");
+        }
+        applied
     }
 }
 

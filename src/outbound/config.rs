@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::Policy;
 
 /// Outbound HTTP (OIDC discovery, the connection test): see `crate::outbound`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutboundConfig {
     /// Off: no outbound request at all (discovery, refresh and the connection

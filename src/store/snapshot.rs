@@ -21,6 +21,17 @@ impl Store {
         dest: &Path,
         extra_files: &[&str],
     ) -> Result<SnapshotStats, StoreError> {
+        self.snapshot_with(dest, extra_files, &crate::progress::NoProgress)
+    }
+
+    /// [`Store::snapshot_to`], reporting its phases and the records copied.
+    pub fn snapshot_with(
+        &self,
+        dest: &Path,
+        extra_files: &[&str],
+        progress: &dyn crate::progress::Progress,
+    ) -> Result<SnapshotStats, StoreError> {
+        progress.start("reading a consistent state", None);
         type Dump = Vec<(Vec<u8>, Vec<(sled::IVec, sled::IVec)>)>;
         let (dump, extras): (Dump, Vec<(String, Vec<u8>)>) = self.exclusive(|| {
             let mut dump = Vec::new();
@@ -49,8 +60,11 @@ impl Store {
             let path = path.to_path_buf();
             move |source| StoreError::Io { path, source }
         };
+        let total: u64 = dump.iter().map(|(_, kvs)| kvs.len() as u64).sum();
+        progress.finish(&format!("consistent state read ({total} records)"));
         fsutil::create_private_dir(dest).map_err(io(dest))?;
         let mut stats = SnapshotStats::default();
+        progress.start("copying records", Some(total));
         {
             let copy = sled::Config::new()
                 .path(dest)
@@ -61,6 +75,7 @@ impl Store {
                 for (k, v) in kvs {
                     tree.insert(k, v.clone())?;
                     stats.records += 1;
+                    progress.advance(1);
                 }
             }
             copy.flush()?;
@@ -70,6 +85,10 @@ impl Store {
         }
         fsutil::sync_tree(dest).map_err(io(dest))?;
         stats.bytes = fsutil::dir_size(dest).map_err(io(dest))?;
+        progress.finish(&format!(
+            "records copied and synced ({} records, {} bytes)",
+            stats.records, stats.bytes
+        ));
         Ok(stats)
     }
 }

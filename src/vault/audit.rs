@@ -40,7 +40,7 @@ pub struct AuditQuery {
     /// Only events of this domain (by name).
     pub domain: Option<String>,
     /// Only events of this action (`config.update`), or, ending in `.`, of
-    /// every action under that prefix (`sso.`); see [`action_matches`].
+    /// every action under that prefix (`sso.`).
     pub action: Option<String>,
     /// Only events at or after this time (microseconds since the epoch).
     pub since: Option<i64>,

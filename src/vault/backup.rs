@@ -27,6 +27,15 @@ impl Vault {
     /// under `<dest>.partial` and renamed when complete, so a backup that is
     /// there is whole. Blocking: call it off the async workers.
     pub fn write_backup(&self, dest: &Path) -> Result<BackupInfo, VaultError> {
+        self.write_backup_with(dest, &crate::progress::NoProgress)
+    }
+
+    /// [`Vault::write_backup`], reporting the records copied.
+    pub fn write_backup_with(
+        &self,
+        dest: &Path,
+        progress: &dyn crate::progress::Progress,
+    ) -> Result<BackupInfo, VaultError> {
         let created_at = now_micros();
         let io = |what: &str, e: std::io::Error| {
             VaultError::Operation(format!("backup to {}: {what}: {e}", dest.display()))
@@ -47,7 +56,9 @@ impl Vault {
         if partial.exists() {
             std::fs::remove_dir_all(&partial).map_err(|e| io("removing an old partial copy", e))?;
         }
-        let stats = self.store.snapshot_to(&partial, &[KEYRING_FILE_NAME])?;
+        let stats = self
+            .store
+            .snapshot_with(&partial, &[KEYRING_FILE_NAME], progress)?;
         if dest.exists() {
             std::fs::remove_dir(dest).map_err(|e| io("replacing the empty folder", e))?;
         }

@@ -18,6 +18,7 @@ use super::{audit, Domain, Vault, VaultError};
 use crate::crypto::{
     envelope_term, Field, KdfParams, Kek, Keyring, KeyringFile, MasterSecret, SealContext,
 };
+use crate::progress::{NoProgress, Progress};
 use crate::store::{fsutil, Abort};
 use crate::time::now_micros;
 
@@ -185,6 +186,14 @@ impl Vault {
     /// Re-seal every secret not under the active term, then drop the terms that
     /// no record uses any more. Returns how many records were re-sealed.
     pub async fn finish_reencryption(&self) -> Result<u64, VaultError> {
+        self.finish_reencryption_with(&NoProgress).await
+    }
+
+    /// [`Vault::finish_reencryption`], reporting each record re-sealed.
+    pub async fn finish_reencryption_with(
+        &self,
+        progress: &dyn Progress,
+    ) -> Result<u64, VaultError> {
         let _one_at_a_time = self.rotation.lock().await;
         let mut resealed = 0u64;
         let mut in_batch = 0usize;
@@ -196,7 +205,9 @@ impl Vault {
             .filter(|(_, r)| envelope_term(&r.secret_sealed) != Some(self.keyring().active_term()))
             .map(|(domain_id, _)| domain_id)
             .collect();
+        progress.start("re-encrypting secrets", Some(ids.len() as u64));
         for domain_id in ids {
+            progress.advance(1);
             // Counted outside the record's transaction (see `seal_secret`).
             self.count_encryption(self.keyring().active_term(), true)?;
             let changed = self
@@ -249,6 +260,7 @@ impl Vault {
             }
         }
         self.store.durable().await?;
+        progress.finish(&format!("secrets re-encrypted ({resealed})"));
         self.drop_unused_terms().await?;
         Ok(resealed)
     }
@@ -349,13 +361,22 @@ impl Vault {
     /// Decode every record, open every secret (wiped at once) under the domain
     /// its record is stored under, and check the audit trail's chain.
     pub fn verify(&self) -> Result<VerifyReport, VaultError> {
+        self.verify_with(&NoProgress)
+    }
+
+    /// [`Vault::verify`], reporting each phase and each config checked.
+    pub fn verify_with(&self, progress: &dyn Progress) -> Result<VerifyReport, VaultError> {
         let mut report = VerifyReport::default();
         let keyring = self.keyring();
+        progress.start("checking domains", None);
         match self.store.list_domains() {
             Ok(d) => report.domains = d.len() as u64,
             Err(e) => report.failures.push(e.to_string()),
         }
+        progress.finish(&format!("domains checked ({})", report.domains));
+        progress.start("checking configs and their secrets", None);
         for record in self.store.configs() {
+            progress.advance(1);
             let (domain_id, record) = match record {
                 Ok(r) => r,
                 Err(e) => {
@@ -394,6 +415,11 @@ impl Vault {
                 ));
             }
         }
+        progress.finish(&format!(
+            "configs checked ({}, {} secrets opened)",
+            report.configs, report.secrets_opened
+        ));
+        progress.start("checking tokens and applications", None);
         match self.store.list_tokens() {
             Ok(t) => report.tokens = t.len() as u64,
             Err(e) => report.failures.push(e.to_string()),
@@ -401,6 +427,11 @@ impl Vault {
         let apps = self.store.check_apps();
         report.apps = apps.apps;
         report.failures.extend(apps.failures);
+        progress.finish(&format!(
+            "tokens and applications checked ({} tokens, {} applications)",
+            report.tokens, report.apps
+        ));
+        progress.start("checking the audit chain", None);
         match self.store.verify_audit_chain(&keyring.audit_key()) {
             Ok(chain) => {
                 report.audit_events = chain.events;
@@ -416,6 +447,10 @@ impl Vault {
             }
             Err(e) => report.failures.push(e.to_string()),
         }
+        progress.finish(&format!(
+            "audit chain checked ({} events)",
+            report.audit_events
+        ));
         Ok(report)
     }
 
