@@ -16,7 +16,8 @@
 //! redirects, pages and JSON.
 //!
 //! Files: `config` (`[sso]`, `server.public_url`), `authorize` (start a
-//! sign-in), `callback` (finish it at the IdP's return), `redeem` (the
+//! sign-in), `callback` (finish it at the IdP's return) with `verify` (its
+//! blocking part: code exchange, ID token, userinfo, e-mail), `redeem` (the
 //! application's code), `profile` (what the application receives).
 
 mod authorize;
@@ -24,6 +25,7 @@ mod callback;
 mod config;
 mod profile;
 mod redeem;
+mod verify;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
