@@ -175,24 +175,10 @@ async fn authorize(
             res
         }
         Err(NotStarted::Page { status, message }) => error_page(status, &message),
-        Err(NotStarted::Redirect {
-            redirect_uri,
-            state,
-            error,
-            description,
-        }) => {
-            let mut pairs = vec![
-                ("error", error),
-                ("error_description", description.as_str()),
-            ];
-            if let Some(s) = state.as_deref() {
-                pairs.push(("state", s));
-            }
-            match url::Url::parse_with_params(&redirect_uri, &pairs) {
-                Ok(url) => redirect(url.as_str()),
-                Err(_) => error_page(400, "The redirect_uri is not a URL."),
-            }
-        }
+        Err(refused) => match refused.location() {
+            Some(location) => redirect(&location),
+            None => error_page(400, "The redirect_uri is not a URL."),
+        },
     }
 }
 

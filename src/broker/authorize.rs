@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use zeroize::Zeroizing;
 
-use super::{binding_hash, well_formed_binding, Broker, MAX_STATE_BYTES};
+use super::{binding_hash, well_formed_binding, with_query, Broker, MAX_STATE_BYTES};
 use crate::oidc::rp::{self, AuthorizeRequest};
 use crate::time::now_micros;
 use crate::vault::{normalize_domain_name, Domain, LoginPurpose, LoginTransaction, Vault};
@@ -54,6 +54,31 @@ pub enum NotStarted {
         error: &'static str,
         description: String,
     },
+}
+
+impl NotStarted {
+    /// For [`NotStarted::Redirect`]: the application's redirect URI with the
+    /// error and its state (built like every other redirect to it); `None`
+    /// for a page, or a URI that does not parse.
+    pub fn location(&self) -> Option<String> {
+        let NotStarted::Redirect {
+            redirect_uri,
+            state,
+            error,
+            description,
+        } = self
+        else {
+            return None;
+        };
+        let mut pairs = vec![
+            ("error", *error),
+            ("error_description", description.as_str()),
+        ];
+        if let Some(s) = state.as_deref() {
+            pairs.push(("state", s));
+        }
+        with_query(redirect_uri, &pairs)
+    }
 }
 
 impl Broker {
