@@ -6,11 +6,31 @@ cd "$(dirname "$0")/.."
 
 # ---- extra tools (each step installs only what is missing) ----------------------
 
+# Debian packages: `apt-get update` once, before the first install.
+apt_updated=
+apt_install() {
+  if [ -z "$apt_updated" ]; then
+    apt-get update
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y "$@"
+}
+
 # The admin page's browser test: Debian's headless Chromium (+ chromedriver) and
 # playwright-core from npm, pinned by tests/browser/package-lock.json.
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
-  apt-get update
-  DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver
+  apt_install chromium chromium-driver
+fi
+
+# The cluster tests (tests/cluster/) start their own three-member etcd clusters
+# on loopback ports: Debian's etcd-server (etcd), and etcd-client (etcdctl) for
+# looking into one. The package also enables a system etcd on 2379/2380; the
+# tests do not use it, so it is stopped and disabled when systemd runs.
+if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then
+  apt_install etcd-server etcd-client
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now etcd.service || true
+  fi
 fi
 command -v npm >/dev/null || { echo "scripts/test.sh: node and npm (20 or later) are needed for the browser test" >&2; exit 1; }
 if [ ! -f tests/browser/node_modules/playwright-core/package.json ]; then
@@ -20,7 +40,7 @@ fi
 # Schemathesis (spec-driven fuzzing): a Python venv under target/, pinned version.
 # python3 with venv comes with the machine; install Debian's if it is missing.
 if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-    apt-get update && apt-get install -y python3 python3-venv
+    apt_install python3 python3-venv
 fi
 bash scripts/schemathesis/install.sh
 

@@ -37,6 +37,11 @@
 //! - `sso`: the sign-in broker against stub OpenID Providers
 //!   (`harness::stub_idp`), in process and through the real binary (`sso::binary`:
 //!   a code is redeemed at most once across `kill -9`).
+//! - `cluster`: two oidcvault nodes on a real three-member etcd cluster
+//!   (`harness::etcd`, `harness::cluster`): what one node writes or revokes the
+//!   other sees, `kill -9` of the etcd leader, of two members and of a node
+//!   under load, concurrent writes, rotation, a sign-in across nodes, and the
+//!   move sled -> etcd -> backup -> sled.
 // Tests and benchmarks may unwrap: a panic is their failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
@@ -52,6 +57,7 @@ mod binary_durability;
 mod binary_master_key;
 mod binary_secrets;
 mod browser;
+mod cluster;
 mod crash;
 mod discovery;
 mod disk_full;

@@ -16,10 +16,14 @@
 //!   node) on loopback, for the discovery tests and the browser sign-in.
 //! - [`prometheus`]: the one strict parser of `/metrics` text.
 //! - [`poll`]: waiting for a state, with a deadline and what was seen.
+//! - [`etcd`]: a real etcd cluster on loopback (members killed and restarted);
+//!   [`cluster`]: oidcvault nodes on it (one prefix and master key, own homes).
 
 use std::time::Duration;
 
 pub(crate) mod client;
+pub(crate) mod cluster;
+pub(crate) mod etcd;
 pub(crate) mod files;
 pub(crate) mod home;
 pub(crate) mod in_process;
