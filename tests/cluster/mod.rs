@@ -77,7 +77,8 @@ impl Writers {
     /// `tenants[i]` written through `clients[tenants[i].1]`.
     fn start(clients: &[Client], tenants: &[(Tenant, usize)], tag: &str) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let killing = Arc::new((0..clients.len()).map(|_| AtomicBool::new(false)).collect());
+        let killing: Arc<Vec<AtomicBool>> =
+            Arc::new((0..clients.len()).map(|_| AtomicBool::new(false)).collect());
         let ledgers = Arc::new(Mutex::new(vec![Ledger::default(); tenants.len()]));
         let errors = Arc::new(Mutex::new(Vec::new()));
         let unavailable = Arc::new(AtomicUsize::new(0));

@@ -218,7 +218,14 @@ impl Nodes {
         self.nodes
             .iter()
             .enumerate()
-            .map(|(i, n)| format!("--- node {i} ({}) ---\n{}", n.base(), tail(&n.log(), 4000)))
+            .map(|(i, n)| {
+                format!(
+                    "--- node {i} ({}, etcd prefix {}) ---\n{}",
+                    n.base(),
+                    self.prefix,
+                    tail(&n.log(), 4000)
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }
