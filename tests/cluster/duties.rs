@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::harness::cluster::{send, write_key_file, Nodes, NodeOptions};
+use crate::harness::cluster::{send, write_key_file, NodeOptions, Nodes};
 use crate::harness::etcd::EtcdCluster;
 use crate::harness::ops::{
-    add_idle_configs, events_with_action, key_status, verify_ok, wait_for_events,
+    add_idle_configs, audit_all, events_with_action, key_status, verify_ok, wait_for_events,
     wait_single_term, Version, DOMAINS, ROTATE, TOKENS,
 };
 use crate::harness::{config_toml, Home, Server, CONFIG_PATH};
@@ -52,9 +52,12 @@ fn rotation_with_both_nodes_running_reencrypts_once() {
     let tenants = tenants_across(&nodes, "rotw", 4);
     let clients = clients(&nodes);
     let writers = Writers::start(&clients, &tenants, "rotw");
-    writers.wait_until(&nodes, "2 acknowledged writes per domain", |_| true, |l| {
-        l.acks.len() >= 2
-    });
+    writers.wait_until(
+        &nodes,
+        "2 acknowledged writes per domain",
+        |_| true,
+        |l| l.acks.len() >= 2,
+    );
     // Readers on both nodes: every idle config, unchanged, throughout.
     let stop = Arc::new(AtomicBool::new(false));
     let reads = Arc::new(AtomicUsize::new(0));
@@ -73,7 +76,10 @@ fn rotation_with_both_nodes_running_reencrypts_once() {
                             Ok(r) if r.status == 200 && r.json() == *want => {
                                 reads.fetch_add(1, Ordering::SeqCst);
                             }
-                            Ok(r) => errors.lock().unwrap().push(format!("node {n}: {name}: {r}")),
+                            Ok(r) => errors
+                                .lock()
+                                .unwrap()
+                                .push(format!("node {n}: {name}: {r}")),
                             Err(e) => errors.lock().unwrap().push(format!("node {n}: {e}")),
                         }
                     }
@@ -100,9 +106,12 @@ fn rotation_with_both_nodes_running_reencrypts_once() {
         wait_single_term(nodes.server(1), &op, 2),
     ];
     let reencrypted_in = rotated_at.elapsed();
-    writers.wait_until(&nodes, "2 writes per domain after the rotation", |_| true, |l| {
-        l.acks_after(rotated_at) >= 2
-    });
+    writers.wait_until(
+        &nodes,
+        "2 writes per domain after the rotation",
+        |_| true,
+        |l| l.acks_after(rotated_at) >= 2,
+    );
     stop.store(true, Ordering::SeqCst);
     for r in readers {
         r.join().unwrap();
@@ -112,17 +121,40 @@ fn rotation_with_both_nodes_running_reencrypts_once() {
     assert!(
         errors.is_empty(),
         "reads failed during the rotation:\n{}\n{}",
-        errors.iter().take(20).cloned().collect::<Vec<_>>().join("\n"),
+        errors
+            .iter()
+            .take(20)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n"),
         nodes.logs()
     );
-    assert_eq!(done[0]["terms"], done[1]["terms"], "the nodes disagree: {done:?}");
+    assert_eq!(
+        done[0]["terms"], done[1]["terms"],
+        "the nodes disagree: {done:?}"
+    );
     for reader in &clients {
-        super::assert_ledgers_hold("after the rotation", &nodes, reader, "rotw", &tenants, &ledgers);
+        super::assert_ledgers_hold(
+            "after the rotation",
+            &nodes,
+            reader,
+            "rotw",
+            &tenants,
+            &ledgers,
+        );
     }
     // Exactly one node re-encrypted, exactly once.
     let events = wait_for_events(nodes.server(1), &op, "key.drop", 1);
-    assert_eq!(events_with_action(&events, "key.rotate").len(), 1, "{events:#?}");
-    assert_eq!(events_with_action(&events, "key.drop").len(), 1, "{events:#?}");
+    assert_eq!(
+        events_with_action(&events, "key.rotate").len(),
+        1,
+        "{events:#?}"
+    );
+    assert_eq!(
+        events_with_action(&events, "key.drop").len(),
+        1,
+        "{events:#?}"
+    );
     let per_node: Vec<Vec<u64>> = nodes.nodes.iter().map(|n| resealed(&n.log())).collect();
     let working: Vec<usize> = (0..per_node.len())
         .filter(|i| per_node[*i].iter().any(|n| *n > 0))
@@ -140,7 +172,11 @@ fn rotation_with_both_nodes_running_reencrypts_once() {
     );
     nodes.stop_all();
     let counts = verify_ok(&nodes.nodes[1].home);
-    assert_eq!(counts["secrets_opened"], (IDLE + tenants.len()) as u64, "{counts}");
+    assert_eq!(
+        counts["secrets_opened"],
+        (IDLE + tenants.len()) as u64,
+        "{counts}"
+    );
     eprintln!(
         "rotation with two nodes: {} reads right throughout, re-encryption of {total} secrets \
          by node {} in {reencrypted_in:?}; {:?} in all",
@@ -157,7 +193,16 @@ fn holdings(server: &Server, op: &str, tokens: &[(String, String)]) -> Value {
         .iter()
         .map(|(name, t)| json!({ name.clone(): server.expect(200, "GET", CONFIG_PATH, t, None, None) }))
         .collect();
+    // The audit trail moves too (the move's own events, if any, left out).
+    let audit: Vec<Value> = audit_all(server, op, "")
+        .into_iter()
+        .filter(|e| {
+            let a = e["action"].as_str().unwrap_or_default();
+            !a.starts_with("backup") && !a.starts_with("storage")
+        })
+        .collect();
     json!({
+        "audit": audit,
         "domains": server.expect(200, "GET", DOMAINS, op, None, None),
         "tokens": server.expect(200, "GET", TOKENS, op, None, None),
         "apps": server.expect(200, "GET", "/api/v1/admin/apps/", op, None, None),
@@ -217,10 +262,14 @@ fn sled_to_etcd_to_backup_to_sled_round_trips_every_record() {
     // 2. Into etcd, served by a node.
     let node = &mut cluster.nodes[0];
     let src_data = src.data_dir();
-    node.home.run_ok(&["storage", "load", src_data.to_str().unwrap()]);
+    node.home
+        .run_ok(&["storage", "load", src_data.to_str().unwrap()]);
     node.start();
     let in_etcd = holdings(node.server(), &op, &tokens);
-    assert_eq!(in_etcd, before, "the etcd node holds otherwise than the sled appliance");
+    assert_eq!(
+        in_etcd, before,
+        "the etcd node holds otherwise than the sled appliance"
+    );
     node.stop();
     verify_ok(&node.home);
 

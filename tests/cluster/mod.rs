@@ -174,7 +174,12 @@ impl Writers {
             errors.is_empty(),
             "writers failed {when} ({} errors):\n{}\n{}",
             errors.len(),
-            errors.iter().take(20).cloned().collect::<Vec<_>>().join("\n"),
+            errors
+                .iter()
+                .take(20)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n"),
             nodes.logs()
         );
     }
@@ -192,7 +197,12 @@ impl Writers {
         loop {
             self.assert_no_errors(nodes, &format!("while waiting for {what}"));
             let ledgers = self.snapshot();
-            if ledgers.iter().enumerate().filter(|(i, _)| mine(*i)).all(|(_, l)| done(l)) {
+            if ledgers
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| mine(*i))
+                .all(|(_, l)| done(l))
+            {
                 return started.elapsed();
             }
             if started.elapsed() > RECOVER_TIMEOUT {

@@ -48,7 +48,10 @@ fn a_write_through_one_node_is_read_and_a_revocation_enforced_by_the_other() {
         assert!(v.matches(&wrote), "node A answered {wrote} to {v:?}");
         // The very next request, on the other node.
         let read = b.expect(200, "GET", CONFIG_PATH, &token, None, None);
-        assert_eq!(read, wrote, "node B reads otherwise than node A wrote (seq {seq})");
+        assert_eq!(
+            read, wrote,
+            "node B reads otherwise than node A wrote (seq {seq})"
+        );
     }
     // And the other way round.
     let v = Version::new("shared", "shared.test", 4);
@@ -116,7 +119,14 @@ fn concurrent_create_or_update_of_one_domain_through_both_nodes() {
                     let seq = (w as u32 + 1) * 1000 + round;
                     let v = Version::new("race", "race.test", seq);
                     let sent_at = Instant::now();
-                    match send(&client, "POST", CONFIG_PATH, Some(token), None, Some(&v.body())) {
+                    match send(
+                        &client,
+                        "POST",
+                        CONFIG_PATH,
+                        Some(token),
+                        None,
+                        Some(&v.body()),
+                    ) {
                         Ok(r) if r.status == 200 => {
                             let got = r.json();
                             if v.matches(&got) {
@@ -153,7 +163,11 @@ fn concurrent_create_or_update_of_one_domain_through_both_nodes() {
     );
 
     let finals: Vec<Value> = (0..2)
-        .map(|i| nodes.server(i).expect(200, "GET", CONFIG_PATH, &token, None, None))
+        .map(|i| {
+            nodes
+                .server(i)
+                .expect(200, "GET", CONFIG_PATH, &token, None, None)
+        })
         .collect();
     assert_eq!(finals[0], finals[1], "the two nodes read different configs");
     let seq = seq_of(&finals[0]).unwrap_or_else(|| panic!("stored {}", finals[0]));

@@ -22,7 +22,8 @@ use crate::harness::CONFIG_PATH;
 const DOMAIN: &str = "acme.com";
 const APP_REDIRECT: &str = "http://127.0.0.1:3999/callback";
 
-const SSO_SECTIONS: &str = "[sso]\nclock_skew_secs = 120\nauthorize_per_address_per_minute = 100000\n\
+const SSO_SECTIONS: &str =
+    "[sso]\nclock_skew_secs = 120\nauthorize_per_address_per_minute = 100000\n\
      [outbound]\nresolve_discovery_on_save = true\n\
      allow_http_hosts = [\"127.0.0.1\"]\nallow_private_hosts = [\"127.0.0.1\"]\n\
      connect_timeout_secs = 2\ntimeout_secs = 3\n";
@@ -44,8 +45,8 @@ fn redeem(base: &str, app: &Value, code: &str) -> (u16, String) {
     let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
     let id = app["client_id"].as_str().unwrap();
     let secret = app["client_secret"].as_str().unwrap();
-    let basic = base64::engine::general_purpose::STANDARD
-        .encode(format!("{}:{}", enc(id), enc(secret)));
+    let basic =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", enc(id), enc(secret)));
     let agent = ureq::AgentBuilder::new()
         .max_idle_connections(0)
         .timeout(Duration::from_secs(20))
@@ -69,7 +70,12 @@ fn redeem(base: &str, app: &Value, code: &str) -> (u16, String) {
 
 /// Start a sign-in at `start_base`, stop before the callback; the browser and
 /// the callback URL (at the shared public URL).
-fn start_sign_in(start_base: &str, idp: &StubIdp, client_id: &str, state: &str) -> (Browser, String) {
+fn start_sign_in(
+    start_base: &str,
+    idp: &StubIdp,
+    client_id: &str,
+    state: &str,
+) -> (Browser, String) {
     let mut browser = Browser::new();
     // The provider sends the browser to the shared public URL: the callback is
     // at the starting node's origin (stop there) or at another (where the
@@ -104,7 +110,10 @@ fn finish_sign_in(
     let landing = browser.follow_tcp(finish_base, &idp.origin(), &at_other);
     match &landing {
         Landing::App { url, .. } if url.starts_with(APP_REDIRECT) => {}
-        _ => panic!("the sign-in did not end at the application: {landing:?}\n{}", browser.trace()),
+        _ => panic!(
+            "the sign-in did not end at the application: {landing:?}\n{}",
+            browser.trace()
+        ),
     }
     assert_eq!(landing.param("state"), Some(state), "{landing:?}");
     landing
@@ -166,10 +175,17 @@ fn a_sign_in_started_on_one_node_finishes_on_the_other() {
     // A back: the code is spent there too; the state cannot be used again.
     nodes.nodes[0].start();
     let (status, body) = redeem(&a, &app, &code);
-    assert_eq!(status, 400, "a code redeemed at B was redeemed again at A: {body}");
+    assert_eq!(
+        status, 400,
+        "a code redeemed at B was redeemed again at A: {body}"
+    );
     let mut replay = browser.clone();
     let again = replay.follow_tcp(&a, &idp.origin(), &callback);
-    assert_eq!(again.param("code"), None, "a callback taken at B gave a code at A: {again:?}");
+    assert_eq!(
+        again.param("code"),
+        None,
+        "a callback taken at B gave a code at A: {again:?}"
+    );
 
     // The other way round: started on B, finished on A, redeemed on B.
     let (mut browser, callback) = start_sign_in(&b, &idp, &client_id, "cross-2");

@@ -58,7 +58,8 @@ pub(crate) fn node_config(
 }
 
 /// The default `[outbound]` of the tests (nothing fetched).
-pub(crate) const NO_OUTBOUND: &str = "[outbound]\nenabled = false\nresolve_discovery_on_save = false\n";
+pub(crate) const NO_OUTBOUND: &str =
+    "[outbound]\nenabled = false\nresolve_discovery_on_save = false\n";
 
 /// A master key file's content: 256 random bits, base64, as the binary writes it.
 pub(crate) fn master_key_text() -> String {
@@ -105,7 +106,11 @@ impl Node {
     pub(crate) fn start(&mut self) {
         assert!(self.server.is_none(), "the node already runs");
         let server = self.home.start();
-        assert_eq!(server.client.base, self.base(), "started on another address");
+        assert_eq!(
+            server.client.base,
+            self.base(),
+            "started on another address"
+        );
         self.server = Some(server);
     }
 

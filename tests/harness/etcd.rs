@@ -341,7 +341,7 @@ impl EtcdCluster {
                     m.name,
                     m.client_url,
                     m.log_path.display(),
-                    tail(&text, 3000)
+                    tail(&text, 2000)
                 )
             })
             .collect::<Vec<_>>()
