@@ -7,7 +7,8 @@
 //! do to it; a restarted member keeps its data directory and flags
 //! (`--initial-cluster-state existing`). Each member's log goes to a file in the
 //! cluster's folder, printed (its tail) when a test fails while the cluster is
-//! alive, and every member is killed when the cluster is dropped.
+//! alive (the folder is then kept), and every member is killed when the cluster
+//! is dropped.
 //!
 //! Ports are picked free (bound, then released) per cluster, so tests run in
 //! parallel; if another process takes one in between, the start is retried
@@ -352,7 +353,13 @@ impl EtcdCluster {
 impl Drop for EtcdCluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("{}", self.logs());
+            // Kept for whoever debugs the failure (the logs name their files).
+            self.dir.disable_cleanup(true);
+            eprintln!(
+                "{}\n(etcd members' folder kept: {})",
+                self.logs(),
+                self.path().display()
+            );
         }
         for i in 0..self.members.len() {
             self.kill9(i);
