@@ -1,7 +1,9 @@
 //! Work that must run once in the cluster, and moving between engines:
 //!
-//! - key rotation through one node while both serve reads and writes: every
-//!   answer right throughout, both nodes see the new term, exactly one node
+//! - key rotation through one node while both serve reads, writes and
+//!   sign-ins (each opening the provider's client secret, under the old term
+//!   then the new): every answer right throughout, both nodes see the new term,
+//!   exactly one node
 //!   re-encrypts (its log's `re-encryption finished resealed=N`), one
 //!   `key.rotate` and one `key.drop` in the audit trail, `verify` clean;
 //! - sled -> etcd -> backup -> sled: `oidcvault storage load SRC_DATA_DIR`
@@ -15,11 +17,13 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::harness::cluster::{send, write_key_file, NodeOptions, Nodes};
+use crate::harness::cluster_sso::{broker_options, setup_broker, sign_in_across};
 use crate::harness::etcd::EtcdCluster;
 use crate::harness::ops::{
     add_idle_configs, audit_all, events_with_action, key_status, verify_ok, wait_for_events,
     wait_single_term, Version, DOMAINS, ROTATE, TOKENS,
 };
+use crate::harness::stub_idp::{self, StubIdp};
 use crate::harness::{config_toml, Home, Server, CONFIG_PATH};
 
 use super::{clients, tenants_across, Writers};
@@ -45,9 +49,15 @@ fn resealed(log: &str) -> Vec<u64> {
 #[test]
 fn rotation_with_both_nodes_running_reencrypts_once() {
     let started = Instant::now();
+    let idp = StubIdp::start();
     let etcd = EtcdCluster::start(3);
-    let mut nodes = Nodes::start(&etcd, 2);
+    let (options, public_url) = broker_options(2);
+    let mut nodes = Nodes::start_with(&etcd, 2, options);
     let op = nodes.operator.clone();
+    // The provider's client secret, sealed under term 1: opened by the node
+    // that finishes each sign-in (its token request), before and after the
+    // re-encryption moves it to term 2.
+    let app = setup_broker(&nodes, &idp);
     let idle = add_idle_configs(nodes.server(0), &op, "rotidle", IDLE);
     let tenants = tenants_across(&nodes, "rotw", 4);
     let clients = clients(&nodes);
@@ -87,6 +97,48 @@ fn rotation_with_both_nodes_running_reencrypts_once() {
             })
         })
         .collect();
+    // Sign-ins throughout, alternately finished on each node.
+    let sign_ins = Arc::new(Mutex::new(Vec::<(usize, Instant)>::new()));
+    let signer = {
+        let (stop, errors, sign_ins) = (stop.clone(), read_errors.clone(), sign_ins.clone());
+        let bases: Vec<String> = nodes.nodes.iter().map(|n| n.base()).collect();
+        let (app, public_url) = (app.clone(), public_url.clone());
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let (start, finish) = (&bases[i % 2], &bases[(i + i / 2) % 2]);
+                let state = format!("rot-{i}");
+                match sign_in_across(&idp, &app, &public_url, start, finish, &state) {
+                    Ok(p) if p["profile"]["email"] == stub_idp::EMAIL => {
+                        sign_ins
+                            .lock()
+                            .unwrap()
+                            .push(((i + i / 2) % 2, Instant::now()));
+                    }
+                    Ok(p) => errors.lock().unwrap().push(format!("sign-in {i}: {p}")),
+                    Err(e) => errors.lock().unwrap().push(format!("sign-in {i}: {e}")),
+                }
+                i += 1;
+            }
+        })
+    };
+
+    let signed_on_both = |after: Instant| {
+        let sign_ins = sign_ins.clone();
+        move || {
+            let s = sign_ins.lock().unwrap();
+            let on = |node| s.iter().any(|(n, at)| *n == node && *at > after);
+            (on(0) && on(1))
+                .then_some(())
+                .ok_or(format!("{} sign-ins: {s:?}", s.len()))
+        }
+    };
+    crate::harness::poll::until(
+        "a sign-in finished on each node before the rotation",
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        signed_on_both(started),
+    );
 
     let rotated = nodes.server(0).expect(200, "POST", ROTATE, &op, None, None);
     assert_eq!(rotated["active_term"], 2, "rotate answered {rotated}");
@@ -106,6 +158,13 @@ fn rotation_with_both_nodes_running_reencrypts_once() {
         wait_single_term(nodes.server(1), &op, 2),
     ];
     let reencrypted_in = rotated_at.elapsed();
+    // The secret under the new term, opened by each node.
+    crate::harness::poll::until(
+        "a sign-in finished on each node after the re-encryption",
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        signed_on_both(Instant::now()),
+    );
     writers.wait_until(
         &nodes,
         "2 writes per domain after the rotation",
@@ -116,6 +175,7 @@ fn rotation_with_both_nodes_running_reencrypts_once() {
     for r in readers {
         r.join().unwrap();
     }
+    signer.join().expect("the sign-in thread panicked");
     let ledgers = writers.finish(&nodes);
     let errors = read_errors.lock().unwrap().clone();
     assert!(
@@ -133,6 +193,21 @@ fn rotation_with_both_nodes_running_reencrypts_once() {
         done[0]["terms"], done[1]["terms"],
         "the nodes disagree: {done:?}"
     );
+    let sign_ins = sign_ins.lock().unwrap().clone();
+    for node in 0..2 {
+        let before = sign_ins
+            .iter()
+            .filter(|(n, at)| *n == node && *at < rotated_at)
+            .count();
+        let after = sign_ins
+            .iter()
+            .filter(|(n, at)| *n == node && *at > rotated_at)
+            .count();
+        assert!(
+            before > 0 && after > 0,
+            "sign-ins finished on node {node}: {before} before the rotation, {after} after"
+        );
+    }
     for reader in &clients {
         super::assert_ledgers_hold(
             "after the rotation",
@@ -178,9 +253,10 @@ fn rotation_with_both_nodes_running_reencrypts_once() {
         "{counts}"
     );
     eprintln!(
-        "rotation with two nodes: {} reads right throughout, re-encryption of {total} secrets \
-         by node {} in {reencrypted_in:?}; {:?} in all",
+        "rotation with two nodes: {} reads right and {} sign-ins throughout, re-encryption of \
+         {total} secrets by node {} in {reencrypted_in:?}; {:?} in all",
         reads.load(Ordering::SeqCst),
+        sign_ins.len(),
         working[0],
         started.elapsed()
     );

@@ -17,12 +17,14 @@
 //! - [`prometheus`]: the one strict parser of `/metrics` text.
 //! - [`poll`]: waiting for a state, with a deadline and what was seen.
 //! - [`etcd`]: a real etcd cluster on loopback (members killed and restarted);
-//!   [`cluster`]: oidcvault nodes on it (one prefix and master key, own homes).
+//!   [`cluster`]: oidcvault nodes on it (one prefix and master key, own homes);
+//!   [`cluster_sso`]: sign-ins that start on one node and finish on another.
 
 use std::time::Duration;
 
 pub(crate) mod client;
 pub(crate) mod cluster;
+pub(crate) mod cluster_sso;
 pub(crate) mod etcd;
 pub(crate) mod files;
 pub(crate) mod home;
