@@ -20,7 +20,7 @@ pub(crate) const APP_REDIRECT: &str = "http://127.0.0.1:3999/callback";
 
 pub(crate) const SSO_SECTIONS: &str =
     "[sso]\nclock_skew_secs = 120\nauthorize_per_address_per_minute = 100000\n\
-     [outbound]\nresolve_discovery_on_save = true\n\
+     [outbound]\nresolve_discovery_on_save = false\n\
      allow_http_hosts = [\"127.0.0.1\"]\nallow_private_hosts = [\"127.0.0.1\"]\n\
      connect_timeout_secs = 2\ntimeout_secs = 3\n";
 
@@ -133,8 +133,10 @@ pub(crate) fn broker_options(n: usize) -> (NodeOptions, String) {
     )
 }
 
-/// Through node 0: the domain [`DOMAIN`] configured with `idp`, and an
-/// application registered (its JSON, with the secret).
+/// Through node 0: the domain [`DOMAIN`] configured with `idp` (its endpoints
+/// given by hand: nothing is resolved on save, so the tests' other configs may
+/// carry any discovery URL), and an application registered (its JSON, with
+/// the secret).
 pub(crate) fn setup_broker(nodes: &Nodes, idp: &StubIdp) -> Value {
     let op = nodes.operator.as_str();
     nodes.server(0).add_domain(op, DOMAIN);
@@ -148,6 +150,9 @@ pub(crate) fn setup_broker(nodes: &Nodes, idp: &StubIdp) -> Value {
             "client_id": stub_idp::CLIENT_ID,
             "client_secret": stub_idp::CLIENT_SECRET,
             "discovery_url": idp.discovery_url(),
+            "authorization_endpoint": format!("{}/authorize", idp.origin()),
+            "token_endpoint": format!("{}/token", idp.origin()),
+            "userinfo_endpoint": format!("{}/userinfo", idp.origin()),
         })),
     );
     nodes.server(0).expect(
