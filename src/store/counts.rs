@@ -2,6 +2,9 @@
 //! them in constant time instead of scanning every config (sled's `len` walks
 //! the whole tree).
 //!
+//! In shared mode (other nodes write too) these are not used: the counts are
+//! recomputed by a scan, cached for a few seconds (`Store::counts`).
+//!
 //! Counted once when the store opens, then adjusted by every write that
 //! changes them, while that write holds the store's write-order lock: every
 //! writer of `domains` and `configs` takes it, so the adjustments apply in the
@@ -43,8 +46,9 @@ impl Entry {
 pub(super) struct Counter(Mutex<Counts>);
 
 impl Counter {
-    pub(super) fn new(initial: Counts) -> Self {
-        Self(Mutex::new(initial))
+    /// Replace the counts (after a scan).
+    pub(super) fn set(&self, counts: Counts) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = counts;
     }
 
     fn with(&self, f: impl FnOnce(&mut Counts)) {

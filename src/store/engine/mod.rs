@@ -162,7 +162,10 @@ pub trait Tx {
 }
 
 /// A transaction body: reads and writes through `Tx`, `Ok(())` to commit.
-pub type Body<'a> = dyn Fn(&mut dyn Tx) -> Result<(), TxStop> + Send + Sync + 'a;
+/// Run by the engine in the calling thread (so it need not be `Send` or
+/// `Sync`: the store's callers pass closures that record their result in a
+/// `RefCell`).
+pub type Body<'a> = dyn Fn(&mut dyn Tx) -> Result<(), TxStop> + 'a;
 
 /// One plain write of [`Engine::write`]: `None` removes the key.
 #[derive(Debug, Clone)]
@@ -212,6 +215,11 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
 
     /// Refuse to serve a read (sled: the store has stopped after a failed write).
     fn check_usable(&self) -> Result<(), crate::store::StoreError>;
+
+    /// Refuse writes ([`crate::store::StoreError::DiskFull`]) while the local
+    /// file system has less than `bytes` free (sled); an engine that keeps no
+    /// local files ignores it.
+    fn set_disk_reserve(&self, _bytes: u64) {}
 
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError>;
 
