@@ -4,7 +4,8 @@
 //! `engine::sled` imports sled.
 //!
 //! Trees ([`Tree`]):
-//! - `meta`: id counters;
+//! - `meta`: id counters, key-term use counts, the audit chain's anchor, and
+//!   (shared installations) the keyring;
 //! - `domains`: id → [`DomainRecord`]; `domain_names`: name → id;
 //! - `configs`: domain id → [`ConfigRecord`];
 //! - `tokens`: id → [`TokenRecord`];
@@ -35,7 +36,8 @@
 //! [`AuditEntry`]) carries an HMAC over its content, its id, and the id and MAC
 //! of the entry before it. Ids are taken and MACs computed under the write-order
 //! lock, which also guards the chain's head (the last entry's id and MAC) kept in
-//! memory, so no write reads the trail. The store never holds the key: the vault
+//! memory, so no write reads the trail (in shared mode each transaction reads
+//! the head from the anchor instead, see `chain`). The store never holds the key: the vault
 //! hands it an [`AuditMac`] ([`Store::set_audit_mac`]); without one (benchmarks,
 //! unit tests) events are written unauthenticated, as before the chain (version
 //! 1). The head is also written to `meta` with a MAC of its own (the *anchor*),
@@ -77,6 +79,7 @@ pub mod engine;
 pub mod fsutil;
 mod gate;
 mod keyring;
+mod paging;
 mod records;
 #[cfg(test)]
 mod shared_tests;
@@ -89,7 +92,6 @@ mod test_util;
 mod tokens;
 mod verify;
 
-use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -338,55 +340,6 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// Keys per page when the store walks a tree.
-const PAGE: usize = 512;
-
-/// Every entry of a tree from a start bound on, read a page at a time; each
-/// step refused once the store has stopped.
-pub(super) struct Entries<'a> {
-    store: &'a Store,
-    tree: Tree,
-    from: Bound<Vec<u8>>,
-    page: std::vec::IntoIter<(Vec<u8>, Vec<u8>)>,
-    done: bool,
-}
-
-impl Iterator for Entries<'_> {
-    type Item = Result<(Vec<u8>, Vec<u8>), StoreError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if let Err(e) = self.store.usable() {
-            self.done = true;
-            return Some(Err(e));
-        }
-        if let Some(kv) = self.page.next() {
-            return Some(Ok(kv));
-        }
-        if self.done {
-            return None;
-        }
-        let range = (self.from.clone(), Bound::Unbounded);
-        match self.store.engine.scan(self.tree, range, PAGE, false) {
-            Ok(page) => {
-                self.done = page.len() < PAGE;
-                if let Some((k, _)) = page.last() {
-                    self.from = Bound::Excluded(k.clone());
-                }
-                self.page = page.into_iter();
-                let next = self.page.next();
-                if next.is_none() {
-                    self.done = true;
-                }
-                next.map(Ok)
-            }
-            Err(e) => {
-                self.done = true;
-                Some(Err(e.into()))
-            }
-        }
-    }
-}
-
 impl Store {
     /// Open (or create) the sled store in `dir`. Fails with [`StoreError::InUse`]
     /// when another process holds it.
@@ -453,35 +406,6 @@ impl Store {
         Ok(())
     }
 
-    /// The counts as a scan finds them.
-    fn scan_counts(&self) -> Result<Counts, StoreError> {
-        let mut c = Counts::default();
-        for kv in self.entries(Tree::Domains) {
-            kv?;
-            c.domains += 1;
-        }
-        for kv in self.entries(Tree::Configs) {
-            let (k, v) = kv?;
-            c.add(counts::Entry::of_bytes(&k, &v));
-        }
-        Ok(c)
-    }
-
-    /// Every entry of `tree`, in key order.
-    fn entries(&self, tree: Tree) -> Entries<'_> {
-        self.entries_from(tree, Bound::Unbounded)
-    }
-
-    fn entries_from(&self, tree: Tree, from: Bound<Vec<u8>>) -> Entries<'_> {
-        Entries {
-            store: self,
-            tree,
-            from,
-            page: Vec::new().into_iter(),
-            done: false,
-        }
-    }
-
     /// One record by key, decoded; refused once the store has stopped.
     fn read<T: Versioned>(&self, tree: Tree, key: &[u8]) -> Result<Option<T>, StoreError> {
         self.usable()?;
@@ -527,32 +451,6 @@ impl Store {
     /// Final sync and stop of the flusher. Further writes fail with `Closed`.
     pub fn shutdown(&self) {
         self.engine.shutdown();
-    }
-
-    /// Domains, configs and configs per key term: from memory, or in shared
-    /// mode from a scan at most [`COUNTS_TTL`] old (the last one, when a scan
-    /// fails).
-    pub fn counts(&self) -> Counts {
-        if !self.shared {
-            return self.counts.get();
-        }
-        let mut cache = self
-            .counts_cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match &*cache {
-            Some((at, c)) if at.elapsed() < self.counts_ttl => c.clone(),
-            stale => match self.scan_counts() {
-                Ok(c) => {
-                    *cache = Some((std::time::Instant::now(), c.clone()));
-                    c
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "counting records failed");
-                    stale.as_ref().map(|(_, c)| c.clone()).unwrap_or_default()
-                }
-            },
-        }
     }
 
     /// Bytes on disk (for monitoring and benchmarks; 0 when the engine keeps
