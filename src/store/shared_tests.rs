@@ -336,7 +336,7 @@ impl Engine for Counting {
         range: Range,
         limit: usize,
         reverse: bool,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, EngineError> {
+    ) -> Result<Vec<engine::Pair>, EngineError> {
         self.inner.scan(tree, range, limit, reverse)
     }
     fn len(&self, tree: Tree) -> Result<u64, EngineError> {
@@ -352,7 +352,7 @@ impl Engine for Counting {
     fn take(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
         self.inner.take(tree, key)
     }
-    fn dump(&self, trees: &[Tree]) -> Result<Vec<(Tree, Vec<(Vec<u8>, Vec<u8>)>)>, EngineError> {
+    fn dump(&self, trees: &[Tree]) -> Result<engine::Dump, EngineError> {
         self.inner.dump(trees)
     }
     fn try_duty(&self, name: &str) -> Result<Option<Box<dyn DutyGuard>>, EngineError> {

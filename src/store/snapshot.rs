@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use super::engine::{Op, Tree};
+use super::engine::{Dump, Op, Tree};
 use super::records::decode;
 use super::{fsutil, AppRecord, DomainRecord, Store, StoreError, StoreOptions};
 
@@ -33,8 +33,6 @@ fn copied_trees() -> Vec<Tree> {
         .filter(|t| !t.is_ephemeral() && !t.keys_are_names())
         .collect()
 }
-
-type Dump = Vec<(Tree, Vec<(Vec<u8>, Vec<u8>)>)>;
 
 impl Store {
     /// Write a consistent, point-in-time copy of the store to `dest` (a new sled

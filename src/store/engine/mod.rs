@@ -175,6 +175,12 @@ pub struct Op {
     pub value: Option<Vec<u8>>,
 }
 
+/// One entry of a tree: its key and value.
+pub type Pair = (Vec<u8>, Vec<u8>);
+
+/// What [`Engine::dump`] returns: each tree asked for, with its entries.
+pub type Dump = Vec<(Tree, Vec<Pair>)>;
+
 /// A key range of [`Engine::scan`].
 pub type Range = (Bound<Vec<u8>>, Bound<Vec<u8>>);
 
@@ -231,7 +237,7 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
         range: Range,
         limit: usize,
         reverse: bool,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, EngineError>;
+    ) -> Result<Vec<Pair>, EngineError>;
 
     /// Number of entries in `tree`.
     fn len(&self, tree: Tree) -> Result<u64, EngineError>;
@@ -254,7 +260,7 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
 
     /// Every entry of `trees` as of one point in time (sled: the caller holds
     /// the store's gate exclusively; etcd: one revision).
-    fn dump(&self, trees: &[Tree]) -> Result<Vec<(Tree, Vec<(Vec<u8>, Vec<u8>)>)>, EngineError>;
+    fn dump(&self, trees: &[Tree]) -> Result<Dump, EngineError>;
 
     /// Take the cluster-wide duty `name` (e.g. "reencrypt", "prune",
     /// "sso-sweep") if no live node holds it: `None` when another does. An

@@ -25,7 +25,8 @@ use sled::transaction::{
 pub use commit::{BeforeFlush, CommitMetrics, CommitStats, GroupCommit};
 
 use super::{
-    Body, DutyGuard, Engine, EngineError, EngineSignal, Op, Range, Tree, Tx, TxFailed, TxStop,
+    Body, Dump, DutyGuard, Engine, EngineError, EngineSignal, Op, Pair, Range, Tree, Tx, TxFailed,
+    TxStop,
 };
 use crate::store::{fsutil, space, StoreError};
 
@@ -215,7 +216,7 @@ impl Engine for SledEngine {
         range: Range,
         limit: usize,
         reverse: bool,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, EngineError> {
+    ) -> Result<Vec<Pair>, EngineError> {
         let iter = self.tree(tree)?.range::<Vec<u8>, _>(range);
         let page = |kv: sled::Result<(sled::IVec, sled::IVec)>| {
             kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(other)
@@ -288,19 +289,17 @@ impl Engine for SledEngine {
         Ok(v.map(|v| v.to_vec()))
     }
 
-    fn dump(&self, trees: &[Tree]) -> Result<Vec<(Tree, Vec<(Vec<u8>, Vec<u8>)>)>, EngineError> {
+    fn dump(&self, trees: &[Tree]) -> Result<Dump, EngineError> {
         trees
             .iter()
-            .map(
-                |t| -> Result<(Tree, Vec<(Vec<u8>, Vec<u8>)>), EngineError> {
-                    let kvs = self
-                        .tree(*t)?
-                        .iter()
-                        .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(other))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    Ok((*t, kvs))
-                },
-            )
+            .map(|t| -> Result<(Tree, Vec<Pair>), EngineError> {
+                let kvs = self
+                    .tree(*t)?
+                    .iter()
+                    .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(other))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((*t, kvs))
+            })
             .collect()
     }
 
