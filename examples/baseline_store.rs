@@ -1,7 +1,9 @@
 //! Load-benchmark baseline 2, the *storage ceiling*: actix-web + sled with
 //! oidcvault's own group commit (`oidcvault::store::GroupCommit`: sled flush +
-//! fdatasync, one flusher thread for all waiters), and nothing else: no
-//! authentication, no encryption, no validation, no logging.
+//! fdatasync, one flusher thread for all waiters), through oidcvault's sled
+//! engine (`oidcvault::store::SledEngine`: a plain write and a read, as the
+//! store's fast paths make them), and nothing else: no authentication, no
+//! encryption, no validation, no logging.
 //!
 //! POST stores the JSON document oidcvault answers (behind an 8-byte sequence
 //! number, so that every write changes the value: sled skips a write of the
@@ -19,15 +21,15 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use oidcvault::store::GroupCommit;
+use oidcvault::store::engine::{Engine, Op, Tree};
+use oidcvault::store::SledEngine;
 
 /// What oidcvault answers for the seed's example body.
 const DOC: &str = r#"{"id":1,"enterprise_domain":1,"client_id":"enterprise-app-123","client_secret":"********0rd!","client_secret_masked":"********0rd!","discovery_url":null,"authorization_endpoint":null,"token_endpoint":null,"userinfo_endpoint":null,"created_at":"2026-11-29T15:04:05.123456Z","updated_at":"2026-11-29T15:04:05.123456Z"}"#;
 const PATH: &str = "/api/v1/enterprises/oidc/config/";
 
 struct State {
-    tree: sled::Tree,
-    commit: GroupCommit,
+    engine: SledEngine,
     seq: AtomicU64,
 }
 
@@ -45,7 +47,7 @@ fn json(body: impl actix_web::body::MessageBody + 'static) -> HttpResponse {
 }
 
 async fn get(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
-    match state.tree.get(key(&req)) {
+    match state.engine.get(Tree::Configs, &key(&req)) {
         Ok(Some(v)) => json(v.get(8..).unwrap_or_default().to_vec()),
         Ok(None) => HttpResponse::NotFound().finish(),
         Err(_) => HttpResponse::InternalServerError().finish(),
@@ -60,10 +62,18 @@ async fn post(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> Ht
     let mut value = Vec::with_capacity(8 + DOC.len());
     value.extend_from_slice(&state.seq.fetch_add(1, Ordering::Relaxed).to_be_bytes());
     value.extend_from_slice(DOC.as_bytes());
-    if state.tree.insert(key(&req), value).is_err() {
+    let op = Op {
+        tree: Tree::Configs,
+        key: key(&req),
+        value: Some(value),
+    };
+    if state.engine.write(&[op]).is_err() {
         return HttpResponse::InternalServerError().finish();
     }
-    match state.commit.wait().await {
+    let Some(commit) = state.engine.group_commit() else {
+        return HttpResponse::InternalServerError().finish();
+    };
+    match commit.wait().await {
         Ok(()) => json(DOC),
         Err(_) => HttpResponse::InternalServerError().finish(),
     }
@@ -76,16 +86,9 @@ fn main() -> std::io::Result<()> {
             .unwrap_or_else(|| "target/bench-work/baseline-store".into()),
     );
     let bind = args.next().unwrap_or_else(|| "127.0.0.1:0".into());
-    let db = sled::Config::new()
-        .path(&dir)
-        .cache_capacity(64 << 20)
-        .open()
-        .map_err(std::io::Error::other)?;
-    let tree = db.open_tree("configs").map_err(std::io::Error::other)?;
-    let commit = GroupCommit::start(db, dir, None).map_err(std::io::Error::other)?;
+    let engine = SledEngine::open(&dir, 64 << 20, None, false).map_err(std::io::Error::other)?;
     let state = web::Data::new(State {
-        tree,
-        commit,
+        engine,
         seq: AtomicU64::new(0),
     });
     let result = actix_web::rt::System::new().block_on({
@@ -113,6 +116,6 @@ fn main() -> std::io::Result<()> {
             server.run().await
         }
     });
-    state.commit.shutdown();
+    state.engine.shutdown();
     result
 }

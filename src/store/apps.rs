@@ -4,11 +4,10 @@
 //! application that is gone (a removed application's client id is simply not
 //! found, which ends its pending sign-ins and codes).
 
-use sled::Transactional;
-
+use super::engine::Tree;
 use super::{
-    abort, decode, encode, next_id, store_only, tx, tx_decode, AppRecord, AuditRecord, Store,
-    StoreError, TxResult, META_NEXT_APP,
+    abort, decode, encode, next_id, store_only, AppRecord, AuditRecord, Store, StoreError,
+    META_NEXT_APP,
 };
 
 /// What `verify` learns of the applications: how many, and each record or
@@ -48,29 +47,29 @@ impl Store {
         make: impl Fn(u64) -> (String, [u8; 32], R),
         audit: impl Fn(&AppRecord) -> AuditRecord,
     ) -> Result<(AppRecord, R), StoreError> {
-        let r = self.apply_audited(|slot| {
-            (&self.meta, &self.apps, &self.app_client_ids, &self.audit).transaction(
-                |(meta, apps, client_ids, log)| -> TxResult<(AppRecord, R), std::convert::Infallible> {
-                    slot.attempt();
-                    let id = next_id(meta, META_NEXT_APP)?;
-                    let (client_id, secret_hash, extra) = make(id);
-                    if client_ids.get(client_id.as_bytes())?.is_some() {
-                        return abort(StoreError::ClientIdTaken);
-                    }
-                    let record = AppRecord {
-                        id,
-                        name: new.name.to_owned(),
-                        client_id,
-                        secret_hash,
-                        redirect_uris: new.redirect_uris.to_vec(),
-                        created_at: new.now,
-                    };
-                    apps.insert(&id.to_be_bytes(), tx(encode(&record))?)?;
-                    client_ids.insert(record.client_id.as_bytes(), &id.to_be_bytes())?;
-                    log.insert(&slot.key(), tx(slot.seal(audit(&record)))?)?;
-                    Ok((record, extra))
-                },
-            )
+        let trees = [Tree::Meta, Tree::Apps, Tree::AppClientIds, Tree::Audit];
+        let r = self.apply_audited(&trees, |tx, slot| {
+            let id = next_id(tx, META_NEXT_APP)?;
+            let (client_id, secret_hash, extra) = make(id);
+            if tx.get(Tree::AppClientIds, client_id.as_bytes())?.is_some() {
+                return abort(StoreError::ClientIdTaken);
+            }
+            let record = AppRecord {
+                id,
+                name: new.name.to_owned(),
+                client_id,
+                secret_hash,
+                redirect_uris: new.redirect_uris.to_vec(),
+                created_at: new.now,
+            };
+            tx.insert(Tree::Apps, &id.to_be_bytes(), &encode(&record)?)?;
+            tx.insert(
+                Tree::AppClientIds,
+                record.client_id.as_bytes(),
+                &id.to_be_bytes(),
+            )?;
+            slot.write(tx, audit(&record))?;
+            Ok((record, extra))
         });
         let out = store_only(r)?;
         self.durable().await?;
@@ -78,14 +77,14 @@ impl Store {
     }
 
     pub fn app(&self, id: u64) -> Result<Option<AppRecord>, StoreError> {
-        self.read(&self.apps, "apps", &id.to_be_bytes())
+        self.read(Tree::Apps, &id.to_be_bytes())
     }
 
     /// The application with this client id, if any.
     pub fn app_by_client_id(&self, client_id: &str) -> Result<Option<AppRecord>, StoreError> {
         self.usable()?;
         let key = client_id.as_bytes();
-        match self.app_client_ids.get(key)? {
+        match self.engine.get(Tree::AppClientIds, key)? {
             Some(v) => self.app(id_of("app_client_ids", key, &v)?),
             None => Ok(None),
         }
@@ -93,8 +92,7 @@ impl Store {
 
     pub fn list_apps(&self) -> Result<Vec<AppRecord>, StoreError> {
         self.usable()?;
-        self.apps
-            .iter()
+        self.entries(Tree::Apps)
             .map(|kv| {
                 let (k, v) = kv?;
                 decode("apps", &k, &v)
@@ -108,20 +106,16 @@ impl Store {
         id: u64,
         audit: impl Fn(&AppRecord) -> AuditRecord,
     ) -> Result<Option<AppRecord>, StoreError> {
-        let r = self.apply_audited(|slot| {
-            (&self.apps, &self.app_client_ids, &self.audit).transaction(
-                |(apps, client_ids, log)| -> TxResult<Option<AppRecord>, std::convert::Infallible> {
-                    slot.attempt();
-                    let key = id.to_be_bytes();
-                    let Some(bytes) = apps.remove(&key)? else {
-                        return Ok(None);
-                    };
-                    let record: AppRecord = tx_decode("apps", &key, &bytes)?;
-                    client_ids.remove(record.client_id.as_bytes())?;
-                    log.insert(&slot.key(), tx(slot.seal(audit(&record)))?)?;
-                    Ok(Some(record))
-                },
-            )
+        let trees = [Tree::Apps, Tree::AppClientIds, Tree::Audit];
+        let r = self.apply_audited(&trees, |tx, slot| {
+            let key = id.to_be_bytes();
+            let Some(bytes) = tx.remove(Tree::Apps, &key)? else {
+                return Ok(None);
+            };
+            let record: AppRecord = decode("apps", &key, &bytes)?;
+            tx.remove(Tree::AppClientIds, record.client_id.as_bytes())?;
+            slot.write(tx, audit(&record))?;
+            Ok(Some(record))
         });
         let removed = store_only(r)?;
         if removed.is_some() {
@@ -135,10 +129,12 @@ impl Store {
     /// that has it (for `verify`).
     pub fn check_apps(&self) -> AppsReport {
         let mut report = AppsReport::default();
-        for kv in self.apps.iter() {
-            let checked = kv.map_err(StoreError::from).and_then(|(k, v)| {
+        for kv in self.entries(Tree::Apps) {
+            let checked = kv.and_then(|(k, v)| {
                 let record: AppRecord = decode("apps", &k, &v)?;
-                let indexed = self.app_client_ids.get(record.client_id.as_bytes())?;
+                let indexed = self
+                    .engine
+                    .get(Tree::AppClientIds, record.client_id.as_bytes())?;
                 Ok((record, indexed))
             });
             match checked {
@@ -155,8 +151,8 @@ impl Store {
                 Err(e) => report.failures.push(e.to_string()),
             }
         }
-        for kv in self.app_client_ids.iter() {
-            let checked = kv.map_err(StoreError::from).and_then(|(k, v)| {
+        for kv in self.entries(Tree::AppClientIds) {
+            let checked = kv.and_then(|(k, v)| {
                 let id = id_of("app_client_ids", &k, &v)?;
                 Ok((String::from_utf8_lossy(&k).into_owned(), id, self.app(id)?))
             });
@@ -247,12 +243,14 @@ mod tests {
             .create_app(&new, |_| ("ova_a".into(), [1; 32], ()), |_| ev())
             .await
             .unwrap();
-        store.app_client_ids.remove("ova_a").unwrap();
         store
-            .app_client_ids
-            .insert("ova_ghost", &99u64.to_be_bytes())
+            .engine
+            .write(&[
+                op(Tree::AppClientIds, b"ova_a", None),
+                op(Tree::AppClientIds, b"ova_ghost", Some(&99u64.to_be_bytes())),
+                op(Tree::Apps, &7u64.to_be_bytes(), Some(&[1, 2])),
+            ])
             .unwrap();
-        store.apps.insert(7u64.to_be_bytes(), vec![1, 2]).unwrap();
         let report = store.check_apps();
         assert_eq!(report.apps, 1, "{report:?}");
         assert_eq!(report.failures.len(), 3, "{report:?}");

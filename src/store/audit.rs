@@ -2,34 +2,95 @@
 //! own, paging through events, and pruning old ones behind a checkpoint the
 //! chain goes on from (the chain itself: `chain`, its check: `verify`).
 
+use std::ops::Bound;
+
 use super::chain::{anchor_bytes, link_of, Link, META_AUDIT_HEAD};
+use super::engine::{Op, Tree, Tx};
 use super::records::{self, decode_audit, StoredAudit, GENESIS};
-use super::{AuditBody, AuditCheckpoint, AuditRecord, Store, StoreError};
+use super::{
+    caller, key_id, store_only, Abort, AuditBody, AuditCheckpoint, AuditRecord, Store, StoreError,
+    TxResult,
+};
 
 /// Events removed per pruning step (each in one batch, in one writer's turn).
 const PRUNE_STEP: usize = 1024;
+/// In shared mode: each step is one transaction, whose reads and writes must
+/// stay within what one etcd transaction takes (128 operations).
+const SHARED_PRUNE_STEP: usize = 100;
+/// In shared mode: a step that found its events changed is read again, this
+/// many times at most.
+const SHARED_PRUNE_ATTEMPTS: usize = 8;
 
 pub(super) fn audit_key_id(key: &[u8]) -> Result<u64, StoreError> {
-    <[u8; 8]>::try_from(key)
-        .map(u64::from_be_bytes)
-        .map_err(|_| StoreError::Corrupt {
-            tree: "audit",
-            key: String::from_utf8_lossy(key).into_owned(),
-            reason: "key is not an 8-byte id".into(),
-        })
+    key_id(Tree::Audit, key)
+}
+
+/// What one pruning step removes: the entries (with the bytes they were read
+/// with), the checkpoint's counts, and the link of the last event removed.
+#[derive(Default)]
+struct Step {
+    remove: Vec<(Vec<u8>, Vec<u8>)>,
+    removed: usize,
+    pruned_before: u64,
+    last: Option<Link>,
+    more: bool,
+}
+
+/// A pruning step found an entry changed since it was read.
+#[derive(Debug)]
+struct Changed;
+
+/// In a transaction: remove a step's entries and write its checkpoint;
+/// with `check`, only if every entry is still as it was read (otherwise the
+/// transaction aborts with [`Changed`]).
+fn remove_step(
+    tx: &mut dyn Tx,
+    step: &Step,
+    checkpoint: &Option<Op>,
+    check: bool,
+) -> TxResult<(), Changed> {
+    for (k, v) in &step.remove {
+        let old = tx.remove(Tree::Audit, k)?;
+        if check && old.as_deref() != Some(v.as_slice()) {
+            return Err(caller(Changed));
+        }
+    }
+    if let Some(Op {
+        key,
+        value: Some(bytes),
+        ..
+    }) = checkpoint
+    {
+        tx.insert(Tree::Audit, key, bytes)?;
+    }
+    Ok(())
+}
+
+/// A step without the check never finds an entry changed.
+fn changed_is_engine(a: Abort<Changed>) -> StoreError {
+    match a {
+        Abort::Store(e) => e,
+        Abort::Caller(Changed) => StoreError::Engine("pruning found its events changed".into()),
+    }
 }
 
 impl Store {
     /// Append an event on its own (for actions that change no record: a key
     /// rotation, a backup). Durable when this returns.
     pub async fn append_audit(&self, event: &AuditRecord) -> Result<(), StoreError> {
-        {
+        if self.shared {
+            store_only(
+                self.apply_audited(&[Tree::Audit], |tx, slot| slot.write(tx, event.clone())),
+            )?;
+        } else {
             let (mut head, _gate) = self.writer_turn()?;
             let slot = self.audit_slot(&head)?;
             let bytes = slot.seal(event.clone())?;
-            self.audit
-                .insert(slot.key(), bytes)
-                .map_err(|e| self.sled_err(e))?;
+            self.engine.write(&[Op {
+                tree: Tree::Audit,
+                key: slot.key().to_vec(),
+                value: Some(bytes),
+            }])?;
             self.advance(&mut head, &slot);
         }
         self.durable().await
@@ -46,7 +107,10 @@ impl Store {
         self.usable()?;
         let start = after.map_or(0, |a| a.saturating_add(1));
         let mut out = Vec::new();
-        for kv in self.audit.range(start.to_be_bytes()..) {
+        if limit == 0 {
+            return Ok(out);
+        }
+        for kv in self.entries_from(Tree::Audit, Bound::Included(start.to_be_bytes().to_vec())) {
             let (k, v) = kv?;
             let record = match decode_audit(&k, &v)? {
                 StoredAudit::Legacy(r) => r,
@@ -56,7 +120,7 @@ impl Store {
                 },
             };
             if filter(&record) {
-                let id = <[u8; 8]>::try_from(k.as_ref())
+                let id = <[u8; 8]>::try_from(k.as_slice())
                     .map(u64::from_be_bytes)
                     .unwrap_or_default();
                 out.push((id, record));
@@ -90,16 +154,10 @@ impl Store {
         Ok(removed)
     }
 
-    /// One step of [`Store::prune_audit`]: how many it removed, and whether more
-    /// may be due.
-    fn prune_step(&self, before: i64) -> Result<(usize, bool), StoreError> {
-        let (head, _gate) = self.writer_turn()?;
-        let mut batch = sled::Batch::default();
-        let mut removed = 0usize;
-        let mut pruned_before = 0u64;
-        let mut last: Option<Link> = None;
-        let mut more = false;
-        for kv in self.audit.iter() {
+    /// What the next step removes, read from the start of the trail.
+    fn plan_step(&self, before: i64, max: usize) -> Result<Step, StoreError> {
+        let mut step = Step::default();
+        for kv in self.entries(Tree::Audit) {
             let (k, v) = kv?;
             let id = audit_key_id(&k)?;
             let stored = decode_audit(&k, &v)?;
@@ -109,9 +167,9 @@ impl Store {
                     AuditBody::Event(r) => r.at,
                     AuditBody::Checkpoint(c) => {
                         // The previous checkpoint goes if anything after it does.
-                        pruned_before = pruned_before.saturating_add(c.pruned);
-                        batch.remove(k);
-                        last = Some(link_of(id, &stored));
+                        step.pruned_before = step.pruned_before.saturating_add(c.pruned);
+                        step.last = Some(link_of(id, &stored));
+                        step.remove.push((k, v));
                         continue;
                     }
                 },
@@ -119,40 +177,94 @@ impl Store {
             if at >= before {
                 break;
             }
-            if removed == PRUNE_STEP {
-                more = true;
+            if step.removed == max {
+                step.more = true;
                 break;
             }
-            batch.remove(k);
-            removed += 1;
-            last = Some(link_of(id, &stored));
+            step.last = Some(link_of(id, &stored));
+            step.remove.push((k, v));
+            step.removed += 1;
         }
-        let Some(last) = last.filter(|_| removed > 0) else {
+        Ok(step)
+    }
+
+    /// The checkpoint that replaces the last event a step removes (when the
+    /// trail is chained): its key and bytes.
+    fn checkpoint(&self, before: i64, step: &Step, last: Link) -> Result<Option<Op>, StoreError> {
+        let Some(m) = self.anchor.mac.get() else {
+            return Ok(None);
+        };
+        let checkpoint = AuditBody::Checkpoint(AuditCheckpoint {
+            cutoff: before,
+            pruned: step.pruned_before.saturating_add(step.removed as u64),
+            link: last.mac,
+        });
+        let id = last.id.to_be_bytes();
+        let (bytes, _) = records::encode_chained(0, &checkpoint, |signed| {
+            m.mac(&[records::AUDIT_ENTRY_LABEL, &id, &GENESIS, signed])
+        })?;
+        Ok(Some(Op {
+            tree: Tree::Audit,
+            key: id.to_vec(),
+            value: Some(bytes),
+        }))
+    }
+
+    /// One step of [`Store::prune_audit`]: how many it removed, and whether more
+    /// may be due.
+    fn prune_step(&self, before: i64) -> Result<(usize, bool), StoreError> {
+        if self.shared {
+            return self.prune_step_shared(before);
+        }
+        let (head, _gate) = self.writer_turn()?;
+        let step = self.plan_step(before, PRUNE_STEP)?;
+        let Some(last) = step.last.filter(|_| step.removed > 0) else {
             return Ok((0, false));
         };
-        if let Some(m) = self.anchor.mac.get() {
-            let checkpoint = AuditBody::Checkpoint(AuditCheckpoint {
-                cutoff: before,
-                pruned: pruned_before.saturating_add(removed as u64),
-                link: last.mac,
-            });
-            let id = last.id.to_be_bytes();
-            let (bytes, _) = records::encode_chained(0, &checkpoint, |signed| {
-                m.mac(&[records::AUDIT_ENTRY_LABEL, &id, &GENESIS, signed])
-            })?;
-            batch.insert(&id, bytes);
+        let checkpoint = self.checkpoint(before, &step, last)?;
+        if checkpoint.is_some() {
             // The anchor at the head first (the group commit may not have
             // written it yet), so the one on disk never names a pruned event.
-            if !self.anchor.is_lost() {
-                self.meta
-                    .insert(META_AUDIT_HEAD, anchor_bytes(head.link, m.as_ref()))
-                    .map_err(|e| self.sled_err(e))?;
+            if let (Some(m), false) = (self.anchor.mac.get(), self.anchor.is_lost()) {
+                self.engine.write(&[Op {
+                    tree: Tree::Meta,
+                    key: META_AUDIT_HEAD.to_vec(),
+                    value: Some(anchor_bytes(head.link, m.as_ref())),
+                }])?;
             }
         }
-        self.audit
-            .apply_batch(batch)
-            .map_err(|e| self.sled_err(e))?;
-        Ok((removed, more))
+        // One atomic batch: a crash never leaves events removed without
+        // their checkpoint.
+        self.transact(&[Tree::Audit], |tx| {
+            remove_step(tx, &step, &checkpoint, false)
+        })
+        .map_err(changed_is_engine)?;
+        Ok((step.removed, step.more))
+    }
+
+    /// A pruning step in shared mode: one transaction that removes the entries
+    /// only as they were read (another node may prune or append meanwhile),
+    /// and writes the checkpoint. The anchor needs no write: it is always the
+    /// head, which pruning keeps verifying (the checkpoint carries its link).
+    fn prune_step_shared(&self, before: i64) -> Result<(usize, bool), StoreError> {
+        for _ in 0..SHARED_PRUNE_ATTEMPTS {
+            let _turn = self.writer_turn()?;
+            let step = self.plan_step(before, SHARED_PRUNE_STEP)?;
+            let Some(last) = step.last.filter(|_| step.removed > 0) else {
+                return Ok((0, false));
+            };
+            let checkpoint = self.checkpoint(before, &step, last)?;
+            match self.transact(&[Tree::Audit], |tx| {
+                remove_step(tx, &step, &checkpoint, true)
+            }) {
+                Ok(()) => return Ok((step.removed, step.more)),
+                Err(Abort::Caller(Changed)) => continue,
+                Err(Abort::Store(e)) => return Err(e),
+            }
+        }
+        Err(StoreError::Unavailable(
+            "the audit trail kept changing while it was pruned".into(),
+        ))
     }
 }
 
@@ -189,7 +301,10 @@ mod tests {
         assert_eq!((r.events, r.pruned, r.broken), (1, 10, None));
         // A checkpoint cannot be forged or edited: removing events before the next
         // one breaks the chain at it.
-        store.audit.remove(10u64.to_be_bytes()).unwrap();
+        store
+            .engine
+            .write(&[op(Tree::Audit, &10u64.to_be_bytes(), None)])
+            .unwrap();
         assert_eq!(broken(&store).unwrap().0, Some(11));
     }
 
@@ -231,8 +346,12 @@ mod tests {
         // Legacy events are not authenticated (editing one is not seen) but none
         // may follow the chain's start.
         store
-            .audit
-            .insert(7u64.to_be_bytes(), encode(&numbered(7)).unwrap())
+            .engine
+            .write(&[op(
+                Tree::Audit,
+                &7u64.to_be_bytes(),
+                Some(&encode(&numbered(7)).unwrap()),
+            )])
             .unwrap();
         let (id, why) = broken(&store).unwrap();
         assert_eq!(id, Some(7), "{why}");

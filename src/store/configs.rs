@@ -2,17 +2,15 @@
 //! updated with plain writes in a writer's turn, deleted, re-sealed under a new
 //! key term, and iterated for verify and re-encryption.
 
-use sled::transaction::ConflictableTransactionError;
-use sled::Transactional;
-
+use super::engine::{Op, Tree};
 use super::{
-    abort, counts, decode, encode, next_id, store_only, tx, tx_decode, Abort, AuditRecord,
-    ConfigRecord, Store, StoreError, TxResult, META_NEXT_CONFIG,
+    abort, caller, counts, decode, encode, key_id, next_id, store_only, Abort, AuditRecord,
+    ConfigRecord, Store, StoreError, META_NEXT_CONFIG,
 };
 
 impl Store {
     pub fn config(&self, domain_id: u64) -> Result<Option<ConfigRecord>, StoreError> {
-        self.read(&self.configs, "configs", &domain_id.to_be_bytes())
+        self.read(Tree::Configs, &domain_id.to_be_bytes())
     }
 
     /// Create or update the config of `domain_id` atomically. `build` gets the
@@ -24,52 +22,52 @@ impl Store {
         domain_id: u64,
         build: impl Fn(Option<&ConfigRecord>, u64) -> Result<(ConfigRecord, AuditRecord), E>,
     ) -> Result<(ConfigRecord, bool), Abort<E>> {
-        if let Some(updated) = self.update_config(domain_id, &build)? {
-            self.durable().await?;
-            return Ok((updated, false));
+        if !self.shared {
+            if let Some(updated) = self.update_config(domain_id, &build)? {
+                self.durable().await?;
+                return Ok((updated, false));
+            }
         }
-        let r = self.apply_audited(|slot| {
-            let r = (&self.meta, &self.domains, &self.configs, &self.audit).transaction(
-                |(meta, domains, configs, log)| -> TxResult<(ConfigRecord, Option<counts::Entry>), E> {
-                    slot.attempt();
-                    let key = domain_id.to_be_bytes();
-                    if domains.get(key)?.is_none() {
-                        return abort(StoreError::DomainNotFound);
-                    }
-                    let current: Option<ConfigRecord> = match configs.get(key)? {
-                        Some(bytes) => Some(tx_decode("configs", &key, &bytes)?),
-                        None => None,
-                    };
-                    let id = match &current {
-                        Some(c) => c.id,
-                        None => next_id(meta, META_NEXT_CONFIG)?,
-                    };
-                    let (record, event) = build(current.as_ref(), id)
-                        .map_err(|e| ConflictableTransactionError::Abort(Abort::Caller(e)))?;
-                    configs.insert(&key, tx(encode(&record))?)?;
-                    log.insert(&slot.key(), tx(slot.seal(event))?)?;
-                    Ok((record, current.as_ref().map(counts::Entry::of)))
-                },
-            );
-            let (record, old) = r?;
-            self.counts.config_written(old, counts::Entry::of(&record));
-            Ok((record, old.is_none()))
-        });
-        let out = r?;
+        let trees = [Tree::Meta, Tree::Domains, Tree::Configs, Tree::Audit];
+        let r = self.apply_audited_then(
+            &trees,
+            |tx, slot| {
+                let key = domain_id.to_be_bytes();
+                if tx.get(Tree::Domains, &key)?.is_none() {
+                    return abort(StoreError::DomainNotFound);
+                }
+                let current: Option<ConfigRecord> = match tx.get(Tree::Configs, &key)? {
+                    Some(bytes) => Some(decode("configs", &key, &bytes)?),
+                    None => None,
+                };
+                let id = match &current {
+                    Some(c) => c.id,
+                    None => next_id(tx, META_NEXT_CONFIG)?,
+                };
+                let (record, event) = build(current.as_ref(), id).map_err(caller)?;
+                self.check_keyring(tx)?;
+                tx.insert(Tree::Configs, &key, &encode(&record)?)?;
+                slot.write(tx, event)?;
+                Ok((record, current.as_ref().map(counts::Entry::of)))
+            },
+            |(record, old)| self.counts.config_written(*old, counts::Entry::of(record)),
+        );
+        let (record, old) = r?;
         self.durable().await?;
-        Ok(out)
+        Ok((record, old.is_none()))
     }
 
-    /// The update half of [`Store::upsert_config`], without a sled transaction:
-    /// every sled transaction seals and writes sled's current IO buffer under its
-    /// process-wide lock, which made updates several times dearer than plain
-    /// writes (BENCHMARKS.md). Instead, every writer of `configs` (this, the
-    /// audited transactions, re-encryption) holds the write-order lock, so the
-    /// record read here is still current when the new one is written. The audit
-    /// event is written first: sled recovers a prefix of its log, so a change
-    /// that survives a crash always has its event (an event may survive without
-    /// its change only if neither was acknowledged). `None` when there is no
-    /// config yet: the caller creates it in a transaction.
+    /// The update half of [`Store::upsert_config`], without a transaction
+    /// (not in shared mode): every sled transaction seals and writes sled's
+    /// current IO buffer under its process-wide lock, which made updates
+    /// several times dearer than plain writes (BENCHMARKS.md). Instead, every
+    /// writer of `configs` (this, the audited transactions, re-encryption)
+    /// holds the write-order lock, so the record read here is still current
+    /// when the new one is written. The audit event is written first: sled
+    /// recovers a prefix of its log, so a change that survives a crash always
+    /// has its event (an event may survive without its change only if neither
+    /// was acknowledged). `None` when there is no config yet: the caller
+    /// creates it in a transaction.
     fn update_config<E>(
         &self,
         domain_id: u64,
@@ -78,7 +76,7 @@ impl Store {
         let (mut head, _gate) = self.writer_turn()?;
         let key = domain_id.to_be_bytes();
         // A config exists only while its domain does (they are removed together).
-        let Some(bytes) = self.configs.get(key).map_err(|e| self.sled_err(e))? else {
+        let Some(bytes) = self.engine.get(Tree::Configs, &key)? else {
             return Ok(None);
         };
         let current: ConfigRecord = decode("configs", &key, &bytes)?;
@@ -86,12 +84,18 @@ impl Store {
         let stored = encode(&record)?;
         let slot = self.audit_slot(&head)?;
         let event = slot.seal(event)?;
-        self.audit
-            .insert(slot.key(), event)
-            .map_err(|e| self.sled_err(e))?;
-        self.configs
-            .insert(key, stored)
-            .map_err(|e| self.sled_err(e))?;
+        self.engine.write(&[
+            Op {
+                tree: Tree::Audit,
+                key: slot.key().to_vec(),
+                value: Some(event),
+            },
+            Op {
+                tree: Tree::Configs,
+                key: key.to_vec(),
+                value: Some(stored),
+            },
+        ])?;
         self.counts.config_written(
             Some(counts::Entry::of(&current)),
             counts::Entry::of(&record),
@@ -106,27 +110,25 @@ impl Store {
         domain_id: u64,
         audit: AuditRecord,
     ) -> Result<bool, StoreError> {
-        let r = self.apply_audited(|slot| {
-            let r = (&self.configs, &self.audit).transaction(
-                |(configs, log)| -> TxResult<Option<counts::Entry>, std::convert::Infallible> {
-                    slot.attempt();
-                    let key = domain_id.to_be_bytes();
-                    let removed = configs
-                        .remove(&key)?
-                        .map(|v| counts::Entry::of_bytes(&key, &v));
-                    if removed.is_some() {
-                        log.insert(&slot.key(), tx(slot.seal(audit.clone()))?)?;
-                    }
-                    Ok(removed)
-                },
-            );
-            let removed = r?;
-            if let Some(old) = removed {
-                self.counts.config_removed(old);
-            }
-            Ok(removed.is_some())
-        });
-        let removed = store_only(r)?;
+        let r = self.apply_audited_then(
+            &[Tree::Configs, Tree::Audit],
+            |tx, slot| -> super::TxResult<Option<counts::Entry>, std::convert::Infallible> {
+                let key = domain_id.to_be_bytes();
+                let removed = tx
+                    .remove(Tree::Configs, &key)?
+                    .map(|v| counts::Entry::of_bytes(&key, &v));
+                if removed.is_some() {
+                    slot.write(tx, audit.clone())?;
+                }
+                Ok(removed)
+            },
+            |removed| {
+                if let Some(old) = removed {
+                    self.counts.config_removed(*old);
+                }
+            },
+        );
+        let removed = store_only(r)?.is_some();
         if removed {
             self.durable().await?;
         }
@@ -144,7 +146,24 @@ impl Store {
         // Config writers take turns (see `update_config`): no update is lost.
         let _turn = self.writer_turn()?;
         let key = domain_id.to_be_bytes();
-        let Some(bytes) = self.configs.get(key).map_err(|e| self.sled_err(e))? else {
+        if self.shared {
+            // Over the record as read in the transaction (another node may
+            // change it meanwhile), under the keyring the vault sealed with.
+            return self.transact(&[Tree::Configs], |tx| {
+                let Some(bytes) = tx.get(Tree::Configs, &key)? else {
+                    return Ok(false);
+                };
+                let mut record: ConfigRecord = decode("configs", &key, &bytes)?;
+                let Some(sealed) = reseal(&record).map_err(caller)? else {
+                    return Ok(false);
+                };
+                self.check_keyring(tx)?;
+                record.secret_sealed = sealed;
+                tx.insert(Tree::Configs, &key, &encode(&record)?)?;
+                Ok(true)
+            });
+        }
+        let Some(bytes) = self.engine.get(Tree::Configs, &key)? else {
             return Ok(false);
         };
         let mut record: ConfigRecord = decode("configs", &key, &bytes)?;
@@ -152,9 +171,11 @@ impl Store {
             Some(sealed) => {
                 let old = counts::Entry::of(&record);
                 record.secret_sealed = sealed;
-                self.configs
-                    .insert(key, encode(&record)?)
-                    .map_err(|e| self.sled_err(e))?;
+                self.engine.write(&[Op {
+                    tree: Tree::Configs,
+                    key: key.to_vec(),
+                    value: Some(encode(&record)?),
+                }])?;
                 self.counts
                     .config_written(Some(old), counts::Entry::of(&record));
                 Ok(true)
@@ -167,16 +188,13 @@ impl Store {
     /// key: the one that counts, whatever the record says), for verify,
     /// re-encryption and counts. Stops with an error once the store has stopped.
     pub fn configs(&self) -> impl Iterator<Item = Result<(u64, ConfigRecord), StoreError>> + '_ {
-        self.configs.iter().map(|kv| {
-            self.usable()?;
+        self.entries(Tree::Configs).map(|kv| {
             let (k, v) = kv?;
-            let id = <[u8; 8]>::try_from(k.as_ref())
-                .map(u64::from_be_bytes)
-                .map_err(|_| StoreError::Corrupt {
-                    tree: "configs",
-                    key: String::from_utf8_lossy(&k).into_owned(),
-                    reason: "key is not an 8-byte domain id".into(),
-                })?;
+            let id = key_id(Tree::Configs, &k).map_err(|_| StoreError::Corrupt {
+                tree: "configs",
+                key: String::from_utf8_lossy(&k).into_owned(),
+                reason: "key is not an 8-byte domain id".into(),
+            })?;
             Ok((id, decode("configs", &k, &v)?))
         })
     }

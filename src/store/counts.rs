@@ -2,6 +2,9 @@
 //! them in constant time instead of scanning every config (sled's `len` walks
 //! the whole tree).
 //!
+//! In shared mode (other nodes write too) these are not used: the counts are
+//! recomputed by a scan, cached for a few seconds (`Store::counts`).
+//!
 //! Counted once when the store opens, then adjusted by every write that
 //! changes them, while that write holds the store's write-order lock: every
 //! writer of `domains` and `configs` takes it, so the adjustments apply in the
@@ -12,7 +15,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 
+use super::engine::Tree;
 use super::records::{decode, ConfigRecord};
+use super::{Store, StoreError};
 
 /// The counts at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,8 +48,9 @@ impl Entry {
 pub(super) struct Counter(Mutex<Counts>);
 
 impl Counter {
-    pub(super) fn new(initial: Counts) -> Self {
-        Self(Mutex::new(initial))
+    /// Replace the counts (after a scan).
+    pub(super) fn set(&self, counts: Counts) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = counts;
     }
 
     fn with(&self, f: impl FnOnce(&mut Counts)) {
@@ -109,6 +115,48 @@ impl Counts {
                 }
             }
         }
+    }
+}
+
+impl Store {
+    /// Domains, configs and configs per key term: from memory, or in shared
+    /// mode from a scan at most 5 s old (the last one, when a scan
+    /// fails).
+    pub fn counts(&self) -> Counts {
+        if !self.shared {
+            return self.counts.get();
+        }
+        let mut cache = self
+            .counts_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*cache {
+            Some((at, c)) if at.elapsed() < self.counts_ttl => c.clone(),
+            stale => match self.scan_counts() {
+                Ok(c) => {
+                    *cache = Some((std::time::Instant::now(), c.clone()));
+                    c
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "counting records failed");
+                    stale.as_ref().map(|(_, c)| c.clone()).unwrap_or_default()
+                }
+            },
+        }
+    }
+
+    /// The counts as a scan finds them.
+    pub(super) fn scan_counts(&self) -> Result<Counts, StoreError> {
+        let mut c = Counts::default();
+        for kv in self.entries(Tree::Domains) {
+            kv?;
+            c.domains += 1;
+        }
+        for kv in self.entries(Tree::Configs) {
+            let (k, v) = kv?;
+            c.add(Entry::of_bytes(&k, &v));
+        }
+        Ok(c)
     }
 }
 

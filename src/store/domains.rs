@@ -1,11 +1,13 @@
 //! Enterprise domains: `domains` (id → record) and `domain_names` (name → id),
 //! created and removed (with their config and tokens) in one transaction each.
 
-use sled::Transactional;
+use std::convert::Infallible;
 
+use super::chain::AuditSlot;
+use super::engine::{Tree, Tx};
 use super::{
-    abort, counts, decode, encode, next_id, store_only, tx, tx_decode, AuditRecord, DomainRecord,
-    Store, StoreError, TxResult, META_NEXT_DOMAIN,
+    abort, counts, decode, encode, next_id, store_only, AuditRecord, DomainRecord, Store,
+    StoreError, TxResult, META_NEXT_DOMAIN,
 };
 
 impl Store {
@@ -15,44 +17,37 @@ impl Store {
         now: i64,
         audit: impl Fn(&DomainRecord) -> AuditRecord,
     ) -> Result<DomainRecord, StoreError> {
-        let r = self.apply_audited(|slot| {
-            let r = (&self.meta, &self.domains, &self.domain_names, &self.audit).transaction(
-                |(meta, domains, names, log)| -> TxResult<DomainRecord, std::convert::Infallible> {
-                    slot.attempt();
-                    if names.get(name.as_bytes())?.is_some() {
-                        return abort(StoreError::DomainExists);
-                    }
-                    let id = next_id(meta, META_NEXT_DOMAIN)?;
-                    let record = DomainRecord {
-                        id,
-                        name: name.to_owned(),
-                        created_at: now,
-                        token_ids: Vec::new(),
-                    };
-                    domains.insert(&id.to_be_bytes(), tx(encode(&record))?)?;
-                    names.insert(name.as_bytes(), &id.to_be_bytes())?;
-                    log.insert(&slot.key(), tx(slot.seal(audit(&record)))?)?;
-                    Ok(record)
-                },
-            );
-            if r.is_ok() {
-                self.counts.domain_added();
+        let trees = [Tree::Meta, Tree::Domains, Tree::DomainNames, Tree::Audit];
+        let body = |tx: &mut dyn Tx, slot: &AuditSlot<'_>| -> TxResult<DomainRecord, Infallible> {
+            if tx.get(Tree::DomainNames, name.as_bytes())?.is_some() {
+                return abort(StoreError::DomainExists);
             }
-            r
-        });
+            let id = next_id(tx, META_NEXT_DOMAIN)?;
+            let record = DomainRecord {
+                id,
+                name: name.to_owned(),
+                created_at: now,
+                token_ids: Vec::new(),
+            };
+            tx.insert(Tree::Domains, &id.to_be_bytes(), &encode(&record)?)?;
+            tx.insert(Tree::DomainNames, name.as_bytes(), &id.to_be_bytes())?;
+            slot.write(tx, audit(&record))?;
+            Ok(record)
+        };
+        let r = self.apply_audited_then(&trees, body, |_| self.counts.domain_added());
         let record = store_only(r)?;
         self.durable().await?;
         Ok(record)
     }
 
     pub fn domain(&self, id: u64) -> Result<Option<DomainRecord>, StoreError> {
-        self.read(&self.domains, "domains", &id.to_be_bytes())
+        self.read(Tree::Domains, &id.to_be_bytes())
     }
 
     pub fn domain_by_name(&self, name: &str) -> Result<Option<DomainRecord>, StoreError> {
         self.usable()?;
-        match self.domain_names.get(name.as_bytes())? {
-            Some(id) => match <[u8; 8]>::try_from(id.as_ref()) {
+        match self.engine.get(Tree::DomainNames, name.as_bytes())? {
+            Some(id) => match <[u8; 8]>::try_from(id.as_slice()) {
                 Ok(b) => self.domain(u64::from_be_bytes(b)),
                 Err(_) => Err(StoreError::Corrupt {
                     tree: "domain_names",
@@ -66,8 +61,7 @@ impl Store {
 
     pub fn list_domains(&self) -> Result<Vec<DomainRecord>, StoreError> {
         self.usable()?;
-        self.domains
-            .iter()
+        self.entries(Tree::Domains)
             .map(|kv| {
                 let (k, v) = kv?;
                 decode("domains", &k, &v)
@@ -82,43 +76,38 @@ impl Store {
         id: u64,
         audit: impl Fn(&DomainRecord) -> AuditRecord,
     ) -> Result<Option<DomainRecord>, StoreError> {
-        let r = self.apply_audited(|slot| {
-            let trees = (
-                &self.domains,
-                &self.domain_names,
-                &self.configs,
-                &self.tokens,
-                &self.audit,
-            );
-            let r = trees.transaction(
-                |(domains, names, configs, tokens, log)| -> TxResult<
-                    Option<(DomainRecord, Option<counts::Entry>)>,
-                    std::convert::Infallible,
-                > {
-                    slot.attempt();
-                    let key = id.to_be_bytes();
-                    let Some(bytes) = domains.get(key)? else {
-                        return Ok(None);
-                    };
-                    let record: DomainRecord = tx_decode("domains", &key, &bytes)?;
-                    for token_id in &record.token_ids {
-                        tokens.remove(&token_id.to_be_bytes())?;
-                    }
-                    let config = configs
-                        .remove(&key)?
-                        .map(|v| counts::Entry::of_bytes(&key, &v));
-                    names.remove(record.name.as_bytes())?;
-                    domains.remove(&key)?;
-                    log.insert(&slot.key(), tx(slot.seal(audit(&record)))?)?;
-                    Ok(Some((record, config)))
-                },
-            );
-            Ok(r?.map(|(record, config)| {
-                self.counts.domain_removed(config);
-                record
-            }))
+        let trees = [
+            Tree::Domains,
+            Tree::DomainNames,
+            Tree::Configs,
+            Tree::Tokens,
+            Tree::Audit,
+        ];
+        let body = |tx: &mut dyn Tx,
+                    slot: &AuditSlot<'_>|
+         -> TxResult<Option<(DomainRecord, Option<counts::Entry>)>, Infallible> {
+            let key = id.to_be_bytes();
+            let Some(bytes) = tx.get(Tree::Domains, &key)? else {
+                return Ok(None);
+            };
+            let record: DomainRecord = decode("domains", &key, &bytes)?;
+            for token_id in &record.token_ids {
+                tx.remove(Tree::Tokens, &token_id.to_be_bytes())?;
+            }
+            let config = tx
+                .remove(Tree::Configs, &key)?
+                .map(|v| counts::Entry::of_bytes(&key, &v));
+            tx.remove(Tree::DomainNames, record.name.as_bytes())?;
+            tx.remove(Tree::Domains, &key)?;
+            slot.write(tx, audit(&record))?;
+            Ok(Some((record, config)))
+        };
+        let r = self.apply_audited_then(&trees, body, |removed| {
+            if let Some((_, config)) = removed {
+                self.counts.domain_removed(*config);
+            }
         });
-        let removed = store_only(r)?;
+        let removed = store_only(r)?.map(|(record, _)| record);
         if removed.is_some() {
             self.durable().await?;
         }

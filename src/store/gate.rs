@@ -8,42 +8,26 @@
 //! and write first asks whether the store is still usable (fail-stop: after a
 //! failed write, memory may hold changes that are not on disk).
 
-use std::sync::PoisonError;
-
-use sled::transaction::TransactionError;
+use std::sync::{Mutex, PoisonError};
 
 use super::chain::{AuditSlot, ChainHead};
-use super::{Abort, Store, StoreError};
+use super::engine::{Tree, Tx, TxFailed, TxStop};
+use super::{Abort, Stop, Store, StoreError, TxResult};
+
+/// `meta` key of the keyring (stored there by a shared installation).
+pub(super) const META_KEYRING: &[u8] = b"keyring";
 
 impl Store {
-    /// Every read and write first: after a failed group commit, memory may hold
+    /// Every read and write first: after a failed write, memory may hold
     /// changes that are not on disk, so nothing is served from it any more.
     pub(super) fn usable(&self) -> Result<(), StoreError> {
-        if self.commit.healthy() {
-            Ok(())
-        } else {
-            Err(StoreError::Failed)
-        }
+        self.engine.check_usable()
     }
 
-    /// Every write first: usable, and room on disk (checked before sled is touched).
+    /// Every write first: usable, and room on disk (checked before the engine
+    /// is touched).
     pub(super) fn writable(&self) -> Result<(), StoreError> {
-        self.usable()?;
-        self.space.check(&self.dir)
-    }
-
-    /// A sled I/O error on a write means its log could not be written (a full
-    /// disk, a failing device): sled keeps the change in memory, so the store
-    /// stops for good, like a failed group commit (fail-stop), rather than serve
-    /// what may not be on disk.
-    pub(super) fn sled_err(&self, e: sled::Error) -> StoreError {
-        if matches!(e, sled::Error::Io(_)) {
-            tracing::error!(error = %e, "a write to the store failed; the store stops until restarted");
-            self.commit.mark_failed();
-            StoreError::Failed
-        } else {
-            StoreError::Sled(e)
-        }
+        self.engine.check_writable()
     }
 
     /// A writer's turn: refused when the store cannot write; then the write-order
@@ -67,26 +51,92 @@ impl Store {
         Ok((order, self.shared()))
     }
 
+    /// Run `body` as one engine transaction over `trees` (in shared mode
+    /// `meta` too: the keyring guard and the chain's head are read there).
+    /// The body may run more than once; what the last run returned, or the
+    /// refusal it stopped with, is the result.
+    pub(super) fn transact<T, E>(
+        &self,
+        trees: &[Tree],
+        body: impl Fn(&mut dyn Tx) -> TxResult<T, E>,
+    ) -> Result<T, Abort<E>> {
+        let mut all = trees.to_vec();
+        if self.shared && !all.contains(&Tree::Meta) {
+            all.push(Tree::Meta);
+        }
+        let out: Mutex<Option<Result<T, Abort<E>>>> = Mutex::new(None);
+        let keep = |r| *out.lock().unwrap_or_else(PoisonError::into_inner) = Some(r);
+        let r = self.engine.transaction(&all, &|tx| match body(tx) {
+            Ok(v) => {
+                keep(Ok(v));
+                Ok(())
+            }
+            Err(Stop::Tx(s)) => Err(s),
+            Err(Stop::Abort(a)) => {
+                keep(Err(a));
+                Err(TxStop::Abort)
+            }
+        });
+        let out = out.into_inner().unwrap_or_else(PoisonError::into_inner);
+        match (r, out) {
+            (Ok(()), Some(Ok(v))) => Ok(v),
+            (Err(TxFailed::Aborted), Some(Err(a))) => Err(a),
+            (Err(TxFailed::Engine(e)), _) => Err(Abort::Store(e.into())),
+            _ => Err(Abort::Store(StoreError::Engine(
+                "a transaction ended without its body's result".into(),
+            ))),
+        }
+    }
+
     /// Apply an audited mutation in a writer's turn: its event id is taken, its
-    /// event chained to the head, and its transaction applied before the next
-    /// writer's.
+    /// event chained to the head (`slot.write`), and its transaction applied
+    /// before the next writer's.
     pub(super) fn apply_audited<T, E>(
         &self,
-        tx: impl FnOnce(&AuditSlot<'_>) -> Result<T, TransactionError<Abort<E>>>,
+        trees: &[Tree],
+        body: impl Fn(&mut dyn Tx, &AuditSlot<'_>) -> TxResult<T, E>,
+    ) -> Result<T, Abort<E>> {
+        self.apply_audited_then(trees, body, |_| {})
+    }
+
+    /// [`Store::apply_audited`], then `after` with the result while the turn
+    /// is still held (the in-memory counts change in the order of the writes).
+    pub(super) fn apply_audited_then<T, E>(
+        &self,
+        trees: &[Tree],
+        body: impl Fn(&mut dyn Tx, &AuditSlot<'_>) -> TxResult<T, E>,
+        after: impl FnOnce(&T),
     ) -> Result<T, Abort<E>> {
         let (mut head, _gate) = self.writer_turn()?;
         let slot = self.audit_slot(&head)?;
-        let out = self.flatten(tx(&slot))?;
+        let out = self.transact(trees, |tx| {
+            slot.attempt(tx)?;
+            body(tx, &slot)
+        })?;
         self.advance(&mut head, &slot);
+        after(&out);
         Ok(out)
     }
 
-    fn flatten<T, E>(&self, r: Result<T, TransactionError<Abort<E>>>) -> Result<T, Abort<E>> {
-        match r {
-            Ok(v) => Ok(v),
-            Err(TransactionError::Abort(a)) => Err(a),
-            Err(TransactionError::Storage(e)) => Err(Abort::Store(self.sled_err(e))),
+    /// In shared mode, in a transaction that writes a sealed value: the keyring
+    /// stored in `meta` must still be the one the value was sealed with (the
+    /// guard), or another node rotated it and the write aborts.
+    pub(super) fn check_keyring<E>(&self, tx: &mut dyn Tx) -> TxResult<(), E> {
+        if !self.shared {
+            return Ok(());
         }
+        let guard = self
+            .keyring_guard
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some(expected) = guard else {
+            return Ok(());
+        };
+        if tx.get(Tree::Meta, META_KEYRING)?.as_deref() != Some(expected.as_slice()) {
+            return Err(StoreError::KeyringChanged.into());
+        }
+        Ok(())
     }
 
     /// Held shared by every mutation while it applies.
@@ -122,7 +172,7 @@ mod tests {
             .await
             .unwrap();
         store.reserve_term_uses(1, 10).unwrap();
-        store.commit.mark_failed();
+        store.engine.group_commit().unwrap().mark_failed();
         assert!(matches!(
             store.configs().next(),
             Some(Err(StoreError::Failed))
@@ -141,9 +191,13 @@ mod tests {
             Err(StoreError::Failed)
         ));
         // Nothing was removed or written behind the refusal.
-        assert_eq!(store.audit.len(), 2);
+        assert_eq!(store.engine.len(Tree::Audit).unwrap(), 2);
         assert_eq!(
-            store.meta.get(b"term_uses/\0\0\0\x01").unwrap().as_deref(),
+            store
+                .engine
+                .get(Tree::Meta, b"term_uses/\0\0\0\x01")
+                .unwrap()
+                .as_deref(),
             Some(&10u64.to_be_bytes()[..])
         );
     }
@@ -174,10 +228,10 @@ mod tests {
                 std::thread::sleep(std::time::Duration::from_millis(300));
                 // What a backup reads here: the whole trail, nothing pruned.
                 assert!(!done.load(std::sync::atomic::Ordering::SeqCst));
-                assert_eq!(store.audit.len(), 3);
+                assert_eq!(store.engine.len(Tree::Audit).unwrap(), 3);
             });
         });
         assert!(done.load(std::sync::atomic::Ordering::SeqCst));
-        assert_eq!(store.audit.len(), 0);
+        assert_eq!(store.engine.len(Tree::Audit).unwrap(), 0);
     }
 }

@@ -1,8 +1,11 @@
-//! The embedded store: sled trees and the group commit. The only module that
-//! imports sled.
+//! The store: the records of the vault in the trees of a key-value engine
+//! (`engine`: sled, embedded, or etcd, shared by several nodes), and the
+//! transactions, audit chain and counters every entity shares. Only
+//! `engine::sled` imports sled.
 //!
-//! Trees:
-//! - `meta`: id counters;
+//! Trees ([`Tree`]):
+//! - `meta`: id counters, key-term use counts, the audit chain's anchor, and
+//!   (shared installations) the keyring;
 //! - `domains`: id → [`DomainRecord`]; `domain_names`: name → id;
 //! - `configs`: domain id → [`ConfigRecord`];
 //! - `tokens`: id → [`TokenRecord`];
@@ -13,9 +16,17 @@
 //!   code → [`SsoRecord`] (sealed by the vault); `sso_spent`: SHA-256 of a
 //!   redeemed code → its expiry (a replay is told apart from an unknown code).
 //!
-//! Every mutation runs in one sled transaction over the trees it touches, its
-//! audit event included, then waits for the group commit, so a method that
-//! returns `Ok` has made its change durable (flushed and fsynced).
+//! Every mutation runs in one engine transaction over the trees it touches,
+//! its audit event included, then waits for the group commit (sled; etcd: a
+//! committed transaction is durable), so a method that returns `Ok` has made
+//! its change durable (flushed and fsynced, or on a quorum).
+//!
+//! *Shared* mode (an engine other processes write too, [`Engine::shared`]):
+//! nothing in memory is trusted across calls. Every audited transaction reads
+//! the chain's head from its anchor and writes the new anchor with its event;
+//! there are no plain-write fast paths; counts are recomputed by a scan (cached
+//! 5 s); a transaction writing a sealed value checks that the keyring it was
+//! sealed with is still the stored one ([`Store::set_keyring_guard`]).
 //!
 //! Mutations hold the *gate* shared while they apply; a backup or the final step
 //! of a key rotation holds it exclusively, so they see a state that no write is
@@ -25,7 +36,8 @@
 //! [`AuditEntry`]) carries an HMAC over its content, its id, and the id and MAC
 //! of the entry before it. Ids are taken and MACs computed under the write-order
 //! lock, which also guards the chain's head (the last entry's id and MAC) kept in
-//! memory, so no write reads the trail. The store never holds the key: the vault
+//! memory, so no write reads the trail (in shared mode each transaction reads
+//! the head from the anchor instead, see `chain`). The store never holds the key: the vault
 //! hands it an [`AuditMac`] ([`Store::set_audit_mac`]); without one (benchmarks,
 //! unit tests) events are written unauthenticated, as before the chain (version
 //! 1). The head is also written to `meta` with a MAC of its own (the *anchor*),
@@ -36,10 +48,11 @@
 //! the chain goes on from it. [`Store::verify_audit_chain`] walks it all.
 //!
 //! Files (each `impl Store` block lives in the file of what it stores):
-//! - `mod.rs`: the [`Store`] and its trees, [`Store::open`], [`StoreError`],
-//!   the transaction helpers and id counters the entities share;
-//! - `gate`: the writer's turn (write-order lock and shared gate),
-//!   [`Store::exclusive`], the fail-stop checks (`usable`, `writable`);
+//! - `mod.rs`: the [`Store`], [`Store::open`], [`Store::with_engine`],
+//!   [`StoreError`], the paging of trees and the id counters the entities share;
+//! - `gate`: the writer's turn (write-order lock and shared gate), the
+//!   transaction helpers, [`Store::exclusive`], the fail-stop checks (`usable`,
+//!   `writable`) and the keyring guard's check;
 //! - `domains`, `configs`, `tokens`, `apps`: one entity each (configs also
 //!   re-seal);
 //! - `terms`: the persisted use counts of key terms;
@@ -47,23 +60,29 @@
 //! - `audit`: appending, paging and pruning the audit trail;
 //! - `chain`: the MAC chain as it is written (links, slots, the anchor);
 //! - `verify`: walking the chain ([`Store::verify_audit_chain`]);
-//! - `snapshot`: the point-in-time copy a backup reads;
-//! - `commit` (group commit), `counts`, `space` (free-space guard), `records`
-//!   (on-disk types), `fsutil` (durable file helpers);
+//! - `snapshot`: backups and copies between engines (from the engine's dump);
+//! - `keyring`: the keyring kept in `meta` and the keyring guard;
+//! - `engine`: the engine boundary and its sled engine (with the group
+//!   commit); `counts`, `space` (free-space guard, used by the sled engine),
+//!   `records` (on-disk types), `fsutil` (durable file helpers);
 //! - `config`: the `[storage]` and `[audit]` sections and their bounds;
 //! - `test_util`: helpers the unit tests of every file share.
 
 mod apps;
 mod audit;
 mod chain;
-mod commit;
 mod config;
 mod configs;
 mod counts;
 mod domains;
+pub mod engine;
 pub mod fsutil;
 mod gate;
+mod keyring;
+mod paging;
 mod records;
+#[cfg(test)]
+mod shared_tests;
 mod snapshot;
 mod space;
 mod sso;
@@ -74,13 +93,13 @@ mod tokens;
 mod verify;
 
 use std::path::{Path, PathBuf};
-
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use std::sync::Arc;
 
 pub use apps::{AppsReport, NewApp};
 pub use chain::AuditMac;
-pub use commit::{CommitMetrics, CommitStats};
 pub use config::{AuditConfig, StorageConfig, MAX_RETENTION_DAYS};
+pub use engine::sled::{CommitMetrics, CommitStats, GroupCommit, SledEngine};
+pub use engine::{Engine, EngineError, Tree};
 pub use records::{
     AppRecord, AuditRecord, ConfigRecord, DomainRecord, SsoRecord, TokenRecord, TokenScope,
     Versioned,
@@ -90,7 +109,7 @@ pub use snapshot::SnapshotStats;
 pub use sso::{SsoTree, Taken};
 pub use verify::AuditChainReport;
 
-pub use commit::GroupCommit;
+use engine::{Tx, TxStop};
 use records::{decode, encode};
 
 use chain::{Anchor, ChainHead};
@@ -105,7 +124,16 @@ pub enum StoreError {
     )]
     InUse { path: PathBuf },
     #[error("storage engine error: {0}")]
-    Sled(#[from] sled::Error),
+    Engine(String),
+    /// The storage cluster cannot be reached, has no quorum, or did not answer
+    /// in time (answered as 503 + Retry-After). A write that failed so may have
+    /// committed.
+    #[error("the storage cluster is unavailable: {0}")]
+    Unavailable(String),
+    /// Another node rotated the keyring since this one sealed the value being
+    /// written: nothing was written; reload the keyring and retry.
+    #[error("the keyring was changed by another node; reload it and retry")]
+    KeyringChanged,
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -143,6 +171,17 @@ pub enum StoreError {
     ClientIdTaken,
 }
 
+impl From<EngineError> for StoreError {
+    /// A write that failed locally has already stopped the engine (fail-stop).
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Unavailable(why) => StoreError::Unavailable(why),
+            EngineError::WriteFailed(_) => StoreError::Failed,
+            EngineError::Other(why) => StoreError::Engine(why),
+        }
+    }
+}
+
 /// Outcome of a transaction body: a store-level refusal or the caller's own error.
 #[derive(Debug)]
 pub enum Abort<E> {
@@ -156,19 +195,41 @@ impl<E> From<StoreError> for Abort<E> {
     }
 }
 
-type TxResult<T, E> = Result<T, ConflictableTransactionError<Abort<E>>>;
+impl<E> From<EngineError> for Abort<E> {
+    fn from(e: EngineError) -> Self {
+        Abort::Store(e.into())
+    }
+}
+
+/// Why a transaction body of the store stopped: the engine's signal (passed on
+/// to it) or the store's or caller's refusal (the transaction aborts with it).
+#[derive(Debug)]
+enum Stop<E> {
+    Tx(TxStop),
+    Abort(Abort<E>),
+}
+
+impl<E> From<TxStop> for Stop<E> {
+    fn from(s: TxStop) -> Self {
+        Stop::Tx(s)
+    }
+}
+
+impl<E> From<StoreError> for Stop<E> {
+    fn from(e: StoreError) -> Self {
+        Stop::Abort(Abort::Store(e))
+    }
+}
+
+type TxResult<T, E> = Result<T, Stop<E>>;
 
 fn abort<T, E>(e: StoreError) -> TxResult<T, E> {
-    Err(ConflictableTransactionError::Abort(Abort::Store(e)))
+    Err(Stop::Abort(Abort::Store(e)))
 }
 
-fn tx_decode<T: Versioned, E>(tree: &'static str, key: &[u8], bytes: &[u8]) -> TxResult<T, E> {
-    decode(tree, key, bytes).map_err(|e| ConflictableTransactionError::Abort(Abort::Store(e)))
-}
-
-/// A store-level result inside a transaction body (an encoding failure aborts it).
-fn tx<T, E>(r: Result<T, StoreError>) -> TxResult<T, E> {
-    r.map_err(|e| ConflictableTransactionError::Abort(Abort::Store(e)))
+/// The caller's own error, aborting the transaction.
+fn caller<E>(e: E) -> Stop<E> {
+    Stop::Abort(Abort::Caller(e))
 }
 
 /// Unwrap an `Abort` whose caller error type is uninhabited.
@@ -184,20 +245,23 @@ const META_NEXT_CONFIG: &[u8] = b"next_id/config";
 const META_NEXT_TOKEN: &[u8] = b"next_id/token";
 const META_NEXT_APP: &[u8] = b"next_id/app";
 
-fn next_id<E>(meta: &TransactionalTree, key: &[u8]) -> TxResult<u64, E> {
-    let current = match meta.get(key)? {
-        Some(v) => match <[u8; 8]>::try_from(v.as_ref()) {
-            Ok(b) => u64::from_be_bytes(b),
-            Err(_) => {
-                return abort(StoreError::Corrupt {
+/// A big-endian id counter in `meta` (`None` when absent).
+fn counter(key: &[u8], value: Option<&[u8]>) -> Result<Option<u64>, StoreError> {
+    value
+        .map(|v| {
+            <[u8; 8]>::try_from(v)
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt {
                     tree: "meta",
                     key: String::from_utf8_lossy(key).into_owned(),
                     reason: "counter is not 8 bytes".into(),
                 })
-            }
-        },
-        None => 1,
-    };
+        })
+        .transpose()
+}
+
+fn next_id<E>(tx: &mut dyn Tx, key: &[u8]) -> TxResult<u64, E> {
+    let current = counter(key, tx.get(Tree::Meta, key)?.as_deref())?.unwrap_or(1);
     // A counter read from disk: at its end it is corrupt, and wrapping would
     // hand out ids that are taken.
     let Some(next) = current.checked_add(1) else {
@@ -207,8 +271,19 @@ fn next_id<E>(meta: &TransactionalTree, key: &[u8]) -> TxResult<u64, E> {
             reason: "counter is at its largest value".into(),
         });
     };
-    meta.insert(key, &next.to_be_bytes())?;
+    tx.insert(Tree::Meta, key, &next.to_be_bytes())?;
     Ok(current)
+}
+
+/// The big-endian id of an 8-byte key.
+fn key_id(tree: Tree, key: &[u8]) -> Result<u64, StoreError> {
+    <[u8; 8]>::try_from(key)
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt {
+            tree: tree.name(),
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason: "key is not an 8-byte id".into(),
+        })
 }
 
 /// Options for opening the store.
@@ -219,180 +294,169 @@ pub struct StoreOptions {
     pub commit_metrics: Option<CommitMetrics>,
 }
 
+/// How long recomputed counts are served in shared mode.
+const COUNTS_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long the number of pending sign-ins is served in shared mode.
+const PENDING_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A value recomputed at most once per its time to live (shared mode).
+type Cached<T> = std::sync::Mutex<Option<(std::time::Instant, T)>>;
+
 pub struct Store {
-    db: sled::Db,
-    dir: PathBuf,
-    meta: sled::Tree,
-    domains: sled::Tree,
-    domain_names: sled::Tree,
-    configs: sled::Tree,
-    tokens: sled::Tree,
-    apps: sled::Tree,
-    app_client_ids: sled::Tree,
-    audit: sled::Tree,
-    sso_transactions: sled::Tree,
-    sso_codes: sled::Tree,
-    sso_spent: sled::Tree,
-    /// Login transactions stored and not yet taken or swept.
+    engine: Arc<dyn Engine>,
+    /// Other processes write the same data ([`Engine::shared`]).
+    shared: bool,
+    /// The data directory (sled); `None` for a store opened on an engine.
+    dir: Option<PathBuf>,
+    /// Login transactions stored and not yet taken or swept (not shared).
     sso_pending: std::sync::atomic::AtomicUsize,
     /// Next audit event id: one past the last stored, so ids stay unique in a
-    /// restored copy too (sled's own `generate_id` state is not in a copy).
+    /// restored copy too. In shared mode only a floor (the id comes from `meta`).
     next_audit: std::sync::atomic::AtomicU64,
     /// Held by every audited mutation from taking its event id until it has
     /// applied, so events become visible in id order; guards the chain's head.
     write_order: std::sync::Mutex<ChainHead>,
     /// The audit trail's MAC (set by the vault once the keyring is open) and
     /// the anchor waiting for the next group commit.
-    anchor: std::sync::Arc<Anchor>,
-    commit: GroupCommit,
+    anchor: Arc<Anchor>,
     gate: std::sync::RwLock<()>,
-    /// Free bytes a write needs on the data directory's file system (`space`).
-    space: space::Guard,
     /// Domains, configs and configs per key term, kept by every write (`counts`).
     counts: counts::Counter,
+    /// Shared mode: the counts as last scanned, and the pending sign-ins.
+    counts_cache: Cached<Counts>,
+    counts_ttl: std::time::Duration,
+    pending_cache: Cached<usize>,
+    /// Shared mode: the stored keyring every sealed write must still find.
+    keyring_guard: std::sync::RwLock<Option<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
+            .field("engine", &self.engine.kind())
+            .field("shared", &self.shared)
             .field("dir", &self.dir)
             .finish_non_exhaustive()
     }
-}
-
-fn is_lock_error(e: &sled::Error) -> bool {
-    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
-}
-
-/// The counts as a scan finds them: once, when the store opens.
-fn initial_counts(domains: &sled::Tree, configs: &sled::Tree) -> Result<Counts, StoreError> {
-    let mut c = Counts::default();
-    for k in domains.iter().keys() {
-        k?;
-        c.domains += 1;
-    }
-    for kv in configs.iter() {
-        let (k, v) = kv?;
-        c.add(counts::Entry::of_bytes(&k, &v));
-    }
-    Ok(c)
 }
 
 impl Store {
     /// Open (or create) the sled store in `dir`. Fails with [`StoreError::InUse`]
     /// when another process holds it.
     pub fn open(dir: &Path, options: &StoreOptions) -> Result<Self, StoreError> {
-        let io = |source| StoreError::Io {
-            path: dir.to_path_buf(),
-            source,
-        };
-        fsutil::create_private_dir(dir).map_err(io)?;
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(options.cache_capacity_bytes)
-            .open()
-            .map_err(|e| {
-                if is_lock_error(&e) {
-                    StoreError::InUse {
-                        path: dir.to_path_buf(),
-                    }
-                } else {
-                    StoreError::Sled(e)
-                }
-            })?;
-        // New files (db, conf) must be reachable after a power cut.
-        fsutil::sync_dir(dir).map_err(io)?;
-        let audit = db.open_tree("audit")?;
-        let meta = db.open_tree("meta")?;
-        let anchor = std::sync::Arc::new(Anchor::default());
-        let before_flush: commit::BeforeFlush = {
-            let (anchor, meta) = (anchor.clone(), meta.clone());
-            Box::new(move || anchor.write(&meta))
-        };
-        let commit = GroupCommit::start_with(
-            db.clone(),
-            dir.to_path_buf(),
+        let engine = SledEngine::open(
+            dir,
+            options.cache_capacity_bytes,
             options.commit_metrics.clone(),
-            before_flush,
+            false,
         )?;
-        let head = Self::chain_head(&audit, &meta)?;
-        let domains = db.open_tree("domains")?;
-        let configs = db.open_tree("configs")?;
-        let counts = counts::Counter::new(initial_counts(&domains, &configs)?);
-        let sso_transactions = db.open_tree("sso_transactions")?;
-        let sso_pending = std::sync::atomic::AtomicUsize::new(sso_transactions.len());
-        Ok(Self {
-            sso_transactions,
-            sso_codes: db.open_tree("sso_codes")?,
-            sso_spent: db.open_tree("sso_spent")?,
-            sso_pending,
-            next_audit: std::sync::atomic::AtomicU64::new(head.id.saturating_add(1)),
-            write_order: std::sync::Mutex::new(ChainHead { link: head }),
+        let mut store = Self::with_engine(Arc::new(engine), options)?;
+        store.dir = Some(dir.to_path_buf());
+        Ok(store)
+    }
+
+    /// The store on `engine` (the options are the sled engine's: unused here).
+    pub fn with_engine(
+        engine: Arc<dyn Engine>,
+        _options: &StoreOptions,
+    ) -> Result<Self, StoreError> {
+        let anchor = Arc::new(Anchor::default());
+        if let Some(commit) = engine.group_commit() {
+            let anchor = anchor.clone();
+            commit.set_before_flush(Box::new(move || anchor.pending_op().into_iter().collect()));
+        }
+        let store = Self {
+            shared: engine.shared(),
+            engine,
+            dir: None,
+            sso_pending: std::sync::atomic::AtomicUsize::new(0),
+            next_audit: std::sync::atomic::AtomicU64::new(1),
+            write_order: std::sync::Mutex::new(ChainHead { link: chain::START }),
             anchor,
-            meta,
-            domains,
-            domain_names: db.open_tree("domain_names")?,
-            configs,
-            tokens: db.open_tree("tokens")?,
-            apps: db.open_tree("apps")?,
-            app_client_ids: db.open_tree("app_client_ids")?,
-            audit: audit.clone(),
-            db,
-            dir: dir.to_path_buf(),
-            commit,
             gate: std::sync::RwLock::new(()),
-            space: space::Guard::new(),
-            counts,
-        })
+            counts: counts::Counter::default(),
+            counts_cache: std::sync::Mutex::new(None),
+            counts_ttl: COUNTS_TTL,
+            pending_cache: std::sync::Mutex::new(None),
+            keyring_guard: std::sync::RwLock::new(None),
+        };
+        store.load_state()?;
+        Ok(store)
+    }
+
+    /// Read what the store keeps in memory from the engine: the chain's head,
+    /// the next event id, the counts and the pending sign-ins (at open, and
+    /// after a copy into this store).
+    fn load_state(&self) -> Result<(), StoreError> {
+        let mut order = self
+            .write_order
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let head = self.chain_head()?;
+        order.link = head;
+        self.next_audit.store(
+            head.id.saturating_add(1),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.counts.set(self.scan_counts()?);
+        let pending =
+            usize::try_from(self.engine.len(Tree::SsoTransactions)?).unwrap_or(usize::MAX);
+        self.sso_pending
+            .store(pending, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     /// One record by key, decoded; refused once the store has stopped.
-    fn read<T: Versioned>(
-        &self,
-        tree: &sled::Tree,
-        name: &'static str,
-        key: &[u8],
-    ) -> Result<Option<T>, StoreError> {
+    fn read<T: Versioned>(&self, tree: Tree, key: &[u8]) -> Result<Option<T>, StoreError> {
         self.usable()?;
-        tree.get(key)?.map(|v| decode(name, key, &v)).transpose()
+        self.engine
+            .get(tree, key)?
+            .map(|v| decode(tree.name(), key, &v))
+            .transpose()
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// The engine under this store.
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.engine
     }
 
-    /// False once a group commit has failed (the store may have lost durability).
+    /// The data directory of a store opened with [`Store::open`].
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// False once a write has failed (the store may have lost durability).
     pub fn healthy(&self) -> bool {
-        self.commit.healthy()
+        self.engine.check_usable().is_ok()
     }
 
     /// Refuse writes (`DiskFull`) while the file system has less than `bytes` free.
     pub fn set_disk_reserve(&self, bytes: u64) {
-        self.space.set_reserve(bytes);
+        self.engine.set_disk_reserve(bytes);
     }
 
-    pub fn commit_stats(&self) -> &CommitStats {
-        &self.commit.stats
+    /// The group commit's counters (sled).
+    pub fn commit_stats(&self) -> Option<&CommitStats> {
+        self.engine.group_commit().map(|c| &*c.stats)
     }
 
     /// Wait for the group commit: everything applied so far becomes durable.
     pub async fn durable(&self) -> Result<(), StoreError> {
-        self.commit.wait().await
+        match self.engine.group_commit() {
+            Some(commit) => commit.wait().await,
+            None => Ok(()),
+        }
     }
 
     /// Final sync and stop of the flusher. Further writes fail with `Closed`.
     pub fn shutdown(&self) {
-        self.commit.shutdown();
+        self.engine.shutdown();
     }
 
-    /// Domains, configs and configs per key term, from memory (see `counts`).
-    pub fn counts(&self) -> Counts {
-        self.counts.get()
-    }
-
-    /// Bytes on disk (for monitoring and benchmarks).
+    /// Bytes on disk (for monitoring and benchmarks; 0 when the engine keeps
+    /// no local files).
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.db.size_on_disk()?)
+        Ok(self.engine.size_on_disk().unwrap_or(0))
     }
 }
 
@@ -406,8 +470,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
         store
-            .meta
-            .insert(META_NEXT_DOMAIN, &u64::MAX.to_be_bytes())
+            .engine
+            .write(&[op(
+                Tree::Meta,
+                META_NEXT_DOMAIN,
+                Some(&u64::MAX.to_be_bytes()),
+            )])
             .unwrap();
         let e = store
             .create_domain("a.example", 1, |_| ev())

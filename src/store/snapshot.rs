@@ -1,15 +1,37 @@
-//! What a backup reads: a consistent, point-in-time copy of every tree, taken
-//! while the gate is held exclusively.
+//! Copies of the whole store, engine to engine: a backup (a new sled data
+//! directory, [`Store::snapshot_with`]) and [`Store::copy_into`] (a sled
+//! directory loaded into an empty etcd prefix, or etcd written as a sled
+//! backup). Both read a consistent, point-in-time state through the engine's
+//! `dump` (taken while the gate is held exclusively; etcd: at one revision),
+//! leave out the broker's ephemeral trees (a redeemed code must not live
+//! again) and the name indexes, which are rebuilt from the records they index
+//! (an engine may keep them under a digest of the name: see
+//! [`Tree::keys_are_names`]).
 
 use std::path::Path;
 
-use super::{fsutil, Store, StoreError};
+use super::engine::{Dump, Op, Tree};
+use super::records::decode;
+use super::{fsutil, AppRecord, DomainRecord, Store, StoreError, StoreOptions};
 
 /// What a snapshot wrote.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SnapshotStats {
     pub records: u64,
     pub bytes: u64,
+}
+
+/// Plain writes per engine write while copying (an etcd transaction takes
+/// at most 128 operations).
+const COPY_CHUNK: usize = 64;
+
+/// The trees a copy carries (the name indexes are rebuilt, the ephemeral
+/// trees stay behind).
+fn copied_trees() -> Vec<Tree> {
+    Tree::ALL
+        .into_iter()
+        .filter(|t| !t.is_ephemeral() && !t.keys_are_names())
+        .collect()
 }
 
 impl Store {
@@ -32,24 +54,22 @@ impl Store {
         progress: &dyn crate::progress::Progress,
     ) -> Result<SnapshotStats, StoreError> {
         progress.start("reading a consistent state", None);
-        type Dump = Vec<(Vec<u8>, Vec<(sled::IVec, sled::IVec)>)>;
-        let (dump, extras): (Dump, Vec<(String, Vec<u8>)>) = self.exclusive(|| {
-            let mut dump = Vec::new();
-            for name in self.db.tree_names() {
-                // The broker's ephemeral state stays behind (see `sso`).
-                if super::sso::SSO_TREES
-                    .iter()
-                    .any(|t| t.as_bytes() == &name[..])
-                {
-                    continue;
-                }
-                let tree = self.db.open_tree(&name)?;
-                let kvs = tree.iter().collect::<Result<Vec<_>, _>>()?;
-                dump.push((name.to_vec(), kvs));
-            }
+        let (dump, extras) = self.exclusive(|| {
+            let dump = self.dump_for_copy()?;
             let mut extras = Vec::new();
             for f in extra_files {
-                let path = self.dir.join(f);
+                let path = match &self.dir {
+                    Some(dir) => dir.join(f),
+                    None => {
+                        return Err(StoreError::Io {
+                            path: (*f).into(),
+                            source: std::io::Error::new(
+                                std::io::ErrorKind::NotFound,
+                                "the store has no data directory",
+                            ),
+                        })
+                    }
+                };
                 let bytes =
                     std::fs::read(&path).map_err(|source| StoreError::Io { path, source })?;
                 extras.push(((*f).to_owned(), bytes));
@@ -62,24 +82,19 @@ impl Store {
         };
         let total: u64 = dump.iter().map(|(_, kvs)| kvs.len() as u64).sum();
         progress.finish(&format!("consistent state read ({total} records)"));
-        fsutil::create_private_dir(dest).map_err(io(dest))?;
-        let mut stats = SnapshotStats::default();
-        progress.start("copying records", Some(total));
-        {
-            let copy = sled::Config::new()
-                .path(dest)
-                .cache_capacity(8 << 20)
-                .open()?;
-            for (name, kvs) in &dump {
-                let tree = copy.open_tree(name)?;
-                for (k, v) in kvs {
-                    tree.insert(k, v.clone())?;
-                    stats.records += 1;
-                    progress.advance(1);
-                }
-            }
-            copy.flush()?;
-        }
+        let mut stats = {
+            let copy = Store::open(
+                dest,
+                &StoreOptions {
+                    cache_capacity_bytes: 8 << 20,
+                    commit_metrics: None,
+                },
+            )?;
+            let stats = load(&copy, &dump, progress);
+            // The final flush and fsync of the copy's group commit.
+            copy.shutdown();
+            stats?
+        };
         for (name, bytes) in &extras {
             fsutil::write_atomic(&dest.join(name), bytes).map_err(io(dest))?;
         }
@@ -91,4 +106,119 @@ impl Store {
         ));
         Ok(stats)
     }
+
+    /// Copy every record of this store into `dest`, which must be empty: a
+    /// consistent state of this one, without the broker's short-lived records,
+    /// with the name indexes rebuilt. Durable on etcd when this returns; on
+    /// sled after `dest.durable()` or `dest.shutdown()`.
+    pub fn copy_into(&self, dest: &Store) -> Result<SnapshotStats, StoreError> {
+        self.copy_into_with(dest, &crate::progress::NoProgress)
+    }
+
+    /// [`Store::copy_into`], reporting its phases and the records copied.
+    pub fn copy_into_with(
+        &self,
+        dest: &Store,
+        progress: &dyn crate::progress::Progress,
+    ) -> Result<SnapshotStats, StoreError> {
+        progress.start("reading a consistent state", None);
+        let dump = self.exclusive(|| self.dump_for_copy())?;
+        let total: u64 = dump.iter().map(|(_, kvs)| kvs.len() as u64).sum();
+        progress.finish(&format!("consistent state read ({total} records)"));
+        let stats = load(dest, &dump, progress)?;
+        progress.finish(&format!("records copied ({} records)", stats.records));
+        Ok(stats)
+    }
+
+    fn dump_for_copy(&self) -> Result<Dump, StoreError> {
+        self.usable()?;
+        Ok(self.engine.dump(&copied_trees())?)
+    }
+
+    /// No entry in any tree.
+    fn is_empty(&self) -> Result<bool, StoreError> {
+        for tree in Tree::ALL {
+            if !self
+                .engine
+                .scan(tree, super::engine::all(), 1, false)?
+                .is_empty()
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Write `dump` into the empty store `dest`, then the name indexes of its
+/// domains and applications, then have `dest` read its state again.
+fn load(
+    dest: &Store,
+    dump: &Dump,
+    progress: &dyn crate::progress::Progress,
+) -> Result<SnapshotStats, StoreError> {
+    dest.writable()?;
+    if !dest.is_empty()? {
+        return Err(StoreError::Engine(
+            "the destination of a copy must be empty".into(),
+        ));
+    }
+    let total: u64 = dump.iter().map(|(_, kvs)| kvs.len() as u64).sum();
+    progress.start("copying records", Some(total));
+    let mut stats = SnapshotStats::default();
+    let mut ops = Vec::with_capacity(COPY_CHUNK);
+    let flush = |ops: &mut Vec<Op>| -> Result<(), StoreError> {
+        if !ops.is_empty() {
+            dest.engine.write(ops)?;
+            ops.clear();
+        }
+        Ok(())
+    };
+    for (tree, kvs) in dump {
+        for (k, v) in kvs {
+            if let Some(index) = index_of(*tree, k, v) {
+                ops.push(index);
+            }
+            ops.push(Op {
+                tree: *tree,
+                key: k.clone(),
+                value: Some(v.clone()),
+            });
+            stats.records += 1;
+            progress.advance(1);
+            if ops.len() >= COPY_CHUNK {
+                flush(&mut ops)?;
+            }
+        }
+    }
+    flush(&mut ops)?;
+    dest.load_state()?;
+    Ok(stats)
+}
+
+/// The name-index entry a record needs (a domain's name, an application's
+/// client id), rebuilt from the record. A record that does not read is copied
+/// as it is, without one (`verify` of the copy names it).
+fn index_of(tree: Tree, key: &[u8], value: &[u8]) -> Option<Op> {
+    let decoded = match tree {
+        Tree::Domains => {
+            decode::<DomainRecord>("domains", key, value).map(|d| (Tree::DomainNames, d.name))
+        }
+        Tree::Apps => {
+            decode::<AppRecord>("apps", key, value).map(|a| (Tree::AppClientIds, a.client_id))
+        }
+        _ => return None,
+    };
+    let (index, name) = match decoded {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(error = %e, "copied a record that does not read, without its index entry");
+            return None;
+        }
+    };
+    Some(Op {
+        tree: index,
+        key: name.into_bytes(),
+        value: Some(key.to_vec()),
+    })
 }

@@ -1,29 +1,23 @@
 //! The sign-in broker's short-lived records: login transactions
 //! (`sso_transactions`) and one-time codes (`sso_codes`), each keyed by a
 //! SHA-256 of its random value (the value itself is never stored) and sealed by
-//! the vault. Both are *taken*, never read: sled's `remove` hands a record to
-//! exactly one caller, and the removal is durable before the caller goes on, so
+//! the vault. Both are *taken*, never read: the engine's `take` (or a
+//! transaction) hands a record to exactly one caller, on any node, and the removal is durable before the caller goes on, so
 //! a `state` or a code is used at most once, across crashes too. A redeemed
 //! code leaves a tombstone (`sso_spent`, its key → when the tombstone may go),
 //! so a replay is told apart from a code that never existed, and audited.
 //! Nothing here outlives its expiry by more than one sweep
-//! ([`Store::sweep_sso`]); backups leave these trees out (see `snapshot`).
+//! ([`Store::sweep_sso`]); backups leave these trees out (see `snapshot`,
+//! [`Tree::is_ephemeral`]).
 
 use std::sync::atomic::Ordering;
 
-use sled::Transactional;
-
-use super::{
-    decode, encode, store_only, tx, tx_decode, AuditRecord, SsoRecord, Store, StoreError, TxResult,
-};
+use super::engine::{Op, Tree};
+use super::{decode, encode, store_only, AuditRecord, SsoRecord, Store, StoreError};
 
 /// How long a tombstone outlives its code: replays within a day are reported
 /// as replays (an attacker's retry comes soon; a day of 40-byte keys is small).
 const TOMBSTONE_MICROS: i64 = 24 * 3600 * 1_000_000;
-
-/// The names of the broker's trees (left out of backups: ephemeral state that a
-/// restored copy must not bring back, or a redeemed code would live again).
-pub(super) const SSO_TREES: [&str; 3] = ["sso_transactions", "sso_codes", "sso_spent"];
 
 /// Which of the broker's trees a record is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,9 +40,27 @@ pub enum Taken {
 }
 
 impl Store {
-    /// Login transactions stored and not yet taken or swept.
+    /// Login transactions stored and not yet taken or swept (in shared mode:
+    /// counted by the engine, at most a second old).
     pub fn sso_pending(&self) -> usize {
-        self.sso_pending.load(Ordering::Relaxed)
+        if !self.shared {
+            return self.sso_pending.load(Ordering::Relaxed);
+        }
+        let mut cache = self
+            .pending_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*cache {
+            Some((at, n)) if at.elapsed() < super::PENDING_TTL => *n,
+            stale => match self.engine.len(Tree::SsoTransactions) {
+                Ok(n) => {
+                    let n = usize::try_from(n).unwrap_or(usize::MAX);
+                    *cache = Some((std::time::Instant::now(), n));
+                    n
+                }
+                Err(_) => stale.as_ref().map_or(0, |(_, n)| *n),
+            },
+        }
     }
 
     /// Store a login transaction. Not waited for: one lost to a crash only
@@ -57,25 +69,33 @@ impl Store {
         let bytes = encode(record)?;
         self.writable()?;
         let _gate = self.shared();
-        let old = self
-            .sso_transactions
-            .insert(key, bytes)
-            .map_err(|e| self.sled_err(e))?;
+        if self.shared {
+            return store_only(self.transact(&[Tree::SsoTransactions], |tx| {
+                self.check_keyring(tx)?;
+                tx.insert(Tree::SsoTransactions, key, &bytes)?;
+                Ok(())
+            }));
+        }
+        // Counted only when new (a 256-bit random key is never reused).
+        let old = self.engine.get(Tree::SsoTransactions, key)?;
+        self.engine.write(&[Op {
+            tree: Tree::SsoTransactions,
+            key: key.to_vec(),
+            value: Some(bytes),
+        }])?;
         if old.is_none() {
             self.sso_pending.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }
 
-    /// Take a login transaction: one caller gets it, and its removal is durable
-    /// before this returns.
+    /// Take a login transaction: one caller (on any node) gets it, and its
+    /// removal is durable before this returns.
     pub async fn take_transaction(&self, key: &[u8; 32], now: i64) -> Result<Taken, StoreError> {
         let removed = {
             self.writable()?;
             let _gate = self.shared();
-            self.sso_transactions
-                .remove(key)
-                .map_err(|e| self.sled_err(e))?
+            self.engine.take(Tree::SsoTransactions, key)?
         };
         let Some(bytes) = removed else {
             return Ok(Taken::Unknown);
@@ -107,15 +127,11 @@ impl Store {
         event: &AuditRecord,
     ) -> Result<(), StoreError> {
         let bytes = encode(record)?;
-        let r = self.apply_audited(|slot| {
-            (&self.sso_codes, &self.audit).transaction(
-                |(codes, log)| -> TxResult<(), std::convert::Infallible> {
-                    slot.attempt();
-                    codes.insert(&key[..], bytes.as_slice())?;
-                    log.insert(&slot.key(), tx(slot.seal(event.clone()))?)?;
-                    Ok(())
-                },
-            )
+        let r = self.apply_audited(&[Tree::SsoCodes, Tree::Audit], |tx, slot| {
+            self.check_keyring(tx)?;
+            tx.insert(Tree::SsoCodes, key, &bytes)?;
+            slot.write(tx, event.clone())?;
+            Ok(())
         });
         store_only(r)?;
         self.durable().await
@@ -124,35 +140,31 @@ impl Store {
     /// Redeem a one-time code: it is taken (and a tombstone left) in the same
     /// transaction as the audit event `event` makes of the outcome; durable
     /// before this returns, so a code is never redeemed twice, even across a
-    /// crash between the redemption and its answer.
+    /// crash between the redemption and its answer (or by two nodes).
     pub async fn redeem_code(
         &self,
         key: &[u8; 32],
         now: i64,
         event: impl Fn(&Taken) -> AuditRecord,
     ) -> Result<Taken, StoreError> {
-        let r = self.apply_audited(|slot| {
-            (&self.sso_codes, &self.sso_spent, &self.audit).transaction(
-                |(codes, spent, log)| -> TxResult<Taken, std::convert::Infallible> {
-                    slot.attempt();
-                    let taken = if let Some(bytes) = codes.remove(&key[..])? {
-                        let record: SsoRecord = tx_decode("sso_codes", key, &bytes)?;
-                        let until = record.expires_at.saturating_add(TOMBSTONE_MICROS);
-                        spent.insert(&key[..], &until.to_be_bytes())?;
-                        if record.expires_at <= now {
-                            Taken::Expired(record)
-                        } else {
-                            Taken::Found(record)
-                        }
-                    } else if spent.get(&key[..])?.is_some() {
-                        Taken::Spent
-                    } else {
-                        Taken::Unknown
-                    };
-                    log.insert(&slot.key(), tx(slot.seal(event(&taken)))?)?;
-                    Ok(taken)
-                },
-            )
+        let trees = [Tree::SsoCodes, Tree::SsoSpent, Tree::Audit];
+        let r = self.apply_audited(&trees, |tx, slot| {
+            let taken = if let Some(bytes) = tx.remove(Tree::SsoCodes, key)? {
+                let record: SsoRecord = decode("sso_codes", key, &bytes)?;
+                let until = record.expires_at.saturating_add(TOMBSTONE_MICROS);
+                tx.insert(Tree::SsoSpent, key, &until.to_be_bytes())?;
+                if record.expires_at <= now {
+                    Taken::Expired(record)
+                } else {
+                    Taken::Found(record)
+                }
+            } else if tx.get(Tree::SsoSpent, key)?.is_some() {
+                Taken::Spent
+            } else {
+                Taken::Unknown
+            };
+            slot.write(tx, event(&taken))?;
+            Ok(taken)
         });
         let taken = store_only(r)?;
         self.durable().await?;
@@ -160,36 +172,45 @@ impl Store {
     }
 
     /// Remove every broker record (and tombstone) whose time is up. Returns how
-    /// many went. Not waited for: a sweep lost to a crash is done again.
+    /// many went. Not waited for: a sweep lost to a crash is done again. In
+    /// shared mode each removal is a transaction over the record as read (one
+    /// written again meanwhile stays).
     pub fn sweep_sso(&self, now: i64) -> Result<usize, StoreError> {
         let mut removed = 0;
-        for (tree, name) in [
-            (&self.sso_transactions, "sso_transactions"),
-            (&self.sso_codes, "sso_codes"),
-            (&self.sso_spent, "sso_spent"),
-        ] {
+        for tree in [Tree::SsoTransactions, Tree::SsoCodes, Tree::SsoSpent] {
             self.usable()?;
             let mut due = Vec::new();
-            for kv in tree.iter() {
+            for kv in self.entries(tree) {
                 let (k, v) = kv?;
-                let until = if name == "sso_spent" {
-                    <[u8; 8]>::try_from(v.as_ref())
+                let until = if tree == Tree::SsoSpent {
+                    <[u8; 8]>::try_from(v.as_slice())
                         .map(i64::from_be_bytes)
                         .unwrap_or(i64::MIN)
                 } else {
                     // A record that does not decode is swept too: nothing can use it.
-                    decode::<SsoRecord>(name, &k, &v).map_or(i64::MIN, |r| r.expires_at)
+                    decode::<SsoRecord>(tree.name(), &k, &v).map_or(i64::MIN, |r| r.expires_at)
                 };
                 if until <= now {
-                    due.push(k);
+                    due.push((k, v));
                 }
             }
-            for k in due {
+            for (k, v) in due {
                 self.writable()?;
                 let _gate = self.shared();
-                if tree.remove(&k).map_err(|e| self.sled_err(e))?.is_some() {
+                let gone = if self.shared {
+                    store_only(self.transact(&[tree], |tx| {
+                        if tx.get(tree, &k)?.as_deref() != Some(v.as_slice()) {
+                            return Ok(false);
+                        }
+                        tx.remove(tree, &k)?;
+                        Ok(true)
+                    }))?
+                } else {
+                    self.engine.take(tree, &k)?.is_some()
+                };
+                if gone {
                     removed += 1;
-                    if name == "sso_transactions" {
+                    if tree == Tree::SsoTransactions {
                         self.pending_down();
                     }
                 }
@@ -200,10 +221,13 @@ impl Store {
 
     /// Records in one of the broker's trees (for tests and the metrics).
     pub fn sso_len(&self, tree: SsoTree) -> usize {
-        match tree {
-            SsoTree::Transactions => self.sso_transactions.len(),
-            SsoTree::Codes => self.sso_codes.len(),
-        }
+        let tree = match tree {
+            SsoTree::Transactions => Tree::SsoTransactions,
+            SsoTree::Codes => Tree::SsoCodes,
+        };
+        self.engine
+            .len(tree)
+            .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX))
     }
 }
 

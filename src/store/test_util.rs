@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use super::engine::{Op, Tree};
 use super::{AuditMac, AuditRecord, ConfigRecord, Store, StoreOptions, TokenScope};
 
 /// Open the store in `dir`. A test that reopens the directory it just shut
@@ -121,10 +122,13 @@ pub(super) async fn trail(store: &Store) {
 
 pub(super) fn ids(store: &Store) -> Vec<u64> {
     store
-        .audit
-        .iter()
-        .keys()
-        .map(|k| u64::from_be_bytes(k.unwrap().as_ref().try_into().unwrap()))
+        .engine
+        .dump(&[Tree::Audit])
+        .unwrap()
+        .remove(0)
+        .1
+        .into_iter()
+        .map(|(k, _)| u64::from_be_bytes(k.as_slice().try_into().unwrap()))
         .collect()
 }
 
@@ -132,6 +136,27 @@ pub(super) fn broken(store: &Store) -> Option<(Option<u64>, String)> {
     store.verify_audit_chain(&KEY).unwrap().broken
 }
 
-pub(super) fn raw(store: &Store, id: u64) -> sled::IVec {
-    store.audit.get(id.to_be_bytes()).unwrap().unwrap()
+pub(super) fn raw(store: &Store, id: u64) -> Vec<u8> {
+    store
+        .engine
+        .get(Tree::Audit, &id.to_be_bytes())
+        .unwrap()
+        .unwrap()
+}
+
+/// A plain write, as a test tampering with the store makes it.
+pub(super) fn op(tree: Tree, key: &[u8], value: Option<&[u8]>) -> Op {
+    Op {
+        tree,
+        key: key.to_vec(),
+        value: value.map(<[u8]>::to_vec),
+    }
+}
+
+/// Write (or remove) the entry of id `id` in `tree` behind the store's back.
+pub(super) fn put(store: &Store, tree: Tree, id: u64, value: Option<&[u8]>) {
+    store
+        .engine
+        .write(&[op(tree, &id.to_be_bytes(), value)])
+        .unwrap();
 }

@@ -1,11 +1,10 @@
 //! API tokens (`tokens`: id → record); a domain token is also listed in its
 //! domain's record, so both change in one transaction.
 
-use sled::Transactional;
-
+use super::engine::Tree;
 use super::{
-    abort, decode, encode, next_id, store_only, tx, tx_decode, AuditRecord, DomainRecord, Store,
-    StoreError, TokenRecord, TokenScope, TxResult, META_NEXT_TOKEN,
+    abort, decode, encode, next_id, store_only, AuditRecord, DomainRecord, Store, StoreError,
+    TokenRecord, TokenScope, META_NEXT_TOKEN,
 };
 
 impl Store {
@@ -18,32 +17,28 @@ impl Store {
         make: impl Fn(u64) -> ([u8; 32], R),
         audit: impl Fn(&TokenRecord) -> AuditRecord,
     ) -> Result<(TokenRecord, R), StoreError> {
-        let r = self.apply_audited(|slot| {
-            (&self.meta, &self.domains, &self.tokens, &self.audit).transaction(
-                |(meta, domains, tokens, log)| -> TxResult<(TokenRecord, R), std::convert::Infallible> {
-                    slot.attempt();
-                    let id = next_id(meta, META_NEXT_TOKEN)?;
-                    if let TokenScope::Domain(domain_id) = scope {
-                        let key = domain_id.to_be_bytes();
-                        let Some(bytes) = domains.get(key)? else {
-                            return abort(StoreError::DomainNotFound);
-                        };
-                        let mut domain: DomainRecord = tx_decode("domains", &key, &bytes)?;
-                        domain.token_ids.push(id);
-                        domains.insert(&key, tx(encode(&domain))?)?;
-                    }
-                    let (hash, extra) = make(id);
-                    let record = TokenRecord {
-                        id,
-                        hash,
-                        scope,
-                        created_at: now,
-                    };
-                    tokens.insert(&id.to_be_bytes(), tx(encode(&record))?)?;
-                    log.insert(&slot.key(), tx(slot.seal(audit(&record)))?)?;
-                    Ok((record, extra))
-                },
-            )
+        let trees = [Tree::Meta, Tree::Domains, Tree::Tokens, Tree::Audit];
+        let r = self.apply_audited(&trees, |tx, slot| {
+            let id = next_id(tx, META_NEXT_TOKEN)?;
+            if let TokenScope::Domain(domain_id) = scope {
+                let key = domain_id.to_be_bytes();
+                let Some(bytes) = tx.get(Tree::Domains, &key)? else {
+                    return abort(StoreError::DomainNotFound);
+                };
+                let mut domain: DomainRecord = decode("domains", &key, &bytes)?;
+                domain.token_ids.push(id);
+                tx.insert(Tree::Domains, &key, &encode(&domain)?)?;
+            }
+            let (hash, extra) = make(id);
+            let record = TokenRecord {
+                id,
+                hash,
+                scope,
+                created_at: now,
+            };
+            tx.insert(Tree::Tokens, &id.to_be_bytes(), &encode(&record)?)?;
+            slot.write(tx, audit(&record))?;
+            Ok((record, extra))
         });
         let out = store_only(r)?;
         self.durable().await?;
@@ -51,13 +46,12 @@ impl Store {
     }
 
     pub fn token(&self, id: u64) -> Result<Option<TokenRecord>, StoreError> {
-        self.read(&self.tokens, "tokens", &id.to_be_bytes())
+        self.read(Tree::Tokens, &id.to_be_bytes())
     }
 
     pub fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
         self.usable()?;
-        self.tokens
-            .iter()
+        self.entries(Tree::Tokens)
             .map(|kv| {
                 let (k, v) = kv?;
                 decode("tokens", &k, &v)
@@ -71,27 +65,23 @@ impl Store {
         id: u64,
         audit: impl Fn(&TokenRecord) -> AuditRecord,
     ) -> Result<bool, StoreError> {
-        let r = self.apply_audited(|slot| {
-            (&self.domains, &self.tokens, &self.audit).transaction(
-                |(domains, tokens, log)| -> TxResult<bool, std::convert::Infallible> {
-                    slot.attempt();
-                    let key = id.to_be_bytes();
-                    let Some(bytes) = tokens.remove(&key)? else {
-                        return Ok(false);
-                    };
-                    let record: TokenRecord = tx_decode("tokens", &key, &bytes)?;
-                    if let TokenScope::Domain(domain_id) = record.scope {
-                        let dkey = domain_id.to_be_bytes();
-                        if let Some(dbytes) = domains.get(dkey)? {
-                            let mut domain: DomainRecord = tx_decode("domains", &dkey, &dbytes)?;
-                            domain.token_ids.retain(|t| *t != id);
-                            domains.insert(&dkey, tx(encode(&domain))?)?;
-                        }
-                    }
-                    log.insert(&slot.key(), tx(slot.seal(audit(&record)))?)?;
-                    Ok(true)
-                },
-            )
+        let trees = [Tree::Domains, Tree::Tokens, Tree::Audit];
+        let r = self.apply_audited(&trees, |tx, slot| {
+            let key = id.to_be_bytes();
+            let Some(bytes) = tx.remove(Tree::Tokens, &key)? else {
+                return Ok(false);
+            };
+            let record: TokenRecord = decode("tokens", &key, &bytes)?;
+            if let TokenScope::Domain(domain_id) = record.scope {
+                let dkey = domain_id.to_be_bytes();
+                if let Some(dbytes) = tx.get(Tree::Domains, &dkey)? {
+                    let mut domain: DomainRecord = decode("domains", &dkey, &dbytes)?;
+                    domain.token_ids.retain(|t| *t != id);
+                    tx.insert(Tree::Domains, &dkey, &encode(&domain)?)?;
+                }
+            }
+            slot.write(tx, audit(&record))?;
+            Ok(true)
         });
         let removed = store_only(r)?;
         if removed {

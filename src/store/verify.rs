@@ -3,6 +3,7 @@
 
 use super::audit::audit_key_id;
 use super::chain::{link_of, parse_anchor, AuditMac, META_AUDIT_HEAD, START};
+use super::engine::Tree;
 use super::records::{self, decode_audit, StoredAudit, GENESIS};
 use super::{AuditBody, AuditEntry, Store, StoreError};
 
@@ -30,7 +31,7 @@ impl Store {
         self.usable()?;
         let mut report = AuditChainReport::default();
         // Read before the walk: a write meanwhile only moves the head further on.
-        let anchor = self.meta.get(META_AUDIT_HEAD)?;
+        let anchor = self.engine.get(Tree::Meta, META_AUDIT_HEAD)?;
         let anchor = match anchor.as_deref().map(parse_anchor) {
             None => None,
             Some(None) => {
@@ -55,8 +56,7 @@ impl Store {
         let mut started = false;
         let mut first = true;
         let mut anchor_found = anchor == Some(START);
-        for kv in self.audit.iter() {
-            self.usable()?;
+        for kv in self.entries(Tree::Audit) {
             let (k, v) = kv?;
             let stored = audit_key_id(&k).and_then(|id| Ok((id, decode_audit(&k, &v)?)));
             let is_event = !matches!(
@@ -82,7 +82,9 @@ impl Store {
             let (id, stored) = match stored {
                 Ok(s) => s,
                 Err(e) => {
-                    let id = <[u8; 8]>::try_from(k.as_ref()).ok().map(u64::from_be_bytes);
+                    let id = <[u8; 8]>::try_from(k.as_slice())
+                        .ok()
+                        .map(u64::from_be_bytes);
                     report.broken = Some((id, e.to_string()));
                     continue;
                 }
@@ -218,10 +220,7 @@ mod tests {
             panic!("not an event")
         };
         e.detail = Some("nothing happened".into());
-        store
-            .audit
-            .insert(9u64.to_be_bytes(), encode(&entry).unwrap())
-            .unwrap();
+        put(&store, Tree::Audit, 9, Some(&encode(&entry).unwrap()));
         let (id, why) = broken(&store).unwrap();
         assert_eq!(id, Some(9), "{why}");
         assert!(why.contains("MAC does not match"), "{why}");
@@ -232,7 +231,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open_chained(dir.path());
         trail(&store).await;
-        store.audit.remove(4u64.to_be_bytes()).unwrap();
+        put(&store, Tree::Audit, 4, None);
         let (id, why) = broken(&store).unwrap();
         assert_eq!(id, Some(5), "{why}");
         assert!(why.contains("event 4"), "{why}");
@@ -244,8 +243,8 @@ mod tests {
         let store = open_chained(dir.path());
         trail(&store).await;
         let (a, b) = (raw(&store, 8), raw(&store, 9));
-        store.audit.insert(8u64.to_be_bytes(), b).unwrap();
-        store.audit.insert(9u64.to_be_bytes(), a).unwrap();
+        put(&store, Tree::Audit, 8, Some(&b));
+        put(&store, Tree::Audit, 9, Some(&a));
         assert_eq!(broken(&store).unwrap().0, Some(8));
     }
 
@@ -255,17 +254,11 @@ mod tests {
         let store = open_chained(dir.path());
         trail(&store).await;
         // In the gap an aborted write left (id 7), as an unauthenticated event...
-        store
-            .audit
-            .insert(7u64.to_be_bytes(), encode(&numbered(7)).unwrap())
-            .unwrap();
+        put(&store, Tree::Audit, 7, Some(&encode(&numbered(7)).unwrap()));
         let (id, why) = broken(&store).unwrap();
         assert_eq!(id, Some(7), "{why}");
         // ...or as a copy of a real one.
-        store
-            .audit
-            .insert(7u64.to_be_bytes(), raw(&store, 6))
-            .unwrap();
+        put(&store, Tree::Audit, 7, Some(&raw(&store, 6)));
         assert_eq!(broken(&store).unwrap().0, Some(7));
     }
 
@@ -277,8 +270,8 @@ mod tests {
         {
             let store = open_chained(dir.path());
             trail(&store).await;
-            store.audit.remove(11u64.to_be_bytes()).unwrap();
-            store.audit.remove(10u64.to_be_bytes()).unwrap();
+            put(&store, Tree::Audit, 11, None);
+            put(&store, Tree::Audit, 10, None);
             let (id, why) = broken(&store).unwrap();
             assert_eq!(id, Some(11), "{why}");
             assert!(why.contains("cut after event 9"), "{why}");
@@ -301,15 +294,25 @@ mod tests {
             {
                 let store = open_chained(dir.path());
                 trail(&store).await;
-                let anchor = store.meta.get(META_AUDIT_HEAD).unwrap().unwrap();
-                store.audit.remove(11u64.to_be_bytes()).unwrap();
+                let anchor = store
+                    .engine
+                    .get(Tree::Meta, META_AUDIT_HEAD)
+                    .unwrap()
+                    .unwrap();
+                put(&store, Tree::Audit, 11, None);
                 if altered {
                     // The cut trail's end (event 10), with the old tag.
                     let mut moved = anchor.to_vec();
                     moved[..40].copy_from_slice(&anchor_of_entry(&store, 10));
-                    store.meta.insert(META_AUDIT_HEAD, moved).unwrap();
+                    store
+                        .engine
+                        .write(&[op(Tree::Meta, META_AUDIT_HEAD, Some(&moved))])
+                        .unwrap();
                 } else {
-                    store.meta.remove(META_AUDIT_HEAD).unwrap();
+                    store
+                        .engine
+                        .write(&[op(Tree::Meta, META_AUDIT_HEAD, None)])
+                        .unwrap();
                 }
                 let (id, why) = broken(&store).unwrap();
                 assert_eq!(id, None, "{why}");

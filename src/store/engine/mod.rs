@@ -162,7 +162,10 @@ pub trait Tx {
 }
 
 /// A transaction body: reads and writes through `Tx`, `Ok(())` to commit.
-pub type Body<'a> = dyn Fn(&mut dyn Tx) -> Result<(), TxStop> + Send + Sync + 'a;
+/// Run by the engine in the calling thread (so it need not be `Send` or
+/// `Sync`: the store's callers pass closures that record their result in a
+/// `RefCell`).
+pub type Body<'a> = dyn Fn(&mut dyn Tx) -> Result<(), TxStop> + 'a;
 
 /// One plain write of [`Engine::write`]: `None` removes the key.
 #[derive(Debug, Clone)]
@@ -171,6 +174,12 @@ pub struct Op {
     pub key: Vec<u8>,
     pub value: Option<Vec<u8>>,
 }
+
+/// One entry of a tree: its key and value.
+pub type Pair = (Vec<u8>, Vec<u8>);
+
+/// What [`Engine::dump`] returns: each tree asked for, with its entries.
+pub type Dump = Vec<(Tree, Vec<Pair>)>;
 
 /// A key range of [`Engine::scan`].
 pub type Range = (Bound<Vec<u8>>, Bound<Vec<u8>>);
@@ -213,6 +222,11 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     /// Refuse to serve a read (sled: the store has stopped after a failed write).
     fn check_usable(&self) -> Result<(), crate::store::StoreError>;
 
+    /// Refuse writes ([`crate::store::StoreError::DiskFull`]) while the local
+    /// file system has less than `bytes` free (sled); an engine that keeps no
+    /// local files ignores it.
+    fn set_disk_reserve(&self, _bytes: u64) {}
+
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError>;
 
     /// Up to `limit` entries of `tree` within `range`, in key order (or in
@@ -223,7 +237,7 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
         range: Range,
         limit: usize,
         reverse: bool,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, EngineError>;
+    ) -> Result<Vec<Pair>, EngineError>;
 
     /// Number of entries in `tree`.
     fn len(&self, tree: Tree) -> Result<u64, EngineError>;
@@ -246,7 +260,7 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
 
     /// Every entry of `trees` as of one point in time (sled: the caller holds
     /// the store's gate exclusively; etcd: one revision).
-    fn dump(&self, trees: &[Tree]) -> Result<Vec<(Tree, Vec<(Vec<u8>, Vec<u8>)>)>, EngineError>;
+    fn dump(&self, trees: &[Tree]) -> Result<Dump, EngineError>;
 
     /// Take the cluster-wide duty `name` (e.g. "reencrypt", "prune",
     /// "sso-sweep") if no live node holds it: `None` when another does. An

@@ -29,13 +29,16 @@ use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
-use super::StoreError;
+use crate::store::engine::Op;
+use crate::store::StoreError;
 
 type Waiter = oneshot::Sender<Result<(), String>>;
 
-/// Run by the flusher before each flush: a last write that every flush must
-/// carry (the audit chain's anchor), once per batch instead of once per write.
-pub(super) type BeforeFlush = Box<dyn FnMut() -> Result<(), String> + Send>;
+/// Run by the flusher before each flush: the last writes that every flush
+/// must carry (the audit chain's anchor), once per batch instead of once per
+/// write. Set by the store ([`GroupCommit::set_before_flush`]); the flusher
+/// applies the writes it returns.
+pub type BeforeFlush = Box<dyn FnMut() -> Vec<Op> + Send>;
 
 /// Where the flusher reports each batch: its size and the time its flush and
 /// fsync took.
@@ -54,6 +57,7 @@ pub struct CommitStats {
 
 pub struct GroupCommit {
     tx: Mutex<Option<mpsc::Sender<Waiter>>>,
+    before_flush: Arc<Mutex<Option<BeforeFlush>>>,
     handle: Mutex<Option<JoinHandle<()>>>,
     healthy: Arc<AtomicBool>,
     pub stats: Arc<CommitStats>,
@@ -61,16 +65,32 @@ pub struct GroupCommit {
 
 struct Flusher {
     db: sled::Db,
+    /// The engine's trees, indexed by `Tree::index`.
+    trees: Vec<sled::Tree>,
     dir: PathBuf,
     db_file: File,
     synced_blobs: HashSet<std::ffi::OsString>,
-    before_flush: BeforeFlush,
+    before_flush: Arc<Mutex<Option<BeforeFlush>>>,
 }
 
 impl Flusher {
     /// Make everything applied so far durable.
     fn sync(&mut self) -> Result<(), String> {
-        (self.before_flush)()?;
+        let ops = match self.before_flush.lock() {
+            Ok(mut f) => f.as_mut().map(|f| f()).unwrap_or_default(),
+            Err(_) => return Err("the store's before-flush hook panicked".to_owned()),
+        };
+        for op in ops {
+            let tree = self
+                .trees
+                .get(op.tree.index())
+                .ok_or_else(|| format!("no tree {}", op.tree.name()))?;
+            let r = match op.value {
+                Some(v) => tree.insert(op.key, v).map(|_| ()),
+                None => tree.remove(op.key).map(|_| ()),
+            };
+            r.map_err(|e| format!("writing {} before the flush: {e}", op.tree.name()))?;
+        }
         self.db.flush().map_err(|e| format!("sled flush: {e}"))?;
         self.sync_new_blobs()?;
         self.db_file
@@ -101,7 +121,7 @@ impl Flusher {
             present.insert(name);
         }
         if new_any {
-            super::fsutil::sync_dir(&blobs).map_err(|e| e.to_string())?;
+            crate::store::fsutil::sync_dir(&blobs).map_err(|e| e.to_string())?;
         }
         self.synced_blobs = present;
         Ok(())
@@ -109,21 +129,14 @@ impl Flusher {
 }
 
 impl GroupCommit {
-    pub fn start(
+    /// Start the flusher of `db` (whose trees are `trees`, by `Tree::index`).
+    pub(super) fn start(
         db: sled::Db,
+        trees: Vec<sled::Tree>,
         dir: PathBuf,
         metrics: Option<CommitMetrics>,
     ) -> Result<Self, StoreError> {
-        Self::start_with(db, dir, metrics, Box::new(|| Ok(())))
-    }
-
-    /// As [`GroupCommit::start`], running `before_flush` before every flush.
-    pub fn start_with(
-        db: sled::Db,
-        dir: PathBuf,
-        metrics: Option<CommitMetrics>,
-        before_flush: BeforeFlush,
-    ) -> Result<Self, StoreError> {
+        let before_flush: Arc<Mutex<Option<BeforeFlush>>> = Arc::new(Mutex::new(None));
         let db_path = dir.join("db");
         let db_file = File::open(&db_path).map_err(|source| StoreError::Io {
             path: db_path.clone(),
@@ -131,10 +144,11 @@ impl GroupCommit {
         })?;
         let mut flusher = Flusher {
             db,
+            trees,
             dir,
             db_file,
             synced_blobs: HashSet::new(),
-            before_flush,
+            before_flush: before_flush.clone(),
         };
         let (tx, rx) = mpsc::channel::<Waiter>();
         let healthy = Arc::new(AtomicBool::new(true));
@@ -181,6 +195,7 @@ impl GroupCommit {
             })?;
         Ok(Self {
             tx: Mutex::new(Some(tx)),
+            before_flush,
             handle: Mutex::new(Some(handle)),
             healthy,
             stats,
@@ -200,7 +215,14 @@ impl GroupCommit {
             .map_err(StoreError::Durability)
     }
 
-    /// Whether the last group commit succeeded.
+    /// Run `f` before every flush from now on, applying the writes it returns
+    /// (replaces an earlier one).
+    pub fn set_before_flush(&self, f: BeforeFlush) {
+        if let Ok(mut slot) = self.before_flush.lock() {
+            *slot = Some(f);
+        }
+    }
+
     /// Stop the store for good: a write could not reach the disk.
     pub fn mark_failed(&self) {
         self.healthy.store(false, Ordering::Relaxed);
