@@ -61,6 +61,7 @@ mod config;
 mod configs;
 mod counts;
 mod domains;
+pub mod engine;
 pub mod fsutil;
 mod gate;
 mod records;
