@@ -18,6 +18,10 @@
 //! is durable only after the group commit's fsync; etcd: a committed
 //! transaction is durable on a quorum).
 
+// The etcd engine's configuration is always built (the config file parses the
+// same with or without the engine); the engine itself only with the `etcd`
+// cargo feature (on by default).
+pub mod etcd;
 pub mod sled;
 
 use std::ops::Bound;
