@@ -68,6 +68,9 @@ enum Command {
     /// Data keys and the master passphrase (offline).
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Move an installation into a storage cluster (etcd).
+    #[command(subcommand)]
+    Storage(StorageCommand),
     /// Open every record and decrypt every secret in memory; exit non-zero
     /// naming each record that fails.
     Verify,
@@ -78,6 +81,15 @@ enum Command {
     },
     /// Print the man page (roff; reads no configuration): oidcvault man | man -l -
     Man,
+}
+
+#[derive(Debug, Subcommand)]
+enum StorageCommand {
+    /// Copy the stopped data directory SRC (or a backup) into the configured
+    /// etcd prefix, which must be empty, then verify every record there. The
+    /// master key must open SRC. Back again: `oidcvault backup DEST` from the
+    /// cluster writes a data directory.
+    Load { src: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -243,6 +255,22 @@ fn execute(cli: Cli, secrets: &mut EnvSecrets) -> Result<(), CliError> {
         None
     };
     let commit_metrics = served.as_ref().map(|(_, m)| m.commit.clone());
+    if let Command::Storage(StorageCommand::Load { src }) = &command {
+        // Before a vault is opened on the cluster: that would create a keyring
+        // in the empty prefix the load must fill.
+        let loaded = crate::vault::load_data_dir(
+            &config,
+            &env,
+            secrets,
+            src,
+            &progress::PhaseReporter::stderr("storage load"),
+        )?;
+        eprintln!(
+            "storage load: {} records copied into {}; verifying",
+            loaded.records,
+            config.etcd_settings().describe()
+        );
+    }
     let opened = Vault::open_with_secrets(&config, &env, secrets, commit_metrics);
     // The keyring is open (or never will be): the passphrase is wiped now, not
     // kept for the rest of the run.
@@ -291,7 +319,7 @@ fn execute(cli: Cli, secrets: &mut EnvSecrets) -> Result<(), CliError> {
                 vault.shutdown();
                 r
             }
-            Command::Verify => {
+            Command::Verify | Command::Storage(StorageCommand::Load { .. }) => {
                 let r = verify(&vault);
                 vault.shutdown();
                 r

@@ -21,6 +21,7 @@ pub mod outbound;
 pub mod progress;
 pub mod reload;
 pub mod server;
+pub mod settings;
 pub mod startup;
 pub mod store;
 pub mod systemd;

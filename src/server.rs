@@ -69,13 +69,11 @@ pub async fn serve(
     // Abuse limits: connection cap (actix counts per worker), timeouts.
     let l = &config.limits;
     server = server
-        .max_connections(l.max_connections_per_worker(config.server.workers))
+        .max_connections(l.max_connections_per_worker(config.worker_count()))
         .client_request_timeout(Duration::from_secs(l.request_head_timeout_secs))
         .client_disconnect_timeout(Duration::from_secs(l.disconnect_timeout_secs))
         .keep_alive(Duration::from_secs(l.keep_alive_secs));
-    if config.server.workers > 0 {
-        server = server.workers(config.server.workers);
-    }
+    server = server.workers(config.worker_count());
     let bind_err = |e: std::io::Error| {
         std::io::Error::new(
             e.kind(),

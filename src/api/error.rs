@@ -180,7 +180,9 @@ impl ResponseError for ApiError {
             }),
             ApiError::OutboundBusy(detail) => json!({ "detail": detail }),
             ApiError::Unavailable { correlation_id } => json!({
-                "detail": "The store is unavailable; the change was not made durable. Try again later.",
+                "detail": "The store is unavailable (closed, or its storage cluster unreachable or \
+                           without quorum): the change may not have been made. Try again later; \
+                           a retry is safe.",
                 "correlation_id": correlation_id,
             }),
             ApiError::Internal { correlation_id } => json!({

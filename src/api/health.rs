@@ -43,15 +43,21 @@ async fn healthz() -> HttpResponse {
 }
 
 /// 200 once the store is open and the keys unlocked (the server only listens
-/// after both) and while group commits succeed; 503 otherwise.
+/// after both) and while the store can write: the last group commit succeeded
+/// (sled), or the storage cluster answers with a quorum (etcd; asked on each
+/// call, within `storage.etcd.timeout_secs`). 503 otherwise, saying which.
 async fn readyz(vault: web::Data<Vault>) -> Result<HttpResponse, ApiError> {
-    if vault.ready() {
-        Ok(HttpResponse::Ok().json(HealthResponse { status: "ready" }))
-    } else {
-        Ok(HttpResponse::ServiceUnavailable().json(UnreadyResponse {
+    let vault = vault.into_inner();
+    // The cluster check is a network round trip: off the worker's thread.
+    let readiness = web::block(move || vault.readiness())
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    match readiness {
+        Ok(()) => Ok(HttpResponse::Ok().json(HealthResponse { status: "ready" })),
+        Err(why) => Ok(HttpResponse::ServiceUnavailable().json(UnreadyResponse {
             status: "unavailable",
-            detail: "The last write to disk failed; see the server log.",
-        }))
+            detail: why.detail(),
+        })),
     }
 }
 

@@ -389,7 +389,7 @@ fn base_document() -> Value {
                 "responses": {"200": ok_json("Ready.", json!({"type": "object",
                     "properties": {"status": {"const": "ready"}}, "required": ["status"]})),
                     "431": error_response("Request headers larger than limits.max_header_bytes."),
-                    "503": ok_json("Not ready: the last write to disk failed.", json!({"type": "object",
+                    "503": ok_json("Not ready: the last write to disk failed, or the storage cluster (etcd) is unreachable or without quorum.", json!({"type": "object",
                         "properties": {"status": {"const": "unavailable"}, "detail": {"type": "string"}},
                         "required": ["status", "detail"]}))}}},
             OPENAPI: {"get": {"operationId": "openapi", "summary": "This document", "security": [],

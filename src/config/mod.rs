@@ -234,6 +234,33 @@ impl Config {
         self.storage.cache_capacity_bytes()
     }
 
+    /// Worker threads: `server.workers`, or when 0, one per core, and for a
+    /// storage cluster 16 per core: the store's calls wait for a network
+    /// round trip to etcd on the worker's thread (the store's interface is
+    /// blocking, like sled's), so more workers keep the cores busy while
+    /// others wait (BENCHMARKS.md "etcd backend").
+    pub fn worker_count(&self) -> usize {
+        if self.server.workers > 0 {
+            return self.server.workers;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        match self.storage.backend {
+            crate::store::Backend::Sled => cores,
+            crate::store::Backend::Etcd => cores.saturating_mul(16),
+        }
+    }
+
+    /// `[storage.etcd]` with its TLS files resolved against the config's folder.
+    pub fn etcd_settings(&self) -> crate::store::EtcdConfig {
+        let mut etcd = self.storage.etcd.clone();
+        for file in [&mut etcd.ca_file, &mut etcd.cert_file, &mut etcd.key_file] {
+            if let Some(p) = file.take() {
+                *file = Some(self.resolve(&p));
+            }
+        }
+        etcd
+    }
+
     /// The outbound client's settings (`[outbound]`, its CA file resolved).
     pub fn outbound_settings(&self) -> crate::outbound::Settings {
         crate::outbound::Settings::new(&self.outbound, self.extra_ca_file())
@@ -319,16 +346,30 @@ fn apply_env(
             .and_then(|mut t| t.remove("v"))
             .filter(|v| !v.is_table() && !v.is_array())
             .unwrap_or_else(|| toml::Value::String(value.to_owned()));
-        let entry = table
-            .entry(section.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        let toml::Value::Table(section_table) = entry else {
-            return Err(ConfigError::Invalid {
-                origin: name.to_owned(),
-                message: format!("`{section}` is not a section"),
-            });
+        // `OIDCVAULT_STORAGE__ETCD__ENDPOINTS`: a key of a nested section.
+        let mut path: Vec<&str> = key.split("__").collect();
+        let Some(leaf) = path.pop() else {
+            continue;
         };
-        section_table.insert(key, parsed);
+        let mut current = &mut *table;
+        let mut at = String::new();
+        for part in std::iter::once(section.as_str()).chain(path.iter().copied()) {
+            if !at.is_empty() {
+                at.push('.');
+            }
+            at.push_str(part);
+            let entry = current
+                .entry(part.to_owned())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let toml::Value::Table(inner) = entry else {
+                return Err(ConfigError::Invalid {
+                    origin: name.to_owned(),
+                    message: format!("`{at}` is not a section"),
+                });
+            };
+            current = inner;
+        }
+        current.insert(leaf.to_owned(), parsed);
         applied.push(name.to_owned());
     }
     Ok(applied)

@@ -315,6 +315,18 @@ impl KeyringFile {
     /// passphrase.
     pub fn unlock(&self, secret: &MasterSecret) -> Result<(Keyring, Kek), CryptoError> {
         let kek = Kek::derive(secret, self.body.kdf, self.body.salt.clone())?;
+        let keyring = self.unwrap_with(&kek)?;
+        Ok((keyring, kek))
+    }
+
+    /// Unwrap under a KEK already derived (no Argon2 run): a node of a cluster
+    /// reloading the keyring another node rotated. A keyring wrapped under other
+    /// parameters or another salt (a passphrase change) cannot be opened so:
+    /// [`CryptoError::WrongMasterKey`] (the node needs the new master secret).
+    pub fn unwrap_with(&self, kek: &Kek) -> Result<Keyring, CryptoError> {
+        if kek.kdf != self.body.kdf || kek.salt != self.body.salt {
+            return Err(CryptoError::WrongMasterKey);
+        }
         let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(kek.key.as_slice()));
         let aad = file_aad(&self.body.kdf, &self.body.salt)?;
         let plain_bytes = Zeroizing::new(
@@ -331,7 +343,7 @@ impl KeyringFile {
         let (plain, _): (PlainKeyring, usize) =
             bincode::decode_from_slice(&plain_bytes, bincode_config())
                 .map_err(|e| CryptoError::MalformedKeyring(e.to_string()))?;
-        Ok((Keyring::from_plain(&plain)?, kek))
+        Keyring::from_plain(&plain)
     }
 
     pub fn kdf(&self) -> KdfParams {

@@ -30,12 +30,12 @@ pub struct OutboundConfig {
     pub max_concurrent_fetches: u32,
     /// Hosts (exact names or IP addresses) that may be reached over plain `http`.
     /// A list, or one comma-separated string (for the environment variable).
-    #[serde(deserialize_with = "string_list")]
+    #[serde(deserialize_with = "crate::settings::string_list")]
     pub allow_http_hosts: Vec<String>,
     /// Hosts (exact names), IP addresses or CIDR networks that may be reached
     /// although they resolve to loopback, private, link-local or other
     /// internal addresses.
-    #[serde(deserialize_with = "string_list")]
+    #[serde(deserialize_with = "crate::settings::string_list")]
     pub allow_private_hosts: Vec<String>,
     /// PEM file of extra CA certificates trusted besides the built-in web
     /// roots (a lab identity provider with its own CA).
@@ -57,25 +57,6 @@ impl Default for OutboundConfig {
             extra_ca_file: None,
         }
     }
-}
-
-/// A list of strings, from a TOML array or one comma-separated string.
-fn string_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        Many(Vec<String>),
-        One(String),
-    }
-    Ok(match OneOrMany::deserialize(d)? {
-        OneOrMany::Many(v) => v,
-        OneOrMany::One(s) => s
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(str::to_owned)
-            .collect(),
-    })
 }
 
 impl OutboundConfig {

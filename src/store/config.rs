@@ -6,15 +6,31 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+pub use super::engine::etcd::EtcdConfig;
+
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
+    /// The engine: the embedded sled store in `data_dir` (one appliance), or
+    /// an etcd cluster shared by several nodes (`[storage.etcd]`).
+    pub backend: Backend,
     /// The sled directory; relative to the config file's folder.
     pub data_dir: PathBuf,
     /// sled's page cache, in MiB (sled's own default is 1 GiB).
     pub cache_capacity_mib: u64,
     /// Where the server writes online backups (`POST /api/v1/admin/backup`).
     pub backup_dir: PathBuf,
+    /// The etcd cluster, when `backend = "etcd"`.
+    pub etcd: EtcdConfig,
+}
+
+/// `storage.backend`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Sled,
+    Etcd,
 }
 
 impl Default for StorageConfig {
@@ -23,6 +39,8 @@ impl Default for StorageConfig {
             data_dir: PathBuf::from("data"),
             cache_capacity_mib: 16,
             backup_dir: PathBuf::from("backups"),
+            backend: Backend::Sled,
+            etcd: EtcdConfig::default(),
         }
     }
 }
@@ -35,6 +53,9 @@ impl StorageConfig {
                 "storage.cache_capacity_mib = {} is outside 1..=65536",
                 self.cache_capacity_mib
             ));
+        }
+        if self.backend == Backend::Etcd {
+            self.etcd.validate()?;
         }
         Ok(())
     }

@@ -30,20 +30,30 @@ impl Store {
         expected: Option<&[u8]>,
         new: &[u8],
     ) -> Result<bool, StoreError> {
-        let replaced = {
-            let _turn = self.writer_turn()?;
-            store_only(self.transact(&[Tree::Meta], |tx| {
-                if tx.get(Tree::Meta, META_KEYRING)?.as_deref() != expected {
-                    return Ok(false);
-                }
-                tx.insert(Tree::Meta, META_KEYRING, new)?;
-                Ok(true)
-            }))?
-        };
+        let replaced = self.replace_keyring_now(expected, new)?;
         if replaced {
             self.durable().await?;
         }
         Ok(replaced)
+    }
+
+    /// The compare-and-swap of [`Store::replace_keyring`], applied (durable
+    /// only once the group commit ran, on an engine that has one). Takes no
+    /// writer's turn: the transaction is atomic by itself, and the vault calls
+    /// it while holding the gate exclusively (no sealed write applies then).
+    pub(super) fn replace_keyring_now(
+        &self,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, StoreError> {
+        self.writable()?;
+        store_only(self.transact(&[Tree::Meta], |tx| {
+            if tx.get(Tree::Meta, META_KEYRING)?.as_deref() != expected {
+                return Ok(false);
+            }
+            tx.insert(Tree::Meta, META_KEYRING, new)?;
+            Ok(true)
+        }))
     }
 
     /// The stored keyring every sealed write must still find in shared mode

@@ -71,6 +71,7 @@
 mod apps;
 mod audit;
 mod chain;
+mod cluster;
 mod config;
 mod configs;
 mod counts;
@@ -97,9 +98,9 @@ use std::sync::Arc;
 
 pub use apps::{AppsReport, NewApp};
 pub use chain::AuditMac;
-pub use config::{AuditConfig, StorageConfig, MAX_RETENTION_DAYS};
+pub use config::{AuditConfig, Backend, EtcdConfig, StorageConfig, MAX_RETENTION_DAYS};
 pub use engine::sled::{CommitMetrics, CommitStats, GroupCommit, SledEngine};
-pub use engine::{Engine, EngineError, Tree};
+pub use engine::{DutyGuard, Engine, EngineError, Tree};
 pub use records::{
     AppRecord, AuditRecord, ConfigRecord, DomainRecord, SsoRecord, TokenRecord, TokenScope,
     Versioned,

@@ -135,8 +135,8 @@ impl Store {
         Ok(self.engine.dump(&copied_trees())?)
     }
 
-    /// No entry in any tree.
-    fn is_empty(&self) -> Result<bool, StoreError> {
+    /// No entry in any tree (a keyring in `meta` counts).
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
         for tree in Tree::ALL {
             if !self
                 .engine

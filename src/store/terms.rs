@@ -6,13 +6,13 @@ use super::{store_only, Store, StoreError};
 
 const META_TERM_USES: &[u8] = b"term_uses/";
 
-fn term_key(term: u32) -> Vec<u8> {
+pub(super) fn term_key(term: u32) -> Vec<u8> {
     let mut key = META_TERM_USES.to_vec();
     key.extend_from_slice(&term.to_be_bytes());
     key
 }
 
-fn uses_of(v: &[u8]) -> u64 {
+pub(super) fn uses_of(v: &[u8]) -> u64 {
     <[u8; 8]>::try_from(v)
         .map(u64::from_be_bytes)
         .unwrap_or(u64::MAX)

@@ -49,6 +49,23 @@ impl Vault {
         patch: ConfigPatch,
         actor: Option<u64>,
     ) -> Result<(OidcConfig, bool), VaultError> {
+        // With a storage cluster, another node may have rotated the keyring:
+        // the store then refuses the write, and it is sealed again under the
+        // newest keyring.
+        let out = self
+            .with_current_keyring(|| self.upsert_config_once(domain, &patch, actor))
+            .await;
+        // `patch` (and the plaintext secret in it) is dropped, and wiped, here.
+        drop(patch);
+        out
+    }
+
+    async fn upsert_config_once(
+        &self,
+        domain: &Domain,
+        patch: &ConfigPatch,
+        actor: Option<u64>,
+    ) -> Result<(OidcConfig, bool), VaultError> {
         let now = now_micros();
         if patch.client_secret.is_some() {
             // Counted before the transaction (sled cannot write outside one from
@@ -92,7 +109,7 @@ impl Vault {
                         discovered_endpoints: Vec::new(),
                         secret_origin: None,
                     };
-                    let mut record = endpoints::merge_endpoints(&patch, None, record);
+                    let mut record = endpoints::merge_endpoints(patch, None, record);
                     // Bound to the token endpoint it is written with (see `binding`).
                     record.secret_origin = binding::origin_for(&record);
                     let (sealed, masked, fp) =
@@ -105,7 +122,7 @@ impl Vault {
                 }
                 Some(cur) => {
                     if matches!(patch.endpoint_source, EndpointSource::Discovery(None))
-                        && endpoints::needs_fetch_record(&patch, Some(cur))
+                        && endpoints::needs_fetch_record(patch, Some(cur))
                     {
                         // Decided on a snapshot read before this write, and the
                         // stored config has changed since: not this document's.
@@ -123,7 +140,7 @@ impl Vault {
                         fields.push("client_id".into());
                     }
                     next.discovery_url = patch.discovery_url.apply(next.discovery_url);
-                    let mut next = endpoints::merge_endpoints(&patch, Some(cur), next);
+                    let mut next = endpoints::merge_endpoints(patch, Some(cur), next);
                     let new_secret = patch
                         .client_secret
                         .as_ref()
@@ -156,7 +173,7 @@ impl Vault {
             let mut event = audit::event(now, actor, action, Some(domain));
             event.fields = fields;
             event.secret_fingerprint = fingerprint;
-            event.detail = match (endpoints::save_detail(&patch, &record), url_changes) {
+            event.detail = match (endpoints::save_detail(patch, &record), url_changes) {
                 (Some(a), Some(b)) => Some(format!("{a}; {b}")),
                 (a, b) => a.or(b),
             };
@@ -166,8 +183,6 @@ impl Vault {
             Ok((record, event))
         };
         let (record, created) = self.store.upsert_config(domain.id, build).await?;
-        // `patch` (and the plaintext secret in it) is dropped, and wiped, here.
-        drop(patch);
         if let Some(event) = stored_event
             .into_inner()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -217,7 +232,7 @@ impl Vault {
         let Some(record) = self.store.config(domain.id)? else {
             return Ok(None);
         };
-        let plain = self.keyring().open(
+        let plain = self.open_sealed(
             &record.secret_sealed,
             SealContext {
                 domain_id: domain.id,

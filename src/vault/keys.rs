@@ -107,7 +107,7 @@ pub(super) fn write_keyring(path: &Path, file: &KeyringFile) -> Result<(), Vault
 }
 
 impl Vault {
-    fn swap_keyring(&self, next: Keyring) {
+    pub(super) fn swap_keyring(&self, next: Keyring) {
         *self
             .keyring
             .write()
@@ -165,16 +165,19 @@ impl Vault {
     /// Add a new data-key term and make it active. New writes use it at once;
     /// the maintenance task (or [`Vault::finish_reencryption`]) re-seals the rest.
     pub async fn rotate(&self, actor: Option<u64>, reason: &str) -> Result<u32, VaultError> {
+        // Another node may have rotated since this one read the keyring: then
+        // this node reloads it and rotates from the newest.
+        self.with_current_keyring(|| self.rotate_once(actor, reason))
+            .await
+    }
+
+    async fn rotate_once(&self, actor: Option<u64>, reason: &str) -> Result<u32, VaultError> {
         let _one_at_a_time = self.rotation.lock().await;
         let next = self.keyring().rotated()?;
         let term = next.active_term();
         let file = KeyringFile::wrap(&next, &self.kek)?;
         // Under the gate: a backup sees the keyring and the records consistently.
-        self.store.exclusive(|| {
-            write_keyring(&self.keyring_path, &file)?;
-            self.swap_keyring(next);
-            Ok::<_, VaultError>(())
-        })?;
+        self.store.exclusive(|| self.install_keyring(next, &file))?;
         self.reset_uses(term)?;
         let mut e = audit::event(now_micros(), actor, "key.rotate", None);
         e.detail = Some(format!("term {term} active ({reason})"));
@@ -195,6 +198,11 @@ impl Vault {
         progress: &dyn Progress,
     ) -> Result<u64, VaultError> {
         let _one_at_a_time = self.rotation.lock().await;
+        // One node of a cluster re-encrypts at a time (the others find the
+        // duty held and leave it; a dead holder's lease expires).
+        let Some(_duty) = self.duty("reencrypt") else {
+            return Ok(0);
+        };
         let mut resealed = 0u64;
         let mut in_batch = 0usize;
         // By the key a record is stored under: that is the domain it serves.
@@ -285,8 +293,8 @@ impl Vault {
                     next = k;
                 }
             }
-            write_keyring(&self.keyring_path, &KeyringFile::wrap(&next, &self.kek)?)?;
-            self.swap_keyring(next);
+            let file = KeyringFile::wrap(&next, &self.kek)?;
+            self.install_keyring(next, &file)?;
             Ok(unused)
         })?;
         if !dropped.is_empty() {
@@ -321,41 +329,80 @@ impl Vault {
 
     /// The server's background task: key maintenance when woken (or every
     /// minute), audit retention every hour, expired sign-in state every round.
+    ///
+    /// Re-encryption (in [`Vault::finish_reencryption_with`]), pruning and
+    /// sweeping are cluster duties (`Store::try_duty`): with a storage cluster, of
+    /// all nodes only the one holding it runs it (two nodes never re-encrypt
+    /// or prune at once, and a dead node's lease expires so another takes
+    /// over); the embedded store always grants it. Every round first reloads
+    /// the keyring if another node changed it.
     pub async fn run_maintenance(self: Arc<Self>) {
         let mut last_prune: Option<std::time::Instant> = None;
+        let round = if self.store.is_shared() {
+            Duration::from_secs(10)
+        } else {
+            Duration::from_secs(60)
+        };
         loop {
+            if let Err(e) = self.refresh_keyring() {
+                tracing::warn!(error = %e, "could not check the keyring for changes; will retry");
+            }
             if let Err(e) = self.maintenance_step().await {
                 tracing::error!(error = %e, "key maintenance failed; will retry");
             }
             if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
-                match self.prune_audit().await {
-                    Ok(n) if n > 0 => tracing::info!(removed = n, "old audit events removed"),
-                    Ok(_) => {}
-                    Err(e) => tracing::error!(error = %e, "audit retention failed"),
+                if let Some(_duty) = self.duty("audit-prune") {
+                    match self.prune_audit().await {
+                        Ok(n) if n > 0 => tracing::info!(removed = n, "old audit events removed"),
+                        Ok(_) => {}
+                        Err(e) => tracing::error!(error = %e, "audit retention failed"),
+                    }
+                    last_prune = Some(std::time::Instant::now());
                 }
-                last_prune = Some(std::time::Instant::now());
             }
-            // Sign-in state past its expiry (at most a minute late).
-            match self.sweep_sign_ins() {
-                Ok(n) if n > 0 => tracing::debug!(removed = n, "expired sign-in state removed"),
-                Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "sweeping sign-in state failed"),
+            // Sign-in state past its expiry (at most a round late).
+            if let Some(_duty) = self.duty("sso-sweep") {
+                match self.sweep_sign_ins() {
+                    Ok(n) if n > 0 => {
+                        tracing::debug!(removed = n, "expired sign-in state removed")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "sweeping sign-in state failed"),
+                }
             }
-            let _ = tokio::time::timeout(Duration::from_secs(60), self.wake.notified()).await;
+            let _ = tokio::time::timeout(round, self.wake.notified()).await;
+        }
+    }
+
+    /// The cluster duty `name` if this node may run it now (logged otherwise).
+    pub(super) fn duty(&self, name: &str) -> Option<Box<dyn crate::store::DutyGuard>> {
+        match self.store.try_duty(name) {
+            Ok(Some(guard)) => Some(guard),
+            Ok(None) => {
+                tracing::debug!(duty = name, "another node holds this duty");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(duty = name, error = %e, "could not take a cluster duty; will retry");
+                None
+            }
         }
     }
 
     /// Re-wrap the keyring under `new_secret` with a fresh salt (offline). No
-    /// record is rewritten; the switch is one atomic rename.
+    /// record is rewritten; the switch is one atomic rename (a keyring file) or
+    /// one compare-and-swap (a storage cluster: every other node must then be
+    /// restarted with the new master secret, see README).
     pub fn change_passphrase(
         &self,
         new_secret: &MasterSecret,
         kdf: KdfParams,
     ) -> Result<(), VaultError> {
         let kek = Kek::derive_new_salt(new_secret, kdf)?;
-        let file = KeyringFile::wrap(&self.keyring(), &kek)?;
+        let keyring = self.keyring();
+        let file = KeyringFile::wrap(&keyring, &kek)?;
         self.store
-            .exclusive(|| write_keyring(&self.keyring_path, &file))
+            .exclusive(|| self.install_keyring((*keyring).clone(), &file))
     }
 
     /// Decode every record, open every secret (wiped at once) under the domain

@@ -18,8 +18,10 @@ mod binding;
 mod configs;
 mod domains;
 mod endpoints;
+mod keyring_home;
 mod keys;
 mod model;
+mod moves;
 mod open;
 mod redirect_uri;
 mod sso;
@@ -37,6 +39,7 @@ pub use model::{
     normalize_domain_name, App, AppSecret, BoundSecret, Caller, ConfigPatch, Domain, DomainAccess,
     OidcConfig, OutboundJob, Patch, TokenInfo, TokenTarget,
 };
+pub use moves::{load_data_dir, LoadReport};
 pub use open::OpenReport;
 pub use sso::{CodeGrant, LoginEvent, LoginPurpose, LoginTransaction, Redemption, TakenLogin};
 
@@ -69,10 +72,9 @@ pub enum VaultError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(
-        "wrong master key: {master} does not unlock the keyring in {}; nothing was changed",
-        data_dir.display()
+        "wrong master key: {master} does not unlock the keyring in {keyring}; nothing was changed"
     )]
-    WrongMasterKey { master: String, data_dir: PathBuf },
+    WrongMasterKey { master: String, keyring: String },
     #[error("data directory {}: {reason}", path.display())]
     DataDir { path: PathBuf, reason: String },
     #[error("invalid request")]
@@ -94,7 +96,9 @@ pub enum StorageFailure {
     /// A write failed to reach disk: the store stopped serving (fail-stop) until
     /// a restart.
     Failed,
-    /// The store is closed or cannot be read right now.
+    /// The store is closed, or cannot be reached right now (a storage cluster
+    /// without quorum): nothing may be assumed about a write that met it, and
+    /// a retry is safe.
     Unavailable,
 }
 
@@ -107,10 +111,33 @@ impl VaultError {
                 StoreError::DomainNotFound => Some(StorageFailure::DomainNotFound),
                 StoreError::DiskFull { .. } => Some(StorageFailure::DiskFull),
                 StoreError::Failed | StoreError::Durability(_) => Some(StorageFailure::Failed),
-                StoreError::Closed | StoreError::Io { .. } => Some(StorageFailure::Unavailable),
+                StoreError::Closed | StoreError::Io { .. } | StoreError::Unavailable(_) => {
+                    Some(StorageFailure::Unavailable)
+                }
                 _ => None,
             },
             _ => None,
+        }
+    }
+}
+
+/// Why the server is not ready (`/readyz`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unready {
+    /// A write to disk failed: the store stopped until a restart.
+    WriteFailed,
+    /// The storage cluster is unreachable or has no quorum.
+    ClusterUnavailable,
+}
+
+impl Unready {
+    pub fn detail(self) -> &'static str {
+        match self {
+            Unready::WriteFailed => "The last write to disk failed; see the server log.",
+            Unready::ClusterUnavailable => {
+                "The storage cluster (etcd) is unreachable or has no quorum; writes are \
+                 refused until it answers again (see the server log)."
+            }
         }
     }
 }
@@ -128,7 +155,10 @@ pub struct Vault {
     store: Store,
     keyring: RwLock<Arc<Keyring>>,
     kek: Kek,
-    keyring_path: PathBuf,
+    /// Where the wrapped keyring is kept, and its stored form this node holds
+    /// (`keyring_home`).
+    keyring_home: keyring_home::KeyringHome,
+    keyring_stored: Mutex<Vec<u8>>,
     backup_dir: PathBuf,
     uses: Mutex<TermUses>,
     rotate_after: u64,
@@ -173,10 +203,20 @@ impl Vault {
         &self.store
     }
 
-    /// Ready to serve: the store is open, the keys unlocked, and the last group
-    /// commit succeeded.
-    pub fn ready(&self) -> bool {
-        self.store.healthy()
+    /// Ready to serve: the store is open, the keys unlocked, and the store can
+    /// write (the last group commit succeeded; the storage cluster answers
+    /// with a quorum). Blocking (a network round trip with etcd).
+    pub fn readiness(&self) -> Result<(), Unready> {
+        if !self.store.healthy() {
+            return Err(Unready::WriteFailed);
+        }
+        match self.store.ready() {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "not ready: the storage cluster does not answer");
+                Err(Unready::ClusterUnavailable)
+            }
+        }
     }
 
     /// Final flush and fsync; later writes fail.

@@ -4,11 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
+use super::keyring_home::KeyringHome;
 use super::term_uses::TermUses;
 use super::{Vault, VaultError};
 use crate::config::{load_master_secret, Config, ConfigError, EnvSecrets, MasterSource};
 use crate::crypto::{CryptoError, Kek, Keyring, KeyringFile, KEYRING_FILE_NAME};
-use crate::store::{fsutil, CommitMetrics, Store, StoreOptions};
+use crate::store::{fsutil, Backend, CommitMetrics, Store, StoreOptions};
 
 /// What happened while opening, for the caller to report.
 #[derive(Debug, Default)]
@@ -94,10 +95,6 @@ impl Vault {
     ) -> Result<(Self, OpenReport), VaultError> {
         let data_dir = config.data_dir();
         let source = config.master_source(env, secrets);
-        let data_err = |reason: String| VaultError::DataDir {
-            path: data_dir.clone(),
-            reason,
-        };
         let secret_file = match &source {
             MasterSource::KeyFile(p) => Some((p, "security.master_key_file")),
             MasterSource::Credential { path, .. } => {
@@ -118,74 +115,27 @@ impl Vault {
                 .into());
             }
         }
-        let keyring_path = data_dir.join(KEYRING_FILE_NAME);
-        let fresh = match std::fs::symlink_metadata(&keyring_path) {
-            Ok(_) => false,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-            Err(e) => return Err(data_err(format!("cannot read the keyring: {e}"))),
+        let options = StoreOptions {
+            cache_capacity_bytes: config.cache_capacity_bytes(),
+            commit_metrics,
         };
-        if fresh
-            && !fsutil::is_absent_or_empty(&data_dir)
-                .map_err(|e| data_err(format!("cannot list it: {e}")))?
-        {
-            return Err(data_err(
-                "it is not empty but holds no oidcvault keyring; refusing to initialise it \
-                 (point storage.data_dir at an empty or missing folder, or restore the keyring file)"
-                    .into(),
-            ));
-        }
-        let (secret, key_file_created) = load_master_secret(&source, secrets, fresh)?;
-        let mut report = OpenReport {
-            permissions_tightened: 0,
-            initialized: fresh,
-            key_file_created: match (&source, key_file_created) {
-                (MasterSource::KeyFile(p), true) => Some(p.clone()),
-                _ => None,
-            },
-            kdf_millis: 0,
+        let mut report = OpenReport::default();
+        let unlocked = match config.storage.backend {
+            Backend::Sled => {
+                Self::unlock_data_dir(config, &source, secrets, &options, &mut report)?
+            }
+            Backend::Etcd => Self::unlock_cluster(config, &source, secrets, &options, &mut report)?,
         };
-        let started = std::time::Instant::now();
-        let (keyring, kek) = if fresh {
-            fsutil::create_private_dir(&data_dir)
-                .map_err(|e| data_err(format!("cannot create it: {e}")))?;
-            let keyring = Keyring::generate();
-            let kek = Kek::derive_new_salt(&secret, config.kdf_params())?;
-            let file = KeyringFile::wrap(&keyring, &kek)?;
-            fsutil::write_atomic(&keyring_path, &file.to_bytes()?)
-                .map_err(|e| data_err(format!("cannot write the keyring: {e}")))?;
-            (keyring, kek)
-        } else {
-            let bytes = std::fs::read(&keyring_path)
-                .map_err(|e| data_err(format!("cannot read the keyring: {e}")))?;
-            let file = KeyringFile::from_bytes(&bytes)?;
-            // Before any derivation: a tampered keyring cannot ask for more work
-            // than the configuration allows.
-            file.kdf().check_cap(&config.kdf_cap())?;
-            file.unlock(&secret).map_err(|e| match e {
-                CryptoError::WrongMasterKey => VaultError::WrongMasterKey {
-                    master: source.to_string(),
-                    data_dir: data_dir.clone(),
-                },
-                other => other.into(),
-            })?
-        };
-        report.kdf_millis = started.elapsed().as_millis();
-        drop(secret);
-        // Once the master key is known to be right (a wrong one changes nothing
-        // on disk), before sled opens: the data and backup directories become
-        // private to this user, or the command stops saying how to make them so.
-        report.permissions_tightened =
-            fsutil::make_private_trees(&[&data_dir, &config.backup_dir()])
-                .map_err(|e| VaultError::Operation(e.to_string()))?;
-        let store = Store::open(
-            &data_dir,
-            &StoreOptions {
-                cache_capacity_bytes: config.cache_capacity_bytes(),
-                commit_metrics,
-            },
-        )?;
+        let Unlocked {
+            store,
+            keyring,
+            kek,
+            home,
+            stored,
+        } = unlocked;
         store.set_disk_reserve(config.limits.disk_reserve_bytes());
         store.set_audit_mac(Arc::new(keyring.audit_key()))?;
+        store.set_keyring_guard(Some(stored.clone()));
         let term = keyring.active_term();
         let reserved = store.term_uses(term)?;
         Ok((
@@ -193,7 +143,8 @@ impl Vault {
                 store,
                 keyring: RwLock::new(Arc::new(keyring)),
                 kek,
-                keyring_path,
+                keyring_home: home,
+                keyring_stored: Mutex::new(stored),
                 backup_dir: config.backup_dir(),
                 uses: Mutex::new(TermUses {
                     term,
@@ -210,4 +161,172 @@ impl Vault {
             report,
         ))
     }
+
+    /// The embedded engine: the keyring file in the data directory (created
+    /// with the directory when both are missing), unlocked before sled opens,
+    /// so a wrong master key changes nothing on disk.
+    fn unlock_data_dir(
+        config: &Config,
+        source: &MasterSource,
+        secrets: &EnvSecrets,
+        options: &StoreOptions,
+        report: &mut OpenReport,
+    ) -> Result<Unlocked, VaultError> {
+        let data_dir = config.data_dir();
+        let data_err = |reason: String| VaultError::DataDir {
+            path: data_dir.clone(),
+            reason,
+        };
+        let keyring_path = data_dir.join(KEYRING_FILE_NAME);
+        let fresh = match std::fs::symlink_metadata(&keyring_path) {
+            Ok(_) => false,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(e) => return Err(data_err(format!("cannot read the keyring: {e}"))),
+        };
+        if fresh
+            && !fsutil::is_absent_or_empty(&data_dir)
+                .map_err(|e| data_err(format!("cannot list it: {e}")))?
+        {
+            return Err(data_err(
+                "it is not empty but holds no oidcvault keyring; refusing to initialise it \
+                 (point storage.data_dir at an empty or missing folder, or restore the keyring file)"
+                    .into(),
+            ));
+        }
+        let (secret, key_file_created) = load_master_secret(source, secrets, fresh)?;
+        report.initialized = fresh;
+        report.key_file_created = match (source, key_file_created) {
+            (MasterSource::KeyFile(p), true) => Some(p.clone()),
+            _ => None,
+        };
+        let started = std::time::Instant::now();
+        let (keyring, kek, stored) = if fresh {
+            fsutil::create_private_dir(&data_dir)
+                .map_err(|e| data_err(format!("cannot create it: {e}")))?;
+            let keyring = Keyring::generate();
+            let kek = Kek::derive_new_salt(&secret, config.kdf_params())?;
+            let bytes = KeyringFile::wrap(&keyring, &kek)?.to_bytes()?;
+            fsutil::write_atomic(&keyring_path, &bytes)
+                .map_err(|e| data_err(format!("cannot write the keyring: {e}")))?;
+            (keyring, kek, bytes)
+        } else {
+            let bytes = std::fs::read(&keyring_path)
+                .map_err(|e| data_err(format!("cannot read the keyring: {e}")))?;
+            let (keyring, kek) =
+                unlock_bytes(config, source, &secret, &bytes, &data_dir.display().to_string())?;
+            (keyring, kek, bytes)
+        };
+        report.kdf_millis = started.elapsed().as_millis();
+        drop(secret);
+        // Once the master key is known to be right (a wrong one changes nothing
+        // on disk), before sled opens: the data and backup directories become
+        // private to this user, or the command stops saying how to make them so.
+        report.permissions_tightened =
+            fsutil::make_private_trees(&[&data_dir, &config.backup_dir()])
+                .map_err(|e| VaultError::Operation(e.to_string()))?;
+        let store = Store::open(&data_dir, options)?;
+        Ok(Unlocked {
+            store,
+            keyring,
+            kek,
+            home: KeyringHome::File(keyring_path),
+            stored,
+        })
+    }
+
+    /// A storage cluster (etcd): the keyring is a record of the store. The
+    /// first node to start on an empty prefix creates it (compare-and-swap: of
+    /// two nodes starting at once, one keyring wins and both use it); every
+    /// other node unlocks it with the same master secret. A wrong master key
+    /// writes nothing.
+    fn unlock_cluster(
+        config: &Config,
+        source: &MasterSource,
+        secrets: &EnvSecrets,
+        options: &StoreOptions,
+        report: &mut OpenReport,
+    ) -> Result<Unlocked, VaultError> {
+        let store = Store::connect_etcd(&config.etcd_settings(), options)?;
+        let place = config.etcd_settings().describe();
+        let existing = store.keyring()?;
+        if existing.is_none() && !store.is_empty()? {
+            // Records without their keyring (a load cut short, a keyring
+            // removed by hand): a new keyring could open none of them.
+            return Err(VaultError::Operation(format!(
+                "{place} holds records but no keyring; refusing to create a new one that \
+                 could open none of them (restore the keyring, or clear the prefix and load \
+                 the data again: README, Running more than one node)"
+            )));
+        }
+        let (secret, key_file_created) = load_master_secret(source, secrets, existing.is_none())?;
+        report.key_file_created = match (source, key_file_created) {
+            (MasterSource::KeyFile(p), true) => Some(p.clone()),
+            _ => None,
+        };
+        let started = std::time::Instant::now();
+        let (keyring, kek, stored) = match existing {
+            Some(bytes) => {
+                let (keyring, kek) = unlock_bytes(config, source, &secret, &bytes, &place)?;
+                (keyring, kek, bytes)
+            }
+            None => {
+                let keyring = Keyring::generate();
+                let kek = Kek::derive_new_salt(&secret, config.kdf_params())?;
+                let bytes = KeyringFile::wrap(&keyring, &kek)?.to_bytes()?;
+                if store.replace_keyring_shared(None, &bytes)? {
+                    report.initialized = true;
+                    (keyring, kek, bytes)
+                } else {
+                    // Another node created it first: use that one.
+                    let bytes = store.keyring()?.ok_or_else(|| {
+                        VaultError::Operation(format!("the keyring in {place} vanished while starting"))
+                    })?;
+                    let (keyring, kek) = unlock_bytes(config, source, &secret, &bytes, &place)?;
+                    (keyring, kek, bytes)
+                }
+            }
+        };
+        report.kdf_millis = started.elapsed().as_millis();
+        drop(secret);
+        report.permissions_tightened = fsutil::make_private_trees(&[&config.backup_dir()])
+            .map_err(|e| VaultError::Operation(e.to_string()))?;
+        Ok(Unlocked {
+            store,
+            keyring,
+            kek,
+            home: KeyringHome::Store,
+            stored,
+        })
+    }
+}
+
+/// What opening produced: the store and the keys that unlock it.
+struct Unlocked {
+    store: Store,
+    keyring: Keyring,
+    kek: Kek,
+    home: KeyringHome,
+    /// The keyring's stored form (the bytes a compare-and-swap expects).
+    stored: Vec<u8>,
+}
+
+/// Parse a stored keyring, bound its KDF parameters (before any derivation:
+/// a tampered keyring cannot ask for more work than the configuration
+/// allows), and unlock it; a wrong secret names the master key and `place`.
+pub(super) fn unlock_bytes(
+    config: &Config,
+    source: &MasterSource,
+    secret: &crate::crypto::MasterSecret,
+    bytes: &[u8],
+    place: &str,
+) -> Result<(Keyring, Kek), VaultError> {
+    let file = KeyringFile::from_bytes(bytes)?;
+    file.kdf().check_cap(&config.kdf_cap())?;
+    file.unlock(secret).map_err(|e| match e {
+        CryptoError::WrongMasterKey => VaultError::WrongMasterKey {
+            master: source.to_string(),
+            keyring: place.to_owned(),
+        },
+        other => other.into(),
+    })
 }

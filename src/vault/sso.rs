@@ -164,7 +164,7 @@ impl Vault {
         record: &SsoRecord,
     ) -> Result<T, VaultError> {
         let binding = hex(key);
-        let plain = self.keyring().open(
+        let plain = self.open_sealed(
             &record.sealed,
             SealContext {
                 domain_id: record.domain_id,
@@ -184,6 +184,12 @@ impl Vault {
 
     /// Keep a login transaction under its IdP `state` until it is taken or expires.
     pub fn begin_login(&self, state: &str, tx: &LoginTransaction) -> Result<(), VaultError> {
+        // Sealed under the keyring in force: when another node of a cluster
+        // changed it, the store refuses the write and it is sealed again.
+        self.with_current_keyring_sync(|| self.put_login(state, tx))
+    }
+
+    fn put_login(&self, state: &str, tx: &LoginTransaction) -> Result<(), VaultError> {
         let key = sso_keys::state_key(state);
         let body = TransactionBody {
             purpose: tx.purpose.clone(),
@@ -227,6 +233,17 @@ impl Vault {
     /// Keep a one-time code's grant, with the sign-in's `sso.login` event, in
     /// one durable write.
     pub async fn mint_code(
+        &self,
+        code: &str,
+        grant: &CodeGrant,
+        domain: &Domain,
+        event: &LoginEvent<'_>,
+    ) -> Result<(), VaultError> {
+        self.with_current_keyring(|| self.put_code(code, grant, domain, event))
+            .await
+    }
+
+    async fn put_code(
         &self,
         code: &str,
         grant: &CodeGrant,

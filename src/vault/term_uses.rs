@@ -47,8 +47,19 @@ impl Vault {
             uses.reencrypted = uses.reencrypted.saturating_add(1);
         }
         if uses.used > uses.reserved {
-            uses.reserved = uses.used.saturating_add(USE_RESERVATION_BLOCK);
-            self.store.reserve_term_uses(term, uses.reserved)?;
+            if self.store.is_shared() {
+                // Several nodes seal under one term: each claims a block of
+                // the cluster-wide count atomically, and counts on from its
+                // start, so the count is an upper bound of all nodes' uses.
+                let total = self.store.claim_term_uses(term, USE_RESERVATION_BLOCK)?;
+                uses.used = uses
+                    .used
+                    .max(total.saturating_sub(USE_RESERVATION_BLOCK).saturating_add(1));
+                uses.reserved = total;
+            } else {
+                uses.reserved = uses.used.saturating_add(USE_RESERVATION_BLOCK);
+                self.store.reserve_term_uses(term, uses.reserved)?;
+            }
         }
         if uses.used.saturating_sub(uses.reencrypted) >= self.rotate_after {
             self.wake.notify_one();

@@ -27,7 +27,9 @@ pub enum ReadConsistency {
 #[serde(deny_unknown_fields, default)]
 pub struct EtcdConfig {
     /// The cluster's client URLs, `http://host:port` or `https://host:port`
-    /// (all of one scheme). Required when `storage.backend = "etcd"`.
+    /// (all of one scheme). Required when `storage.backend = "etcd"`. A list,
+    /// or one comma-separated string (for the environment variable).
+    #[serde(deserialize_with = "crate::settings::string_list")]
     pub endpoints: Vec<String>,
     /// Every key of this installation is under this prefix (several
     /// installations may share a cluster under different prefixes).
@@ -58,6 +60,11 @@ impl Default for EtcdConfig {
 }
 
 impl EtcdConfig {
+    /// Where the data is, for messages: "etcd prefix /oidcvault/ at http://a:2379, ...".
+    pub fn describe(&self) -> String {
+        format!("etcd prefix {} at {}", self.prefix, self.endpoints.join(", "))
+    }
+
     /// Each request's deadline.
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_secs)
