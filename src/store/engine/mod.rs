@@ -182,8 +182,11 @@ pub struct Op {
 /// One entry of a tree: its key and value.
 pub type Pair = (Vec<u8>, Vec<u8>);
 
+/// Entries (key, value) in key order: a page of [`Engine::scan`].
+pub type Entries = Vec<Pair>;
+
 /// What [`Engine::dump`] returns: each tree asked for, with its entries.
-pub type Dump = Vec<(Tree, Vec<Pair>)>;
+pub type Dump = Vec<(Tree, Entries)>;
 
 /// A key range of [`Engine::scan`].
 pub type Range = (Bound<Vec<u8>>, Bound<Vec<u8>>);

@@ -14,7 +14,9 @@ use etcd_client::{
 use sha2::{Digest, Sha256};
 
 use super::config::{EtcdConfig, ReadConsistency};
-use crate::store::engine::{Body, DutyGuard, Engine, EngineError, Op, Range, Tree, TxFailed};
+use crate::store::engine::{
+    Body, Dump, DutyGuard, Engine, EngineError, Entries, Op, Range, Tree, TxFailed,
+};
 
 /// etcd's default `--max-txn-ops`: the most operations (and, separately, the
 /// most compares) one Txn may carry.
@@ -181,7 +183,7 @@ impl EtcdEngine {
         limit: i64,
         reverse: bool,
         revision: Option<i64>,
-    ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, bool, i64), EngineError> {
+    ) -> Result<(Entries, bool, i64), EngineError> {
         let tp = self.tree_prefix(tree);
         let (start, end) = etcd_range(&tp, range);
         let mut opts = match revision {
@@ -208,10 +210,7 @@ impl EtcdEngine {
         Ok((entries, more, rev))
     }
 
-    fn dump_once(
-        &self,
-        trees: &[Tree],
-    ) -> Result<Vec<(Tree, Vec<(Vec<u8>, Vec<u8>)>)>, EngineError> {
+    fn dump_once(&self, trees: &[Tree]) -> Result<Dump, EngineError> {
         let mut revision = None;
         let mut out = Vec::with_capacity(trees.len());
         for &tree in trees {
@@ -277,7 +276,7 @@ impl Engine for EtcdEngine {
         range: Range,
         limit: usize,
         reverse: bool,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, EngineError> {
+    ) -> Result<Entries, EngineError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -336,7 +335,7 @@ impl Engine for EtcdEngine {
             .map(|kv| kv.into_key_value().1))
     }
 
-    fn dump(&self, trees: &[Tree]) -> Result<Vec<(Tree, Vec<(Vec<u8>, Vec<u8>)>)>, EngineError> {
+    fn dump(&self, trees: &[Tree]) -> Result<Dump, EngineError> {
         // A compaction past the dump's revision in the middle: start again.
         let mut attempts = 0;
         loop {

@@ -192,7 +192,8 @@ mod tests {
 
     #[test]
     fn refusals_name_the_key() {
-        let cases: Vec<(&str, Box<dyn FnOnce(&mut EtcdConfig)>)> = vec![
+        type Change = Box<dyn FnOnce(&mut EtcdConfig)>;
+        let cases: Vec<(&str, Change)> = vec![
             ("endpoints is empty", Box::new(|c| c.endpoints.clear())),
             (
                 "no port",

@@ -501,6 +501,47 @@ fn a_dead_cluster_is_unavailable_and_recovers() {
     assert_eq!(e.get(Tree::Meta, b"k").unwrap(), Some(b"after".to_vec()));
 }
 
+#[test]
+fn tls_with_a_client_certificate() {
+    let etcd = match TestEtcd::start_tls("tls_with_a_client_certificate") {
+        Some(e) => e,
+        None => return,
+    };
+    let e = etcd.engine("/t/");
+    put(&e, Tree::Configs, b"c", b"sealed");
+    assert_eq!(
+        e.get(Tree::Configs, b"c").unwrap(),
+        Some(b"sealed".to_vec())
+    );
+    // Without the client certificate, or trusting another CA: an error
+    // within the timeout, never a panic or a hang.
+    let mut no_cert = etcd.config("/t/");
+    no_cert.cert_file = None;
+    no_cert.key_file = None;
+    let mut wrong_ca = etcd.config("/t/");
+    wrong_ca.ca_file = Some(etcd.file("client.pem"));
+    for config in [no_cert, wrong_ca] {
+        let started = Instant::now();
+        let r = super::EtcdEngine::connect(&config).and_then(|e| e.get(Tree::Configs, b"c"));
+        assert!(r.is_err(), "{r:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        println!("refused: {}", r.unwrap_err());
+    }
+    let mut missing = etcd.config("/t/");
+    missing.key_file = Some(etcd.file("nowhere.pem"));
+    let err = super::EtcdEngine::connect(&missing)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("storage.etcd.key_file") && err.contains("nowhere.pem"),
+        "{err}"
+    );
+}
+
 /// Not a benchmark: the order of magnitude of one round trip on loopback
 /// (`cargo test latency -- --nocapture` prints it).
 #[test]
