@@ -25,6 +25,8 @@ struct Window {
     /// Failed attempts, plus attempts in progress (counted before their token is
     /// checked, given back when it proves valid).
     failures: u32,
+    /// Of `failures`, the attempts still in progress.
+    pending: u32,
 }
 
 fn window_millis(window: Duration) -> u64 {
@@ -48,12 +50,25 @@ pub(super) struct Table {
 /// gets at most the allowance through, however the requests interleave. (A valid
 /// request holds its count only while its token is checked, which runs without
 /// yielding to other requests, so at most one per worker is in flight at once.)
+///
+/// When an address is at its allowance only because some of its attempts are
+/// still being checked (many parallel requests of one client, each waiting
+/// for a storage cluster's round trip), a new attempt waits for them to settle
+/// (up to `wait_for_checks`) rather than being refused: valid ones give their
+/// count back and let it in; failed ones block it. The burst guarantee holds:
+/// never more than the allowance is checked at once or admitted after it.
 pub struct AuthLimiter {
     /// Both can change while the server runs (SIGHUP, see [`AuthLimiter::set`]).
     max: AtomicU32,
     window_millis: AtomicU64,
     pub(super) table: Mutex<Table>,
+    /// Signalled whenever an attempt settles (released or failed).
+    settled: std::sync::Condvar,
+    wait_for_checks: Duration,
 }
+
+/// How long an attempt waits for the same address's attempts in progress.
+const WAIT_FOR_CHECKS: Duration = Duration::from_secs(3);
 
 /// One authentication attempt, counted as a failure unless released. Dropping it
 /// keeps it counted (fail closed).
@@ -65,9 +80,9 @@ pub struct AuthAttempt<'a> {
 impl AuthAttempt<'_> {
     /// The attempt was not a failed guess (a valid token, no token at all, or the
     /// store could not answer): give its count back.
-    pub fn release(self) {
-        if let Some((limiter, key, id)) = self.counted {
-            limiter.release(key, id);
+    pub fn release(mut self) {
+        if let Some((limiter, key, id)) = self.counted.take() {
+            limiter.settle(key, id, false);
         }
     }
 
@@ -75,8 +90,24 @@ impl AuthAttempt<'_> {
     pub fn failed(self) {}
 }
 
+impl Drop for AuthAttempt<'_> {
+    /// Failed or dropped unreleased: it stays counted (fail closed), and is no
+    /// longer in progress.
+    fn drop(&mut self) {
+        if let Some((limiter, key, id)) = self.counted.take() {
+            limiter.settle(key, id, true);
+        }
+    }
+}
+
 impl AuthLimiter {
     pub fn new(max: u32, window: Duration) -> Self {
+        Self::with_wait(max, window, WAIT_FOR_CHECKS)
+    }
+
+    /// [`AuthLimiter::new`], waiting at most `wait_for_checks` for attempts in
+    /// progress (zero: refuse at once).
+    pub fn with_wait(max: u32, window: Duration, wait_for_checks: Duration) -> Self {
         Self {
             max: AtomicU32::new(max),
             window_millis: AtomicU64::new(window_millis(window)),
@@ -85,6 +116,8 @@ impl AuthLimiter {
                 next_id: 0,
                 full_until: None,
             }),
+            settled: std::sync::Condvar::new(),
+            wait_for_checks,
         }
     }
 
@@ -128,37 +161,55 @@ impl AuthLimiter {
             return Err(self.window());
         };
         let key = client_key(ip);
-        let window = self.window();
-        if !table.windows.contains_key(&key) && table.windows.len() >= MAX_TRACKED {
-            self.make_room(&mut table, now)?;
-        }
-        let Table {
-            windows, next_id, ..
-        } = &mut *table;
-        let w = windows.entry(key).or_insert_with(|| {
-            *next_id += 1;
-            Window {
-                id: *next_id,
-                started: now,
-                failures: 0,
+        let waited_since = Instant::now();
+        loop {
+            let window = self.window();
+            if !table.windows.contains_key(&key) && table.windows.len() >= MAX_TRACKED {
+                self.make_room(&mut table, now)?;
             }
-        });
-        if now.saturating_duration_since(w.started) >= window {
-            *next_id += 1;
-            *w = Window {
-                id: *next_id,
-                started: now,
-                failures: 0,
+            let Table {
+                windows, next_id, ..
+            } = &mut *table;
+            let w = windows.entry(key).or_insert_with(|| {
+                *next_id += 1;
+                Window {
+                    id: *next_id,
+                    started: now,
+                    failures: 0,
+                    pending: 0,
+                }
+            });
+            if now.saturating_duration_since(w.started) >= window {
+                *next_id += 1;
+                *w = Window {
+                    id: *next_id,
+                    started: now,
+                    failures: 0,
+                    pending: 0,
+                };
+            }
+            if w.failures < self.max() {
+                w.failures += 1;
+                w.pending += 1;
+                return Ok(AuthAttempt {
+                    counted: Some((self, key, w.id)),
+                });
+            }
+            let ends = w.started + window;
+            let left = self.wait_for_checks.saturating_sub(waited_since.elapsed());
+            if w.pending == 0 || left.is_zero() {
+                return Err(ends.saturating_duration_since(now));
+            }
+            // At the allowance only through attempts still being checked: wait
+            // for one to settle, then decide again.
+            table = match self.settled.wait_timeout(table, left) {
+                Ok((t, _)) => t,
+                Err(_) => {
+                    report_poisoned("failed-authentication", &AUTH_POISON_REPORTED);
+                    return Err(self.window());
+                }
             };
         }
-        if w.failures >= self.max() {
-            let ends = w.started + window;
-            return Err(ends.saturating_duration_since(now));
-        }
-        w.failures += 1;
-        Ok(AuthAttempt {
-            counted: Some((self, key, w.id)),
-        })
     }
 
     /// Free a slot for a new address in a full table, or `Err(retry_after)` when
@@ -207,19 +258,26 @@ impl AuthLimiter {
         Err(until.saturating_duration_since(now))
     }
 
-    fn release(&self, key: IpAddr, id: u64) {
+    /// An attempt is no longer in progress: given back (`failed` false) or
+    /// kept as a failure; waiting attempts of any address decide again.
+    fn settle(&self, key: IpAddr, id: u64, failed: bool) {
         let Ok(mut table) = self.table.lock() else {
             report_poisoned("failed-authentication", &AUTH_POISON_REPORTED);
             return;
         };
         if let Some(w) = table.windows.get_mut(&key) {
             if w.id == id {
-                w.failures = w.failures.saturating_sub(1);
+                w.pending = w.pending.saturating_sub(1);
+                if !failed {
+                    w.failures = w.failures.saturating_sub(1);
+                }
                 if w.failures == 0 {
                     table.windows.remove(&key);
                 }
             }
         }
+        drop(table);
+        self.settled.notify_all();
     }
 
     /// Addresses currently tracked (for tests and monitoring).
@@ -280,7 +338,7 @@ mod tests {
         // Every attempt of a burst has started before any has finished: the
         // interleaving that let a parallel burst through when checking and
         // counting were two steps.
-        let l = AuthLimiter::new(5, Duration::from_secs(60));
+        let l = AuthLimiter::with_wait(5, Duration::from_secs(60), Duration::ZERO);
         let t0 = Instant::now();
         let started: Vec<_> = (0..50).map(|_| l.begin_at(ip("10.0.0.9"), t0)).collect();
         assert_eq!(started.iter().filter(|a| a.is_ok()).count(), 5);

@@ -151,19 +151,42 @@ impl Store {
                 Err(e) => report.failures.push(e.to_string()),
             }
         }
+        // The index's own entries: each must name an application that exists.
+        // Its keys are client ids on sled but may be digests of them (an
+        // engine that keeps name keys out of sight, `Tree::keys_are_names`),
+        // so a key is compared with the application's client id through a
+        // point read of that client id, never read as one.
+        let mut entries = 0u64;
         for kv in self.entries(Tree::AppClientIds) {
             let checked = kv.and_then(|(k, v)| {
                 let id = id_of("app_client_ids", &k, &v)?;
-                Ok((String::from_utf8_lossy(&k).into_owned(), id, self.app(id)?))
+                let app = self.app(id)?;
+                let leads_back = match &app {
+                    Some(app) => {
+                        self.engine
+                            .get(Tree::AppClientIds, app.client_id.as_bytes())?
+                            .as_deref()
+                            == Some(&id.to_be_bytes()[..])
+                    }
+                    None => false,
+                };
+                Ok((String::from_utf8_lossy(&k).into_owned(), id, leads_back))
             });
+            entries += 1;
             match checked {
-                Ok((client_id, _, Some(app))) if app.client_id == client_id => {}
-                Ok((client_id, id, _)) => report.failures.push(format!(
+                Ok((_, _, true)) => {}
+                Ok((client_id, id, false)) => report.failures.push(format!(
                     "client id {client_id} names application {id}, which does not exist or has \
                      another client id"
                 )),
                 Err(e) => report.failures.push(e.to_string()),
             }
+        }
+        if entries > report.apps {
+            report.failures.push(format!(
+                "app_client_ids holds {entries} entries for {} applications",
+                report.apps
+            ));
         }
         report
     }

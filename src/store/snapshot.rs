@@ -11,6 +11,7 @@
 use std::path::Path;
 
 use super::engine::{Dump, Op, Tree};
+use super::gate::META_KEYRING;
 use super::records::decode;
 use super::{fsutil, AppRecord, DomainRecord, Store, StoreError, StoreOptions};
 
@@ -36,8 +37,13 @@ fn copied_trees() -> Vec<Tree> {
 
 impl Store {
     /// Write a consistent, point-in-time copy of the store to `dest` (a new sled
-    /// directory), with `extra_files` of the data directory copied beside it (the
-    /// keyring). Writers are held off only while the state is read into memory.
+    /// directory), with `extra_files` beside it (the keyring file). Writers are
+    /// held off only while the state is read into memory.
+    ///
+    /// An extra file is read from the data directory (sled); a store without
+    /// one (etcd) keeps its keyring in `meta` instead, so `extra_files` names
+    /// the file the keyring of the same point in time is written to, and the
+    /// copy, a sled data directory, keeps it there (and not in its `meta`).
     pub fn snapshot_to(
         &self,
         dest: &Path,
@@ -54,28 +60,31 @@ impl Store {
         progress: &dyn crate::progress::Progress,
     ) -> Result<SnapshotStats, StoreError> {
         progress.start("reading a consistent state", None);
-        let (dump, extras) = self.exclusive(|| {
+        let (mut dump, extras) = self.exclusive(|| {
             let dump = self.dump_for_copy()?;
             let mut extras = Vec::new();
             for f in extra_files {
-                let path = match &self.dir {
-                    Some(dir) => dir.join(f),
-                    None => {
-                        return Err(StoreError::Io {
-                            path: (*f).into(),
-                            source: std::io::Error::new(
-                                std::io::ErrorKind::NotFound,
-                                "the store has no data directory",
-                            ),
-                        })
+                let bytes = match &self.dir {
+                    Some(dir) => {
+                        let path = dir.join(f);
+                        std::fs::read(&path).map_err(|source| StoreError::Io { path, source })?
                     }
+                    None => stored_keyring(&dump).ok_or_else(|| StoreError::Corrupt {
+                        tree: "meta",
+                        key: "keyring".into(),
+                        reason: "the store holds no keyring to back up".into(),
+                    })?,
                 };
-                let bytes =
-                    std::fs::read(&path).map_err(|source| StoreError::Io { path, source })?;
                 extras.push(((*f).to_owned(), bytes));
             }
             Ok::<_, StoreError>((dump, extras))
         })?;
+        // The copy keeps its keyring as a file, like every sled data directory.
+        for (tree, entries) in &mut dump {
+            if *tree == Tree::Meta {
+                entries.retain(|(k, _)| k.as_slice() != META_KEYRING);
+            }
+        }
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| StoreError::Io { path, source }
@@ -148,6 +157,15 @@ impl Store {
         }
         Ok(true)
     }
+}
+
+/// The keyring `meta` holds in `dump` (a shared store's).
+fn stored_keyring(dump: &Dump) -> Option<Vec<u8>> {
+    dump.iter()
+        .filter(|(tree, _)| *tree == Tree::Meta)
+        .flat_map(|(_, entries)| entries.iter())
+        .find(|(k, _)| k.as_slice() == META_KEYRING)
+        .map(|(_, v)| v.clone())
 }
 
 /// Write `dump` into the empty store `dest`, then the name indexes of its

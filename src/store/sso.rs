@@ -13,7 +13,7 @@
 use std::sync::atomic::Ordering;
 
 use super::engine::{Op, Tree};
-use super::{decode, encode, store_only, AuditRecord, SsoRecord, Store, StoreError};
+use super::{caller, decode, encode, store_only, Abort, AuditRecord, SsoRecord, Store, StoreError};
 
 /// How long a tombstone outlives its code: replays within a day are reported
 /// as replays (an attacker's retry comes soon; a day of 40-byte keys is small).
@@ -217,6 +217,67 @@ impl Store {
             }
         }
         Ok(removed)
+    }
+
+    /// The keys of the broker's sealed records (sign-ins in flight, codes not
+    /// yet redeemed) whose envelope `keep` rejects (e.g. sealed under a term
+    /// other than the active one), for re-encryption before a term is dropped.
+    pub fn sso_records_where(
+        &self,
+        tree: SsoTree,
+        keep: impl Fn(&SsoRecord) -> bool,
+    ) -> Result<Vec<[u8; 32]>, StoreError> {
+        let tree = Self::sso_tree(tree);
+        let mut keys = Vec::new();
+        for kv in self.entries(tree) {
+            let (k, v) = kv?;
+            let Ok(key) = <[u8; 32]>::try_from(k.as_slice()) else {
+                continue;
+            };
+            // A record that does not decode is left to the sweep.
+            if let Ok(record) = decode::<SsoRecord>(tree.name(), &k, &v) {
+                if !keep(&record) {
+                    keys.push(key);
+                }
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Re-seal one broker record if it is still there: `reseal` gets it and
+    /// returns the new sealed bytes (`None`: leave it). A compare-and-swap on
+    /// the record (a transaction), so a record taken or redeemed meanwhile is
+    /// not written back. Not waited for (the record is short-lived; a lost
+    /// re-seal is made again by the next pass).
+    pub fn reseal_sso<E>(
+        &self,
+        tree: SsoTree,
+        key: &[u8; 32],
+        reseal: impl Fn(&SsoRecord) -> Result<Option<Vec<u8>>, E>,
+    ) -> Result<bool, Abort<E>> {
+        let tree = Self::sso_tree(tree);
+        self.writable()?;
+        let _gate = self.shared();
+        self.transact(&[tree, Tree::Meta], |tx| {
+            let Some(bytes) = tx.get(tree, key)? else {
+                return Ok(false);
+            };
+            let mut record: SsoRecord = decode(tree.name(), key, &bytes)?;
+            let Some(sealed) = reseal(&record).map_err(caller)? else {
+                return Ok(false);
+            };
+            self.check_keyring(tx)?;
+            record.sealed = sealed;
+            tx.insert(tree, key, &encode(&record)?)?;
+            Ok(true)
+        })
+    }
+
+    fn sso_tree(tree: SsoTree) -> Tree {
+        match tree {
+            SsoTree::Transactions => Tree::SsoTransactions,
+            SsoTree::Codes => Tree::SsoCodes,
+        }
     }
 
     /// Records in one of the broker's trees (for tests and the metrics).

@@ -128,21 +128,31 @@ impl Vault {
         *stored = bytes;
         drop(stored);
         self.reset_uses(term)?;
-        tracing::info!(active_term = term, "keyring reloaded: another node changed it");
+        tracing::info!(
+            active_term = term,
+            "keyring reloaded: another node changed it"
+        );
         Ok(true)
     }
 
     /// Run `op`; when it failed because the keyring changed on another node
     /// (a shared engine's write refused, a sealed value under a term this node
-    /// does not know), reload the keyring and run it once more.
+    /// does not know), reload the keyring and run it again (a rotation and the
+    /// term drop after it are two changes, so up to [`KEYRING_RETRIES`] times).
     pub(super) async fn with_current_keyring<T, F, Fut>(&self, op: F) -> Result<T, VaultError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T, VaultError>>,
     {
-        match op().await {
-            Err(e) if e.keyring_may_be_stale() && self.refresh_keyring()? => op().await,
-            other => other,
+        let mut tries = 0;
+        loop {
+            match op().await {
+                Err(e) if e.keyring_may_be_stale() && tries < KEYRING_RETRIES => {
+                    tries += 1;
+                    self.refresh_keyring()?;
+                }
+                other => return other,
+            }
         }
     }
 
@@ -151,12 +161,21 @@ impl Vault {
         &self,
         op: impl Fn() -> Result<T, VaultError>,
     ) -> Result<T, VaultError> {
-        match op() {
-            Err(e) if e.keyring_may_be_stale() && self.refresh_keyring()? => op(),
-            other => other,
+        let mut tries = 0;
+        loop {
+            match op() {
+                Err(e) if e.keyring_may_be_stale() && tries < KEYRING_RETRIES => {
+                    tries += 1;
+                    self.refresh_keyring()?;
+                }
+                other => return other,
+            }
         }
     }
 }
+
+/// Reloads of the keyring one operation may make before giving up (503).
+const KEYRING_RETRIES: u32 = 5;
 
 impl VaultError {
     /// A failure that a newer keyring from the store may cure.

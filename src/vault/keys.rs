@@ -268,6 +268,12 @@ impl Vault {
             }
         }
         self.store.durable().await?;
+        // Sign-ins in flight too, before their term can be dropped.
+        let sign_ins = self.reseal_sign_ins()?;
+        self.store.durable().await?;
+        if sign_ins > 0 {
+            tracing::info!(resealed = sign_ins, "sign-ins in flight re-encrypted");
+        }
         progress.finish(&format!("secrets re-encrypted ({resealed})"));
         self.drop_unused_terms().await?;
         Ok(resealed)
@@ -280,9 +286,14 @@ impl Vault {
         let dropped = self.store.exclusive(|| {
             let keyring = self.keyring();
             let (by_term, _) = self.configs_by_term()?;
+            let in_flight = self.sign_in_terms()?;
             let unused: Vec<u32> = keyring
                 .terms()
-                .filter(|t| *t != keyring.active_term() && !by_term.contains_key(t))
+                .filter(|t| {
+                    *t != keyring.active_term()
+                        && !by_term.contains_key(t)
+                        && !in_flight.contains(t)
+                })
                 .collect();
             if unused.is_empty() {
                 return Ok::<_, VaultError>(unused);

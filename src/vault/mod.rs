@@ -111,9 +111,10 @@ impl VaultError {
                 StoreError::DomainNotFound => Some(StorageFailure::DomainNotFound),
                 StoreError::DiskFull { .. } => Some(StorageFailure::DiskFull),
                 StoreError::Failed | StoreError::Durability(_) => Some(StorageFailure::Failed),
-                StoreError::Closed | StoreError::Io { .. } | StoreError::Unavailable(_) => {
-                    Some(StorageFailure::Unavailable)
-                }
+                StoreError::Closed
+                | StoreError::Io { .. }
+                | StoreError::Unavailable(_)
+                | StoreError::KeyringChanged => Some(StorageFailure::Unavailable),
                 _ => None,
             },
             _ => None,

@@ -46,7 +46,8 @@ pub fn load_data_dir(
     let source = config.master_source(env, secrets);
     let (secret, _) = load_master_secret(&source, secrets, false)?;
     // Proves the master key opens what is loaded (the nodes will need it).
-    let (_keyring, _kek) = unlock_bytes(config, &source, &secret, &bytes, &src.display().to_string())?;
+    let (_keyring, _kek) =
+        unlock_bytes(config, &source, &secret, &bytes, &src.display().to_string())?;
     drop(secret);
     let options = StoreOptions {
         cache_capacity_bytes: config.cache_capacity_bytes(),

@@ -212,8 +212,13 @@ impl Vault {
         } else {
             let bytes = std::fs::read(&keyring_path)
                 .map_err(|e| data_err(format!("cannot read the keyring: {e}")))?;
-            let (keyring, kek) =
-                unlock_bytes(config, source, &secret, &bytes, &data_dir.display().to_string())?;
+            let (keyring, kek) = unlock_bytes(
+                config,
+                source,
+                &secret,
+                &bytes,
+                &data_dir.display().to_string(),
+            )?;
             (keyring, kek, bytes)
         };
         report.kdf_millis = started.elapsed().as_millis();
@@ -279,7 +284,9 @@ impl Vault {
                 } else {
                     // Another node created it first: use that one.
                     let bytes = store.keyring()?.ok_or_else(|| {
-                        VaultError::Operation(format!("the keyring in {place} vanished while starting"))
+                        VaultError::Operation(format!(
+                            "the keyring in {place} vanished while starting"
+                        ))
                     })?;
                     let (keyring, kek) = unlock_bytes(config, source, &secret, &bytes, &place)?;
                     (keyring, kek, bytes)

@@ -9,8 +9,8 @@ use zeroize::Zeroizing;
 
 use super::{audit, Domain, Vault, VaultError};
 use crate::crypto::sso as sso_keys;
-use crate::crypto::{Field, SealContext};
-use crate::store::{AuditRecord, SsoRecord, Taken};
+use crate::crypto::{envelope_term, Field, SealContext};
+use crate::store::{Abort, AuditRecord, SsoRecord, SsoTree, Taken};
 use crate::time::now_micros;
 
 /// Why a sign-in was started, and where its result goes.
@@ -434,5 +434,66 @@ mod tests {
             expires_at: 1,
         };
         assert!(!format!("{g:?}").contains("a@b"));
+    }
+}
+
+/// Re-encryption of the broker's records in flight (part of a key rotation).
+impl Vault {
+    /// Re-seal every sign-in in flight and every code not yet redeemed that is
+    /// not under the active term, so that dropping the old term (right after
+    /// the configs are re-encrypted) does not fail them at their callback or
+    /// redemption. Returns how many were re-sealed. A record that cannot be
+    /// opened is left to fail (and be swept) as it would have anyway.
+    pub(super) fn reseal_sign_ins(&self) -> Result<u64, VaultError> {
+        let mut resealed = 0;
+        for (tree, field) in [
+            (SsoTree::Transactions, Field::SsoTransaction),
+            (SsoTree::Codes, Field::SsoCode),
+        ] {
+            let active = self.keyring().active_term();
+            let keys = self
+                .store
+                .sso_records_where(tree, |r| envelope_term(&r.sealed) == Some(active))?;
+            for key in keys {
+                self.count_encryption(self.keyring().active_term(), true)?;
+                let binding = hex(&key);
+                let changed = self.store.reseal_sso(tree, &key, |record| {
+                    let keyring = self.keyring();
+                    if envelope_term(&record.sealed) == Some(keyring.active_term()) {
+                        return Ok(None);
+                    }
+                    let ctx = SealContext {
+                        domain_id: record.domain_id,
+                        field,
+                        origin: Some(&binding),
+                    };
+                    let plain = keyring.open(&record.sealed, ctx)?;
+                    Ok::<_, VaultError>(Some(keyring.seal(&plain, ctx)?))
+                });
+                match changed {
+                    Ok(true) => resealed += 1,
+                    Ok(false) => {}
+                    Err(Abort::Store(e)) => return Err(e.into()),
+                    Err(Abort::Caller(e)) => {
+                        tracing::warn!(error = %e, "a sign-in record could not be re-encrypted; it will fail");
+                    }
+                }
+            }
+        }
+        Ok(resealed)
+    }
+
+    /// The key terms the broker's records in flight are sealed under.
+    pub(super) fn sign_in_terms(&self) -> Result<std::collections::BTreeSet<u32>, VaultError> {
+        let terms = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        for tree in [SsoTree::Transactions, SsoTree::Codes] {
+            self.store.sso_records_where(tree, |r| {
+                if let Some(t) = envelope_term(&r.sealed) {
+                    terms.borrow_mut().insert(t);
+                }
+                true
+            })?;
+        }
+        Ok(terms.into_inner())
     }
 }

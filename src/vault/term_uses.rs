@@ -52,9 +52,11 @@ impl Vault {
                 // the cluster-wide count atomically, and counts on from its
                 // start, so the count is an upper bound of all nodes' uses.
                 let total = self.store.claim_term_uses(term, USE_RESERVATION_BLOCK)?;
-                uses.used = uses
-                    .used
-                    .max(total.saturating_sub(USE_RESERVATION_BLOCK).saturating_add(1));
+                uses.used = uses.used.max(
+                    total
+                        .saturating_sub(USE_RESERVATION_BLOCK)
+                        .saturating_add(1),
+                );
                 uses.reserved = total;
             } else {
                 uses.reserved = uses.used.saturating_add(USE_RESERVATION_BLOCK);

@@ -218,17 +218,25 @@ impl Nodes {
         self.nodes[i].server()
     }
 
-    /// Every running node's log tail, for failure messages.
+    /// Every running node's log tail, after its WARN and ERROR lines (where a
+    /// 500's correlation id leads), for failure messages.
     pub(crate) fn logs(&self) -> String {
         self.nodes
             .iter()
             .enumerate()
             .map(|(i, n)| {
+                let log = n.log();
+                let alarms: Vec<&str> = log
+                    .lines()
+                    .filter(|l| l.contains(" ERROR ") || l.contains(" WARN "))
+                    .take(40)
+                    .collect();
                 format!(
-                    "--- node {i} ({}, etcd prefix {}) ---\n{}",
+                    "--- node {i} ({}, etcd prefix {}) ---\nWARN/ERROR lines:\n{}\n--- tail ---\n{}",
                     n.base(),
                     self.prefix,
-                    tail(&n.log(), 4000)
+                    alarms.join("\n"),
+                    tail(&log, 4000)
                 )
             })
             .collect::<Vec<_>>()

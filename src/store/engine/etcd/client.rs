@@ -464,6 +464,13 @@ pub(super) fn classify(what: &str, e: etcd_client::Error) -> EngineError {
                 "not capable",
                 "connection refused",
                 "unhealthy cluster",
+                // tonic's own, when the member it was talking to went away
+                // mid-request (status Unknown): the next request goes to another.
+                "transport error",
+                "error trying to connect",
+                "connection reset",
+                "broken pipe",
+                "h2 protocol error",
             ]
             .iter()
             .any(|m| msg.contains(m));

@@ -62,7 +62,11 @@ impl Default for EtcdConfig {
 impl EtcdConfig {
     /// Where the data is, for messages: "etcd prefix /oidcvault/ at http://a:2379, ...".
     pub fn describe(&self) -> String {
-        format!("etcd prefix {} at {}", self.prefix, self.endpoints.join(", "))
+        format!(
+            "etcd prefix {} at {}",
+            self.prefix,
+            self.endpoints.join(", ")
+        )
     }
 
     /// Each request's deadline.

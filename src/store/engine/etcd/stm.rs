@@ -27,7 +27,18 @@ const MAX_ATTEMPTS: u32 = 200;
 
 /// Run `body` until it commits, aborts, fails, or loses too many races.
 pub(super) fn run(engine: &EtcdEngine, trees: &[Tree], body: &Body<'_>) -> Result<(), TxFailed> {
+    // One deadline for all the runs together (not per round trip): a caller
+    // (an HTTP worker's thread) waits at most about `timeout_secs` for a
+    // transaction, whatever the contention or the cluster's state.
+    let started = std::time::Instant::now();
     for attempt in 0..MAX_ATTEMPTS {
+        if attempt > 0 && started.elapsed() >= engine.timeout {
+            return Err(TxFailed::Engine(EngineError::Unavailable(format!(
+                "a transaction did not commit within {} s ({attempt} runs lost races to \
+                 concurrent writers or met an unavailable cluster)",
+                engine.timeout.as_secs()
+            ))));
+        }
         let mut tx = EtcdTx {
             engine,
             trees,
