@@ -405,38 +405,6 @@ fn login_event(at: i64, domain: Option<&Domain>, e: &LoginEvent<'_>) -> AuditRec
     r
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn debug_output_hides_the_sealed_values() {
-        let tx = LoginTransaction {
-            domain_id: 1,
-            purpose: LoginPurpose::Test { actor: 1 },
-            nonce: Zeroizing::new("nonce-value-xyz".into()),
-            pkce_verifier: Zeroizing::new("verifier-value-xyz".into()),
-            browser: [0; 32],
-            started_at: 0,
-            expires_at: 1,
-        };
-        let s = format!("{tx:?}");
-        assert!(
-            !s.contains("nonce-value") && !s.contains("verifier-value"),
-            "{s}"
-        );
-        let g = CodeGrant {
-            domain_id: 1,
-            app_id: 2,
-            redirect_uri: "https://app/cb".into(),
-            code_challenge: None,
-            profile: Zeroizing::new("{\"email\":\"a@b\"}".into()),
-            expires_at: 1,
-        };
-        assert!(!format!("{g:?}").contains("a@b"));
-    }
-}
-
 /// Re-encryption of the broker's records in flight (part of a key rotation).
 impl Vault {
     /// Re-seal every sign-in in flight and every code not yet redeemed that is
@@ -497,3 +465,36 @@ impl Vault {
         Ok(terms.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_the_sealed_values() {
+        let tx = LoginTransaction {
+            domain_id: 1,
+            purpose: LoginPurpose::Test { actor: 1 },
+            nonce: Zeroizing::new("nonce-value-xyz".into()),
+            pkce_verifier: Zeroizing::new("verifier-value-xyz".into()),
+            browser: [0; 32],
+            started_at: 0,
+            expires_at: 1,
+        };
+        let s = format!("{tx:?}");
+        assert!(
+            !s.contains("nonce-value") && !s.contains("verifier-value"),
+            "{s}"
+        );
+        let g = CodeGrant {
+            domain_id: 1,
+            app_id: 2,
+            redirect_uri: "https://app/cb".into(),
+            code_challenge: None,
+            profile: Zeroizing::new("{\"email\":\"a@b\"}".into()),
+            expires_at: 1,
+        };
+        assert!(!format!("{g:?}").contains("a@b"));
+    }
+}
+
