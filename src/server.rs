@@ -70,7 +70,9 @@ pub async fn serve(
     let l = &config.limits;
     server = server
         .max_connections(l.max_connections_per_worker(config.worker_count()))
-        .client_request_timeout(Duration::from_secs(l.request_head_timeout_secs))
+        .client_request_timeout(
+            Duration::from_secs(l.request_head_timeout_secs) + config.worker_stall_allowance(),
+        )
         .client_disconnect_timeout(Duration::from_secs(l.disconnect_timeout_secs))
         .keep_alive(Duration::from_secs(l.keep_alive_secs));
     server = server.workers(config.worker_count());

@@ -250,6 +250,21 @@ impl Config {
         }
     }
 
+    /// Added to the request-head timeout (`limits.request_head_timeout_secs`)
+    /// with a storage cluster: a worker's thread waits for etcd (up to
+    /// `storage.etcd.timeout_secs` per call, a few calls per request) while
+    /// another connection of the same worker has sent its next request, and
+    /// that wait is the server's, not the client's; without the allowance a
+    /// cluster election showed up as 408s on keep-alive connections.
+    pub fn worker_stall_allowance(&self) -> std::time::Duration {
+        match self.storage.backend {
+            crate::store::Backend::Sled => std::time::Duration::ZERO,
+            crate::store::Backend::Etcd => {
+                std::time::Duration::from_secs(self.storage.etcd.timeout_secs.saturating_mul(3))
+            }
+        }
+    }
+
     /// `[storage.etcd]` with its TLS files resolved against the config's folder.
     pub fn etcd_settings(&self) -> crate::store::EtcdConfig {
         let mut etcd = self.storage.etcd.clone();

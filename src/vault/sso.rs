@@ -497,4 +497,3 @@ mod tests {
         assert!(!format!("{g:?}").contains("a@b"));
     }
 }
-
