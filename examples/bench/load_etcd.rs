@@ -106,7 +106,12 @@ pub fn run(args: &Args) -> Result<(), String> {
             let mut cmd = util::command(util::binary("baseline_etcd")?);
             cmd.arg(cluster.endpoints.join(",")).arg("127.0.0.1:0");
             let log = work.join(format!("ceiling-{i}.log"));
-            list.push(Server::spawn(&format!("etcd_ceiling-{i}"), cmd, &log, None)?);
+            list.push(Server::spawn(
+                &format!("etcd_ceiling-{i}"),
+                cmd,
+                &log,
+                None,
+            )?);
         }
         servers.insert(CEILING, list);
     }
@@ -254,7 +259,13 @@ fn etcd_version() -> String {
     std::process::Command::new("etcd")
         .arg("--version")
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_owned())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned()
+        })
         .unwrap_or_default()
 }
 
@@ -360,7 +371,11 @@ fn run_split(
         })
         .sum();
     let weighted = |k: &str| {
-        parts.iter().map(|v| f(v, k) * f(v, "requests")).sum::<f64>() / requests.max(1.0)
+        parts
+            .iter()
+            .map(|v| f(v, k) * f(v, "requests"))
+            .sum::<f64>()
+            / requests.max(1.0)
     };
     let max = |k: &str| parts.iter().map(|v| f(v, k)).fold(0.0, f64::max);
     Ok(json!({
@@ -413,9 +428,8 @@ fn summarize(runs: &[Value], conns: &[usize], nodes: &[usize]) -> Value {
                         continue;
                     }
                     let m = |k: &str| median(rs.iter().filter_map(|r| r[k].as_f64()).collect());
-                    let cpu = |k: &str| {
-                        median(rs.iter().filter_map(|r| r["cpu"][k].as_f64()).collect())
-                    };
+                    let cpu =
+                        |k: &str| median(rs.iter().filter_map(|r| r["cpu"][k].as_f64()).collect());
                     row[t] = json!({
                         "rps": m("rps"),
                         "p50_ms": m("p50_us") / 1000.0,
