@@ -176,6 +176,12 @@ pub struct Op {
     pub value: Option<Vec<u8>>,
 }
 
+/// Entries (key, value) in key order: a page of [`Engine::scan`].
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Every entry of some trees: [`Engine::dump`].
+pub type Dump = Vec<(Tree, Entries)>;
+
 /// A key range of [`Engine::scan`].
 pub type Range = (Bound<Vec<u8>>, Bound<Vec<u8>>);
 
@@ -227,7 +233,7 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
         range: Range,
         limit: usize,
         reverse: bool,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, EngineError>;
+    ) -> Result<Entries, EngineError>;
 
     /// Number of entries in `tree`.
     fn len(&self, tree: Tree) -> Result<u64, EngineError>;
@@ -250,7 +256,7 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
 
     /// Every entry of `trees` as of one point in time (sled: the caller holds
     /// the store's gate exclusively; etcd: one revision).
-    fn dump(&self, trees: &[Tree]) -> Result<Vec<(Tree, Vec<(Vec<u8>, Vec<u8>)>)>, EngineError>;
+    fn dump(&self, trees: &[Tree]) -> Result<Dump, EngineError>;
 
     /// Take the cluster-wide duty `name` (e.g. "reencrypt", "prune",
     /// "sso-sweep") if no live node holds it: `None` when another does. An

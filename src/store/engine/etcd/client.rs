@@ -14,7 +14,9 @@ use etcd_client::{
 use sha2::{Digest, Sha256};
 
 use super::config::{EtcdConfig, ReadConsistency};
-use crate::store::engine::{Body, DutyGuard, Engine, EngineError, Op, Range, Tree, TxFailed};
+use crate::store::engine::{
+    Body, Dump, DutyGuard, Engine, EngineError, Entries, Op, Range, Tree, TxFailed,
+};
 
 /// etcd's default `--max-txn-ops`: the most operations (and, separately, the
 /// most compares) one Txn may carry.
@@ -163,7 +165,12 @@ impl EtcdEngine {
         }
     }
 
-    fn get_raw(&self, what: &str, key: Vec<u8>, opts: GetOptions) -> Result<GetResponse, EngineError> {
+    fn get_raw(
+        &self,
+        what: &str,
+        key: Vec<u8>,
+        opts: GetOptions,
+    ) -> Result<GetResponse, EngineError> {
         let mut kv = self.client.kv_client();
         self.run(what, async move { kv.get(key, Some(opts)).await })
     }
@@ -176,7 +183,7 @@ impl EtcdEngine {
         limit: i64,
         reverse: bool,
         revision: Option<i64>,
-    ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, bool, i64), EngineError> {
+    ) -> Result<(Entries, bool, i64), EngineError> {
         let tp = self.tree_prefix(tree);
         let (start, end) = etcd_range(&tp, range);
         let mut opts = match revision {
@@ -203,7 +210,7 @@ impl EtcdEngine {
         Ok((entries, more, rev))
     }
 
-    fn dump_once(&self, trees: &[Tree]) -> Result<Vec<(Tree, Vec<(Vec<u8>, Vec<u8>)>)>, EngineError> {
+    fn dump_once(&self, trees: &[Tree]) -> Result<Dump, EngineError> {
         let mut revision = None;
         let mut out = Vec::with_capacity(trees.len());
         for &tree in trees {
@@ -256,7 +263,11 @@ impl Engine for EtcdEngine {
 
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
         let mut resp = self.get_raw("a read", self.key(tree, key), self.read_options())?;
-        Ok(resp.take_kvs().into_iter().next().map(|kv| kv.into_key_value().1))
+        Ok(resp
+            .take_kvs()
+            .into_iter()
+            .next()
+            .map(|kv| kv.into_key_value().1))
     }
 
     fn scan(
@@ -265,7 +276,7 @@ impl Engine for EtcdEngine {
         range: Range,
         limit: usize,
         reverse: bool,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, EngineError> {
+    ) -> Result<Entries, EngineError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -314,12 +325,17 @@ impl Engine for EtcdEngine {
         let mut kv = self.client.kv_client();
         let key = self.key(tree, key);
         let mut resp = self.run("a take", async move {
-            kv.delete(key, Some(DeleteOptions::new().with_prev_key())).await
+            kv.delete(key, Some(DeleteOptions::new().with_prev_key()))
+                .await
         })?;
-        Ok(resp.take_prev_kvs().into_iter().next().map(|kv| kv.into_key_value().1))
+        Ok(resp
+            .take_prev_kvs()
+            .into_iter()
+            .next()
+            .map(|kv| kv.into_key_value().1))
     }
 
-    fn dump(&self, trees: &[Tree]) -> Result<Vec<(Tree, Vec<(Vec<u8>, Vec<u8>)>)>, EngineError> {
+    fn dump(&self, trees: &[Tree]) -> Result<Dump, EngineError> {
         // A compaction past the dump's revision in the middle: start again.
         let mut attempts = 0;
         loop {
@@ -337,8 +353,12 @@ impl Engine for EtcdEngine {
     fn ready(&self) -> Result<(), EngineError> {
         // Linearizable whatever the configuration: it needs the quorum.
         let key = self.prefix.clone();
-        self.get_raw("the readiness check", key, GetOptions::new().with_count_only())
-            .map(|_| ())
+        self.get_raw(
+            "the readiness check",
+            key,
+            GetOptions::new().with_count_only(),
+        )
+        .map(|_| ())
     }
 
     fn size_on_disk(&self) -> Option<u64> {
@@ -386,17 +406,19 @@ pub(super) fn prefix_end(p: &[u8]) -> Vec<u8> {
 
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 fn tls_options(config: &EtcdConfig) -> Result<etcd_client::TlsOptions, EngineError> {
     let read = |key: &str, path: &std::path::Path| {
-        std::fs::read(path).map(zeroize::Zeroizing::new).map_err(|e| {
-            EngineError::Other(format!("storage.etcd.{key} {}: {e}", path.display()))
-        })
+        std::fs::read(path)
+            .map(zeroize::Zeroizing::new)
+            .map_err(|e| EngineError::Other(format!("storage.etcd.{key} {}: {e}", path.display())))
     };
     let mut tls = etcd_client::TlsOptions::new();
     if let Some(ca) = &config.ca_file {
@@ -466,9 +488,21 @@ mod unit {
         let tp = b"/p/audit/";
         let r = etcd_range(tp, &(Bound::Unbounded, Bound::Unbounded));
         assert_eq!(r, (b"/p/audit/".to_vec(), b"/p/audit0".to_vec()));
-        let r = etcd_range(tp, &(Bound::Excluded(b"a".to_vec()), Bound::Included(b"c".to_vec())));
+        let r = etcd_range(
+            tp,
+            &(
+                Bound::Excluded(b"a".to_vec()),
+                Bound::Included(b"c".to_vec()),
+            ),
+        );
         assert_eq!(r, (b"/p/audit/a\0".to_vec(), b"/p/audit/c\0".to_vec()));
-        let r = etcd_range(tp, &(Bound::Included(b"a".to_vec()), Bound::Excluded(b"c".to_vec())));
+        let r = etcd_range(
+            tp,
+            &(
+                Bound::Included(b"a".to_vec()),
+                Bound::Excluded(b"c".to_vec()),
+            ),
+        );
         assert_eq!(r, (b"/p/audit/a".to_vec(), b"/p/audit/c".to_vec()));
         assert_eq!(prefix_end(b"a\xff\xff"), b"b".to_vec());
         assert_eq!(hex(&[0, 0xab, 0x10]), "00ab10");

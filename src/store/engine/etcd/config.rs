@@ -87,8 +87,7 @@ impl EtcdConfig {
                 "storage.etcd.endpoints mixes http:// and https:// URLs: use one scheme".into(),
             );
         }
-        if !(self.prefix.starts_with('/') && self.prefix.ends_with('/') && self.prefix.len() > 1)
-        {
+        if !(self.prefix.starts_with('/') && self.prefix.ends_with('/') && self.prefix.len() > 1) {
             return Err(format!(
                 "storage.etcd.prefix = {:?}: it must start and end with '/' (e.g. \"/oidcvault/\")",
                 self.prefix
@@ -135,6 +134,9 @@ fn check_endpoint(e: &str) -> Result<(), String> {
             "storage.etcd.endpoints: {e:?} {why}; use http://host:port or https://host:port"
         ))
     };
+    if !e.contains("://") {
+        return bad("is not a URL");
+    }
     let Ok(url) = url::Url::parse(e) else {
         return bad("is not a URL");
     };
@@ -183,7 +185,8 @@ mod tests {
 
     #[test]
     fn refusals_name_the_key() {
-        let cases: Vec<(&str, Box<dyn FnOnce(&mut EtcdConfig)>)> = vec![
+        type Change = Box<dyn FnOnce(&mut EtcdConfig)>;
+        let cases: Vec<(&str, Change)> = vec![
             ("endpoints is empty", Box::new(|c| c.endpoints.clear())),
             (
                 "no port",

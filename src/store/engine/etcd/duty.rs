@@ -89,7 +89,10 @@ async fn keep_alive(client: Client, lease_id: i64, held: Arc<AtomicBool>, timeou
     };
     let _ = renewed.await;
     held.store(false, Ordering::SeqCst);
-    tracing::warn!(lease_id, "a cluster duty was lost: its lease could not be renewed");
+    tracing::warn!(
+        lease_id,
+        "a cluster duty was lost: its lease could not be renewed"
+    );
 }
 
 /// Revoke the lease in the background (never blocks the dropping thread).

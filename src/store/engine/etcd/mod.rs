@@ -31,9 +31,11 @@ mod client;
 mod duty;
 #[cfg(feature = "etcd")]
 mod stm;
-#[cfg(all(test, feature = "etcd"))]
+#[cfg(test)]
+#[cfg(feature = "etcd")]
 mod testing;
-#[cfg(all(test, feature = "etcd"))]
+#[cfg(test)]
+#[cfg(feature = "etcd")]
 mod tests;
 
 pub use config::{EtcdConfig, ReadConsistency};

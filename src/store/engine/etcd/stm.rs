@@ -104,10 +104,9 @@ impl EtcdTx<'_> {
         };
         let mut kv = self.engine.client.kv_client();
         let k = key.clone();
-        let mut resp = match self
-            .engine
-            .run("a transaction's read", async move { kv.get(k, Some(opts)).await })
-        {
+        let mut resp = match self.engine.run("a transaction's read", async move {
+            kv.get(k, Some(opts)).await
+        }) {
             Ok(r) => r,
             // Revision R was compacted away under a long transaction: run it again.
             Err(EngineError::Other(e)) if is_compacted(&e) => {

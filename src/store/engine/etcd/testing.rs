@@ -16,6 +16,9 @@ pub(super) struct TestEtcd {
     dir: tempfile::TempDir,
     client_port: u16,
     peer_port: u16,
+    /// Clients must use TLS with a certificate (files in `dir`: ca.pem,
+    /// server.pem/-key.pem, client.pem/-key.pem).
+    tls: bool,
 }
 
 fn free_port() -> u16 {
@@ -26,15 +29,24 @@ fn free_port() -> u16 {
 }
 
 fn etcd_on_path() -> bool {
-    std::env::var_os("PATH").is_some_and(|p| {
-        std::env::split_paths(&p).any(|d| d.join("etcd").is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("etcd").is_file()))
 }
 
 impl TestEtcd {
     /// A running etcd, or `None` (with a NOTE) when etcd is not installed
     /// and this is not CI.
     pub(super) fn start(test: &str) -> Option<TestEtcd> {
+        Self::start_with(test, false)
+    }
+
+    /// As [`TestEtcd::start`], serving clients over TLS only, and only
+    /// clients with a certificate of its CA.
+    pub(super) fn start_tls(test: &str) -> Option<TestEtcd> {
+        Self::start_with(test, true)
+    }
+
+    fn start_with(test: &str, tls: bool) -> Option<TestEtcd> {
         if !etcd_on_path() {
             if std::env::var("CI").as_deref() == Ok("true") {
                 panic!("{test}: etcd is not on PATH (CI=true): apt-get install etcd-server");
@@ -47,13 +59,44 @@ impl TestEtcd {
             dir: tempfile::tempdir().unwrap(),
             client_port: free_port(),
             peer_port: free_port(),
+            tls,
         };
+        if tls {
+            etcd.write_certificates();
+        }
         etcd.spawn();
         Some(etcd)
     }
 
     pub(super) fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    pub(super) fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A CA, and a server and a client certificate it signed.
+    fn write_certificates(&self) {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "etcd test CA");
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        std::fs::write(self.file("ca.pem"), ca_cert.pem()).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        for (name, san) in [("server", "127.0.0.1"), ("client", "oidcvault")] {
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(vec![san.to_owned()])
+                .unwrap()
+                .signed_by(&key, &issuer)
+                .unwrap();
+            std::fs::write(self.file(&format!("{name}.pem")), cert.pem()).unwrap();
+            std::fs::write(self.file(&format!("{name}-key.pem")), key.serialize_pem()).unwrap();
+        }
     }
 
     fn log_path(&self) -> PathBuf {
@@ -74,9 +117,26 @@ impl TestEtcd {
             .append(true)
             .open(self.log_path())
             .unwrap();
-        let child = Command::new("etcd")
+        let mut command = Command::new("etcd");
+        if self.tls {
+            command
+                .arg(format!("--cert-file={}", self.file("server.pem").display()))
+                .arg(format!(
+                    "--key-file={}",
+                    self.file("server-key.pem").display()
+                ))
+                .arg(format!(
+                    "--trusted-ca-file={}",
+                    self.file("ca.pem").display()
+                ))
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .arg("--name=t")
-            .arg(format!("--data-dir={}", self.dir.path().join("data").display()))
+            .arg(format!(
+                "--data-dir={}",
+                self.dir.path().join("data").display()
+            ))
             .arg(format!("--listen-client-urls={}", self.url()))
             .arg(format!("--advertise-client-urls={}", self.url()))
             .arg(format!("--listen-peer-urls={peer}"))
@@ -120,10 +180,14 @@ impl TestEtcd {
 
     /// The engine's configuration for this etcd under `prefix`.
     pub(super) fn config(&self, prefix: &str) -> EtcdConfig {
+        let tls = |name: &str| self.tls.then(|| self.file(name));
         EtcdConfig {
             endpoints: vec![self.url()],
             prefix: prefix.into(),
             timeout_secs: 3,
+            ca_file: tls("ca.pem"),
+            cert_file: tls("client.pem"),
+            key_file: tls("client-key.pem"),
             ..EtcdConfig::default()
         }
     }

@@ -41,11 +41,19 @@ fn get_insert_remove_scan_paging_and_reverse() {
     assert!(e.group_commit().is_none());
     assert_eq!(e.get(Tree::Audit, b"a").unwrap(), None);
     for i in 0..25u32 {
-        put(&e, Tree::Audit, format!("k{i:02}").as_bytes(), &i.to_be_bytes());
+        put(
+            &e,
+            Tree::Audit,
+            format!("k{i:02}").as_bytes(),
+            &i.to_be_bytes(),
+        );
     }
-    // A neighbour tree whose name extends "audit" must not leak in.
+    // Another tree's keys stay out of this tree's scans and counts.
     put(&e, Tree::Meta, b"k00", b"meta");
-    assert_eq!(e.get(Tree::Audit, b"k07").unwrap(), Some(7u32.to_be_bytes().to_vec()));
+    assert_eq!(
+        e.get(Tree::Audit, b"k07").unwrap(),
+        Some(7u32.to_be_bytes().to_vec())
+    );
     assert_eq!(e.len(Tree::Audit).unwrap(), 25);
     assert_eq!(e.len(Tree::Meta).unwrap(), 1);
 
@@ -55,7 +63,9 @@ fn get_insert_remove_scan_paging_and_reverse() {
     loop {
         let page = e.scan(Tree::Audit, range.clone(), 10, false).unwrap();
         assert!(page.len() <= 10);
-        let Some((last, _)) = page.last().cloned() else { break };
+        let Some((last, _)) = page.last().cloned() else {
+            break;
+        };
         seen.extend(keys(&page));
         range = (Bound::Excluded(last), Bound::Unbounded);
     }
@@ -67,7 +77,9 @@ fn get_insert_remove_scan_paging_and_reverse() {
     let mut range = all();
     loop {
         let page = e.scan(Tree::Audit, range.clone(), 7, true).unwrap();
-        let Some((last, _)) = page.last().cloned() else { break };
+        let Some((last, _)) = page.last().cloned() else {
+            break;
+        };
         seen.extend(keys(&page));
         range = (Bound::Unbounded, Bound::Excluded(last));
     }
@@ -76,10 +88,22 @@ fn get_insert_remove_scan_paging_and_reverse() {
     assert_eq!(seen, rev);
 
     // Bounds.
-    let r = (Bound::Included(b"k05".to_vec()), Bound::Included(b"k08".to_vec()));
-    assert_eq!(keys(&e.scan(Tree::Audit, r.clone(), 100, false).unwrap()), want[5..9]);
-    let r2 = (Bound::Excluded(b"k05".to_vec()), Bound::Excluded(b"k08".to_vec()));
-    assert_eq!(keys(&e.scan(Tree::Audit, r2, 100, false).unwrap()), want[6..8]);
+    let r = (
+        Bound::Included(b"k05".to_vec()),
+        Bound::Included(b"k08".to_vec()),
+    );
+    assert_eq!(
+        keys(&e.scan(Tree::Audit, r.clone(), 100, false).unwrap()),
+        want[5..9]
+    );
+    let r2 = (
+        Bound::Excluded(b"k05".to_vec()),
+        Bound::Excluded(b"k08".to_vec()),
+    );
+    assert_eq!(
+        keys(&e.scan(Tree::Audit, r2, 100, false).unwrap()),
+        want[6..8]
+    );
     assert_eq!(
         keys(&e.scan(Tree::Audit, r, 2, true).unwrap()),
         vec!["k08".to_string(), "k07".to_string()]
@@ -87,27 +111,46 @@ fn get_insert_remove_scan_paging_and_reverse() {
     assert!(e.scan(Tree::Audit, all(), 0, false).unwrap().is_empty());
 
     // Remove in a transaction returns the old value; write() puts and deletes in order.
-    let mut old = None;
-    let cell = std::sync::Mutex::new(&mut old);
+    let old = std::sync::Mutex::new(None);
     e.transaction(&[Tree::Audit], &|tx| {
-        **cell.lock().unwrap() = tx.remove(Tree::Audit, b"k03")?;
+        *old.lock().unwrap() = tx.remove(Tree::Audit, b"k03")?;
         Ok(())
     })
     .unwrap();
-    assert_eq!(old, Some(3u32.to_be_bytes().to_vec()));
+    assert_eq!(old.into_inner().unwrap(), Some(3u32.to_be_bytes().to_vec()));
     assert_eq!(e.get(Tree::Audit, b"k03").unwrap(), None);
     let ops = vec![
-        Op { tree: Tree::Tokens, key: b"x".to_vec(), value: Some(b"1".to_vec()) },
-        Op { tree: Tree::Tokens, key: b"x".to_vec(), value: Some(b"2".to_vec()) },
-        Op { tree: Tree::Tokens, key: b"y".to_vec(), value: Some(b"3".to_vec()) },
-        Op { tree: Tree::Tokens, key: b"y".to_vec(), value: None },
+        Op {
+            tree: Tree::Tokens,
+            key: b"x".to_vec(),
+            value: Some(b"1".to_vec()),
+        },
+        Op {
+            tree: Tree::Tokens,
+            key: b"x".to_vec(),
+            value: Some(b"2".to_vec()),
+        },
+        Op {
+            tree: Tree::Tokens,
+            key: b"y".to_vec(),
+            value: Some(b"3".to_vec()),
+        },
+        Op {
+            tree: Tree::Tokens,
+            key: b"y".to_vec(),
+            value: None,
+        },
     ];
     e.write(&ops).unwrap();
     assert_eq!(e.get(Tree::Tokens, b"x").unwrap(), Some(b"2".to_vec()));
     assert_eq!(e.get(Tree::Tokens, b"y").unwrap(), None);
     // More ops than one Txn carries.
     let many: Vec<Op> = (0..300u32)
-        .map(|i| Op { tree: Tree::Tokens, key: i.to_be_bytes().to_vec(), value: Some(vec![1]) })
+        .map(|i| Op {
+            tree: Tree::Tokens,
+            key: i.to_be_bytes().to_vec(),
+            value: Some(vec![1]),
+        })
         .collect();
     e.write(&many).unwrap();
     assert_eq!(e.len(Tree::Tokens).unwrap(), 301);
@@ -143,7 +186,10 @@ fn transaction_reads_its_own_writes_and_abort_leaves_nothing() {
 
     // A tree the transaction did not declare is refused (as on sled).
     let r = e.transaction(&[Tree::Meta], &|tx| tx.insert(Tree::Apps, b"a", b"1"));
-    assert!(matches!(r, Err(TxFailed::Engine(EngineError::Other(_)))), "{r:?}");
+    assert!(
+        matches!(r, Err(TxFailed::Engine(EngineError::Other(_)))),
+        "{r:?}"
+    );
     assert_eq!(e.len(Tree::Apps).unwrap(), 0);
 }
 
@@ -172,9 +218,18 @@ fn conflicting_increments_are_retried_and_none_is_lost() {
     for t in threads {
         t.join().unwrap();
     }
-    let n = u64::from_be_bytes(e.get(Tree::Meta, b"counter").unwrap().unwrap().try_into().unwrap());
+    let n = u64::from_be_bytes(
+        e.get(Tree::Meta, b"counter")
+            .unwrap()
+            .unwrap()
+            .try_into()
+            .unwrap(),
+    );
     assert_eq!(n, 400);
-    eprintln!("400 increments by 2 threads: {} body runs", runs.load(Ordering::Relaxed));
+    eprintln!(
+        "400 increments by 2 threads: {} body runs",
+        runs.load(Ordering::Relaxed)
+    );
 }
 
 #[test]
@@ -193,7 +248,10 @@ fn take_has_exactly_one_winner_among_16_threads() {
                 })
             })
             .collect();
-        let got: Vec<Vec<u8>> = threads.into_iter().filter_map(|t| t.join().unwrap()).collect();
+        let got: Vec<Vec<u8>> = threads
+            .into_iter()
+            .filter_map(|t| t.join().unwrap())
+            .collect();
         assert_eq!(got, vec![vec![round]], "round {round}");
         assert_eq!(e.get(Tree::SsoCodes, b"code").unwrap(), None);
     }
@@ -213,21 +271,42 @@ fn name_trees_keep_only_digests_in_etcd() {
     }
     put(&e, Tree::Domains, b"id-1", b"record");
     // Read every raw key with a client of our own.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let raw: Vec<String> = rt.block_on(async {
-        let mut c = etcd_client::Client::connect([etcd.url()], None).await.unwrap();
-        let r = c
-            .get("/t/", Some(etcd_client::GetOptions::new().with_prefix().with_keys_only()))
+        let mut c = etcd_client::Client::connect([etcd.url()], None)
             .await
             .unwrap();
-        r.kvs().iter().map(|kv| String::from_utf8_lossy(kv.key()).into_owned()).collect()
+        let r = c
+            .get(
+                "/t/",
+                Some(
+                    etcd_client::GetOptions::new()
+                        .with_prefix()
+                        .with_keys_only(),
+                ),
+            )
+            .await
+            .unwrap();
+        r.kvs()
+            .iter()
+            .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+            .collect()
     });
     assert_eq!(raw.len(), 3, "{raw:?}");
     assert!(raw.contains(&"/t/domains/id-1".to_string()), "{raw:?}");
     for k in &raw {
-        assert!(!k.contains("example") && !k.contains("client-id"), "plaintext name in {k}");
+        assert!(
+            !k.contains("example") && !k.contains("client-id"),
+            "plaintext name in {k}"
+        );
     }
-    let digest = raw.iter().find(|k| k.starts_with("/t/domain_names/")).unwrap();
+    let digest = raw
+        .iter()
+        .find(|k| k.starts_with("/t/domain_names/"))
+        .unwrap();
     assert_eq!(digest.len(), "/t/domain_names/".len() + 64, "{digest}");
 }
 
@@ -239,7 +318,11 @@ fn dump_is_one_point_in_time() {
     // moving them across in transactions. Any dump must hold each exactly once.
     const N: u32 = 1200;
     let ops: Vec<Op> = (0..N)
-        .map(|i| Op { tree: Tree::Tokens, key: format!("{i:05}").into_bytes(), value: Some(vec![7; 32]) })
+        .map(|i| Op {
+            tree: Tree::Tokens,
+            key: format!("{i:05}").into_bytes(),
+            value: Some(vec![7; 32]),
+        })
         .collect();
     e.write(&ops).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -269,7 +352,11 @@ fn dump_is_one_point_in_time() {
         let mut seen = BTreeSet::new();
         for (_, entries) in &dump {
             for (k, _) in entries {
-                assert!(seen.insert(k.clone()), "{} twice", String::from_utf8_lossy(k));
+                assert!(
+                    seen.insert(k.clone()),
+                    "{} twice",
+                    String::from_utf8_lossy(k)
+                );
             }
         }
         assert_eq!(seen.len(), N as usize, "a dump saw {} tokens", seen.len());
@@ -285,10 +372,16 @@ fn a_duty_is_exclusive_and_moves_when_released_or_expired() {
     let etcd = etcd_or_skip!("a_duty_is_exclusive_and_moves_when_released_or_expired");
     let a = etcd.engine("/t/");
     let b = etcd.engine("/t/");
-    let held = a.try_duty("prune").unwrap().expect("the first taker gets it");
+    let held = a
+        .try_duty("prune")
+        .unwrap()
+        .expect("the first taker gets it");
     assert!(held.held());
     assert!(b.try_duty("prune").unwrap().is_none());
-    assert!(a.try_duty("prune").unwrap().is_none(), "not twice in one process either");
+    assert!(
+        a.try_duty("prune").unwrap().is_none(),
+        "not twice in one process either"
+    );
     // Another duty is independent.
     let other = b.try_duty("sso-sweep").unwrap().unwrap();
     // Released: the other engine takes it at once (the revoke is asynchronous).
@@ -298,7 +391,10 @@ fn a_duty_is_exclusive_and_moves_when_released_or_expired() {
         if let Some(g) = b.try_duty("prune").unwrap() {
             break g;
         }
-        assert!(Instant::now() < deadline, "the released duty was not free within 5 s");
+        assert!(
+            Instant::now() < deadline,
+            "the released duty was not free within 5 s"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(held_b.held());
@@ -315,11 +411,17 @@ fn a_duty_is_exclusive_and_moves_when_released_or_expired() {
         if let Some(g) = a.try_duty("prune").unwrap() {
             break g;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "the dead holder's duty never expired");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the dead holder's duty never expired"
+        );
         std::thread::sleep(Duration::from_millis(250));
     };
     assert!(held_a.held());
-    eprintln!("a dead holder's duty was free after {:?}", started.elapsed());
+    eprintln!(
+        "a dead holder's duty was free after {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -333,16 +435,40 @@ fn a_dead_cluster_is_unavailable_and_recovers() {
     let started = Instant::now();
     let r = e.get(Tree::Meta, b"k");
     assert!(matches!(r, Err(EngineError::Unavailable(_))), "{r:?}");
-    assert!(started.elapsed() < limit, "get took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < limit,
+        "get took {:?}",
+        started.elapsed()
+    );
     let started = Instant::now();
     let r = e.transaction(&[Tree::Meta], &|tx| tx.insert(Tree::Meta, b"k", b"w"));
-    assert!(matches!(r, Err(TxFailed::Engine(EngineError::Unavailable(_)))), "{r:?}");
-    assert!(started.elapsed() < limit, "transaction took {:?}", started.elapsed());
-    for r in [e.ready(), e.write(&[Op { tree: Tree::Meta, key: b"k".to_vec(), value: None }])] {
+    assert!(
+        matches!(r, Err(TxFailed::Engine(EngineError::Unavailable(_)))),
+        "{r:?}"
+    );
+    assert!(
+        started.elapsed() < limit,
+        "transaction took {:?}",
+        started.elapsed()
+    );
+    for r in [
+        e.ready(),
+        e.write(&[Op {
+            tree: Tree::Meta,
+            key: b"k".to_vec(),
+            value: None,
+        }]),
+    ] {
         assert!(matches!(r, Err(EngineError::Unavailable(_))), "{r:?}");
     }
-    assert!(matches!(e.take(Tree::Meta, b"k"), Err(EngineError::Unavailable(_))));
-    assert!(matches!(e.len(Tree::Meta), Err(EngineError::Unavailable(_))));
+    assert!(matches!(
+        e.take(Tree::Meta, b"k"),
+        Err(EngineError::Unavailable(_))
+    ));
+    assert!(matches!(
+        e.len(Tree::Meta),
+        Err(EngineError::Unavailable(_))
+    ));
     assert!(matches!(e.try_duty("x"), Err(EngineError::Unavailable(_))));
     if let Err(r) = e.dump(&[Tree::Meta]) {
         assert!(matches!(r, EngineError::Unavailable(_)), "{r:?}");
@@ -353,19 +479,67 @@ fn a_dead_cluster_is_unavailable_and_recovers() {
     // The duty's keep-alive fails: the holder learns it may have lost it.
     let deadline = Instant::now() + Duration::from_secs(12);
     while duty.held() {
-        assert!(Instant::now() < deadline, "a duty still held 12 s after the cluster died");
+        assert!(
+            Instant::now() < deadline,
+            "a duty still held 12 s after the cluster died"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 
     etcd.restart();
     let deadline = Instant::now() + Duration::from_secs(20);
     while let Err(err) = e.ready() {
-        assert!(Instant::now() < deadline, "not ready 20 s after restart: {err}\n{}", etcd.log_tail());
+        assert!(
+            Instant::now() < deadline,
+            "not ready 20 s after restart: {err}\n{}",
+            etcd.log_tail()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(e.get(Tree::Meta, b"k").unwrap(), Some(b"v".to_vec()));
     put(&e, Tree::Meta, b"k", b"after");
     assert_eq!(e.get(Tree::Meta, b"k").unwrap(), Some(b"after".to_vec()));
+}
+
+#[test]
+fn tls_with_a_client_certificate() {
+    let etcd = match TestEtcd::start_tls("tls_with_a_client_certificate") {
+        Some(e) => e,
+        None => return,
+    };
+    let e = etcd.engine("/t/");
+    put(&e, Tree::Configs, b"c", b"sealed");
+    assert_eq!(
+        e.get(Tree::Configs, b"c").unwrap(),
+        Some(b"sealed".to_vec())
+    );
+    // Without the client certificate, or trusting another CA: an error
+    // within the timeout, never a panic or a hang.
+    let mut no_cert = etcd.config("/t/");
+    no_cert.cert_file = None;
+    no_cert.key_file = None;
+    let mut wrong_ca = etcd.config("/t/");
+    wrong_ca.ca_file = Some(etcd.file("client.pem"));
+    for config in [no_cert, wrong_ca] {
+        let started = Instant::now();
+        let r = super::EtcdEngine::connect(&config).and_then(|e| e.get(Tree::Configs, b"c"));
+        assert!(r.is_err(), "{r:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        println!("refused: {}", r.unwrap_err());
+    }
+    let mut missing = etcd.config("/t/");
+    missing.key_file = Some(etcd.file("nowhere.pem"));
+    let err = super::EtcdEngine::connect(&missing)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("storage.etcd.key_file") && err.contains("nowhere.pem"),
+        "{err}"
+    );
 }
 
 /// Not a benchmark: the order of magnitude of one round trip on loopback
@@ -393,7 +567,11 @@ fn latency_on_loopback() {
         e.get(Tree::Meta, b"a").unwrap();
     }));
     let write2 = median(time(&|| {
-        let ops = [b"a", b"b"].map(|k| Op { tree: Tree::Meta, key: k.to_vec(), value: Some(vec![2]) });
+        let ops = [b"a", b"b"].map(|k| Op {
+            tree: Tree::Meta,
+            key: k.to_vec(),
+            value: Some(vec![2]),
+        });
         e.write(&ops).unwrap();
     }));
     let stm2 = median(time(&|| {
