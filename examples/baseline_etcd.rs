@@ -1,5 +1,5 @@
 //! Load-benchmark baseline for the etcd backend, the *etcd ceiling*: actix-web
-//! + `etcd-client` making, per request, the etcd calls oidcvault's etcd
+//! and `etcd-client` making, per request, the etcd calls oidcvault's etcd
 //! engine makes for the same request (src/store/engine/etcd, store in shared
 //! mode), and nothing else: no authentication, no encryption, no validation,
 //! no logging, no record encoding.
