@@ -29,6 +29,9 @@
 //! the call: that difference is part of what this ceiling measures). Workers:
 //! one per core, as oidcvault's default.
 //!
+//! `BASELINE_ETCD_WRITE_LOCK=off` in the environment: POSTs without the
+//! write-order lock (each runs its transaction at once; to measure the lock).
+//!
 //! `baseline_etcd ENDPOINTS [BIND] [PREFIX]` (ENDPOINTS comma-separated, e.g.
 //! `http://127.0.0.1:2379,http://127.0.0.1:2381`); prints
 //! `listening on http://ADDR` on stderr.
@@ -62,6 +65,8 @@ struct State {
     prefix: String,
     /// oidcvault's write-order lock: one audited write in flight per process.
     turn: tokio::sync::Mutex<()>,
+    /// False with `BASELINE_ETCD_WRITE_LOCK=off` (to measure what the lock does).
+    write_lock: bool,
     seq: AtomicU64,
 }
 
@@ -150,7 +155,10 @@ async fn post(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> Ht
             return unavailable(&e);
         }
     }
-    let _turn = state.turn.lock().await;
+    let _turn = match state.write_lock {
+        true => Some(state.turn.lock().await),
+        false => None,
+    };
     for attempt in 0..MAX_ATTEMPTS {
         match upsert_once(&state, &d).await {
             Ok(true) => return json(DOC),
@@ -246,6 +254,7 @@ fn main() -> std::io::Result<()> {
         rt: rt.handle().clone(),
         prefix,
         turn: tokio::sync::Mutex::new(()),
+        write_lock: std::env::var("BASELINE_ETCD_WRITE_LOCK").as_deref() != Ok("off"),
         seq: AtomicU64::new(0),
     });
     let result = actix_web::rt::System::new().block_on(async move {
