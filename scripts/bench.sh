@@ -5,6 +5,9 @@
 #   scripts/bench.sh            # micro + load + scale
 #   scripts/bench.sh micro      # only the criterion micro-benchmarks
 #   scripts/bench.sh load [bench options]    e.g. load --duration 5 --rounds 2
+#   scripts/bench.sh load --backend etcd [bench options]
+#                                            oidcvault on a 3-member etcd cluster (loopback),
+#                                            one node and two, beside the etcd ceiling
 #   scripts/bench.sh scale [bench options]   e.g. scale --domains 10000 --mixed-secs 60
 #   scripts/bench.sh profile [bench options] where a POST's instructions go (callgrind;
 #                                            --tool perf: its CPU, kernel included)
@@ -27,6 +30,17 @@ if [ "$what" != micro ] && [ "$what" != signin ] && ! command -v wrk >/dev/null;
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
 fi
 
+# ---- etcd (Debian's etcd-server; etcdctl from etcd-client), for load --backend etcd
+etcd_load=no
+if [ "$what" = load ] && [[ " $* " == *" --backend etcd "* ]]; then
+  etcd_load=yes
+fi
+if [ "$etcd_load" = yes ] && { ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; }; then
+  echo "== installing etcd"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client
+fi
+
 if [ "$what" = profile ] && [[ " $* " == *" perf "* ]] && ! command -v perf >/dev/null; then
   echo "== installing perf"
   apt-get update -qq
@@ -41,8 +55,12 @@ fi
 
 build() {
   echo "== cargo build --release (server, baselines, bench driver)"
-  cargo build --release --bin oidcvault --example baseline_http \
-    --example baseline_store --example bench
+  if [ "$etcd_load" = yes ]; then
+    cargo build --release --bin oidcvault --example baseline_etcd --example bench
+  else
+    cargo build --release --bin oidcvault --example baseline_http \
+      --example baseline_store --example bench
+  fi
 }
 
 # Benchmarks run at a higher priority (nice -5; needs root, else nice warns and

@@ -4,6 +4,7 @@
 //! ```text
 //! cargo build --release --bin oidcvault --example baseline_http --example baseline_store --example bench
 //! target/release/examples/bench load  [--duration SECS] [--conns 1,32,256] [--rounds N] [--domains N] [--wrk-threads N] [--log-level info]
+//! target/release/examples/bench load --backend etcd [the same] [--nodes 1,2] [--targets oidcvault,etcd_ceiling]
 //! target/release/examples/bench scale [--domains 10000,100000] [--mixed-secs SECS]
 //! target/release/examples/bench profile [--duration SECS] [--conns N] [--server oidcvault|http_ceiling|storage_ceiling] [--method POST|GET]
 //! target/release/examples/bench signin [--duration SECS] [--conns 1,8,32] [--rounds N] [--users N] [--idp-workers N] [--log-level info] [--max-concurrent-fetches N]
@@ -12,7 +13,9 @@
 //! `load` runs oidcvault and its two baselines (`baseline_http`: the HTTP
 //! ceiling; `baseline_store`: the storage ceiling) side by side with the same
 //! load generator (wrk) and the same requests, and reports throughput, p50 and
-//! p99 latency and the ratios oidcvault / baseline. `scale` loads N domains with
+//! p99 latency and the ratios oidcvault / baseline. `load --backend etcd`
+//! runs oidcvault on a three-member etcd cluster it starts on loopback, one
+//! node and two, beside the etcd ceiling (`baseline_etcd`). `scale` loads N domains with
 //! a token and a config each through the library (the real store), then
 //! measures startup (the Argon2 derivation apart), resident memory after start
 //! and after mixed load, and bytes on disk per domain. `profile` counts where
@@ -28,8 +31,10 @@
 #![forbid(unsafe_code)]
 
 mod browser;
+mod etcd;
 mod idp;
 mod load;
+mod load_etcd;
 mod populate;
 mod profile;
 mod scale;
@@ -43,6 +48,7 @@ fn usage() -> ExitCode {
     eprintln!("(every command also takes --nice N: priority of servers and wrk, default -5)");
     eprintln!(
         "usage: bench load [--duration SECS] [--conns 1,32,256] [--rounds N] [--domains N] [--wrk-threads N] [--log-level info]\n       \
+         bench load --backend etcd [the options of load] [--nodes 1,2] [--targets oidcvault,etcd_ceiling]\n       \
          bench scale [--domains 10000,100000] [--mixed-secs SECS]\n       \
          bench profile [--duration SECS] [--conns N] [--server oidcvault|http_ceiling|storage_ceiling] [--method POST|GET] [--tool callgrind|perf]\n       \
          bench signin [--duration SECS] [--conns 1,8,32] [--rounds N] [--users N] [--idp-workers N] [--log-level info] [--max-concurrent-fetches N]"
@@ -121,16 +127,34 @@ fn main() -> ExitCode {
         }
     }
     let result = match command.as_str() {
-        "load" => args
-            .check_known(&[
-                "duration",
-                "conns",
-                "rounds",
-                "domains",
-                "wrk-threads",
-                "log-level",
-            ])
-            .and_then(|()| load::run(&args)),
+        "load" => match args.get("backend", "sled".to_owned()) {
+            Ok(b) if b == "sled" => args
+                .check_known(&[
+                    "backend",
+                    "duration",
+                    "conns",
+                    "rounds",
+                    "domains",
+                    "wrk-threads",
+                    "log-level",
+                ])
+                .and_then(|()| load::run(&args)),
+            Ok(b) if b == "etcd" => args
+                .check_known(&[
+                    "backend",
+                    "duration",
+                    "conns",
+                    "rounds",
+                    "domains",
+                    "wrk-threads",
+                    "log-level",
+                    "nodes",
+                    "targets",
+                ])
+                .and_then(|()| load_etcd::run(&args)),
+            Ok(b) => Err(format!("--backend {b:?}: sled or etcd")),
+            Err(e) => Err(e),
+        },
         "profile" => args
             .check_known(&["duration", "conns", "server", "method", "nice", "tool"])
             .and_then(|()| profile::run(&args)),
