@@ -104,11 +104,12 @@ impl Vault {
                     .into(),
             ));
         };
-        let mut stored = self
+        let same = *self
             .keyring_stored
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if *stored == bytes {
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            == bytes;
+        if same {
             return Ok(false);
         }
         let file = KeyringFile::from_bytes(&bytes)?;
@@ -121,12 +122,17 @@ impl Vault {
             other => other.into(),
         })?;
         let term = keyring.active_term();
+        // The gate first, then the stored bytes: the order `install_keyring`
+        // takes them in (a rotation holds the gate while it installs).
         self.store.exclusive(|| {
+            let mut stored = self
+                .keyring_stored
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             self.swap_keyring(keyring);
             self.store.set_keyring_guard(Some(bytes.clone()));
+            *stored = bytes;
         });
-        *stored = bytes;
-        drop(stored);
         self.reset_uses(term)?;
         tracing::info!(
             active_term = term,
