@@ -219,29 +219,22 @@ impl Store {
         Ok(removed)
     }
 
-    /// The keys of the broker's sealed records (sign-ins in flight, codes not
-    /// yet redeemed) whose envelope `keep` rejects (e.g. sealed under a term
-    /// other than the active one), for re-encryption before a term is dropped.
-    pub fn sso_records_where(
-        &self,
-        tree: SsoTree,
-        keep: impl Fn(&SsoRecord) -> bool,
-    ) -> Result<Vec<[u8; 32]>, StoreError> {
+    /// The broker's sealed records (sign-ins in flight, codes not yet
+    /// redeemed) with their keys, for re-encryption before a key term is
+    /// dropped. A record that does not decode is left to the sweep.
+    pub fn sso_records(&self, tree: SsoTree) -> Result<Vec<([u8; 32], SsoRecord)>, StoreError> {
         let tree = Self::sso_tree(tree);
-        let mut keys = Vec::new();
+        let mut records = Vec::new();
         for kv in self.entries(tree) {
             let (k, v) = kv?;
             let Ok(key) = <[u8; 32]>::try_from(k.as_slice()) else {
                 continue;
             };
-            // A record that does not decode is left to the sweep.
             if let Ok(record) = decode::<SsoRecord>(tree.name(), &k, &v) {
-                if !keep(&record) {
-                    keys.push(key);
-                }
+                records.push((key, record));
             }
         }
-        Ok(keys)
+        Ok(records)
     }
 
     /// Re-seal one broker record if it is still there: `reseal` gets it and

@@ -28,21 +28,6 @@ pub(super) enum KeyringHome {
 }
 
 impl KeyringHome {
-    /// The wrapped keyring as stored, if there is one.
-    pub(super) fn read(&self, store: &Store) -> Result<Option<Vec<u8>>, VaultError> {
-        match self {
-            KeyringHome::File(path) => match std::fs::read(path) {
-                Ok(b) => Ok(Some(b)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(VaultError::Operation(format!(
-                    "cannot read the keyring {}: {e}",
-                    path.display()
-                ))),
-            },
-            KeyringHome::Store => Ok(store.keyring()?),
-        }
-    }
-
     /// Replace the stored keyring `expected` (the bytes this node holds, or
     /// `None` for a first one) by `new`. In the store it is a compare-and-swap:
     /// when another node changed it meanwhile, nothing is written and the
@@ -97,7 +82,7 @@ impl Vault {
         if !matches!(self.keyring_home, KeyringHome::Store) {
             return Ok(false);
         }
-        let Some(bytes) = self.keyring_home.read(&self.store)? else {
+        let Some(bytes) = self.store.keyring()? else {
             return Err(VaultError::Operation(
                 "the keyring is gone from the storage cluster; every node refuses to seal \
                  until it is restored (see README: Running more than one node)"

@@ -421,7 +421,10 @@ impl Vault {
             let active = self.keyring().active_term();
             let keys = self
                 .store
-                .sso_records_where(tree, |r| envelope_term(&r.sealed) == Some(active))?;
+                .sso_records(tree)?
+                .into_iter()
+                .filter(|(_, r)| envelope_term(&r.sealed) != Some(active))
+                .map(|(key, _)| key);
             for key in keys {
                 self.count_encryption(self.keyring().active_term(), true)?;
                 let binding = hex(&key);
@@ -453,16 +456,13 @@ impl Vault {
 
     /// The key terms the broker's records in flight are sealed under.
     pub(super) fn sign_in_terms(&self) -> Result<std::collections::BTreeSet<u32>, VaultError> {
-        let terms = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        let mut terms = std::collections::BTreeSet::new();
         for tree in [SsoTree::Transactions, SsoTree::Codes] {
-            self.store.sso_records_where(tree, |r| {
-                if let Some(t) = envelope_term(&r.sealed) {
-                    terms.borrow_mut().insert(t);
-                }
-                true
-            })?;
+            for (_, record) in self.store.sso_records(tree)? {
+                terms.extend(envelope_term(&record.sealed));
+            }
         }
-        Ok(terms.into_inner())
+        Ok(terms)
     }
 }
 
