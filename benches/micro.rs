@@ -232,6 +232,7 @@ fn store(c: &mut Criterion) {
         &dir.path().join("data"),
         &StoreOptions {
             cache_capacity_bytes: 64 << 20,
+            auth_cache_bytes: 4 << 20,
             commit_metrics: None,
         },
     )

@@ -11,7 +11,9 @@
 //! - `binary_*`: through the real binary over real TCP, for the guarantees:
 //!   durability across `kill -9` and backup by copy (`binary_durability`), the
 //!   master key (`binary_master_key`), nothing secret at rest or in the logs
-//!   (`binary_secrets`), the command line (`binary_cli`);
+//!   (`binary_secrets`), the command line (`binary_cli`), revocation and domain
+//!   removal effective before their answer under 64 clients, through the
+//!   authentication cache (`binary_revocation`);
 //! - `ui`: the admin page's files and headers, in process; `browser`: the page,
 //!   and a sign-in through the broker at a real OpenID Provider's login form, in
 //!   headless Chromium against the real binary (ignored by a plain `cargo test`,
@@ -55,6 +57,7 @@ mod binary_cli;
 mod binary_credentials;
 mod binary_durability;
 mod binary_master_key;
+mod binary_revocation;
 mod binary_secrets;
 mod browser;
 mod cluster;

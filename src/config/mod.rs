@@ -234,6 +234,10 @@ impl Config {
         self.storage.cache_capacity_bytes()
     }
 
+    pub fn auth_cache_bytes(&self) -> u64 {
+        self.storage.auth_cache_bytes()
+    }
+
     /// Worker threads: `server.workers`, or when 0, one per core, and for a
     /// storage cluster 16 per core: the store's calls wait for a network
     /// round trip to etcd on the worker's thread (the store's interface is

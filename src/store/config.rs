@@ -18,11 +18,18 @@ pub struct StorageConfig {
     pub data_dir: PathBuf,
     /// sled's page cache, in MiB (sled's own default is 1 GiB).
     pub cache_capacity_mib: u64,
+    /// The records that decide authentication (tokens, domains), kept in
+    /// memory, in MiB; 0 turns the cache off. sled only: with etcd other
+    /// nodes write too, and the cache is off.
+    pub auth_cache_mib: u64,
     /// Where the server writes online backups (`POST /api/v1/admin/backup`).
     pub backup_dir: PathBuf,
     /// The etcd cluster, when `backend = "etcd"`.
     pub etcd: EtcdConfig,
 }
+
+/// Largest `storage.auth_cache_mib`.
+pub(super) const MAX_AUTH_CACHE_MIB: u64 = 4096;
 
 /// `storage.backend`.
 #[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
@@ -38,6 +45,7 @@ impl Default for StorageConfig {
         Self {
             data_dir: PathBuf::from("data"),
             cache_capacity_mib: 16,
+            auth_cache_mib: 4,
             backup_dir: PathBuf::from("backups"),
             backend: Backend::Sled,
             etcd: EtcdConfig::default(),
@@ -54,6 +62,13 @@ impl StorageConfig {
                 self.cache_capacity_mib
             ));
         }
+        if self.auth_cache_mib > MAX_AUTH_CACHE_MIB {
+            return Err(format!(
+                "storage.auth_cache_mib = {} is outside 0..={MAX_AUTH_CACHE_MIB} (MiB; 0 turns \
+                 the authentication cache off)",
+                self.auth_cache_mib
+            ));
+        }
         if self.backend == Backend::Etcd {
             self.etcd.validate()?;
         }
@@ -63,6 +78,11 @@ impl StorageConfig {
     /// sled's page cache, in bytes.
     pub fn cache_capacity_bytes(&self) -> u64 {
         self.cache_capacity_mib.saturating_mul(1 << 20)
+    }
+
+    /// The authentication cache's budget, in bytes.
+    pub fn auth_cache_bytes(&self) -> u64 {
+        self.auth_cache_mib.saturating_mul(1 << 20)
     }
 }
 

@@ -291,6 +291,9 @@ fn key_id(tree: Tree, key: &[u8]) -> Result<u64, StoreError> {
 #[derive(Debug, Clone, Default)]
 pub struct StoreOptions {
     pub cache_capacity_bytes: u64,
+    /// The authentication cache's budget (`engine::cached`; 0: none). Used by
+    /// [`Store::open`] only: an engine opened elsewhere may be shared.
+    pub auth_cache_bytes: u64,
     /// Where the group commit reports batch sizes and fsync latency.
     pub commit_metrics: Option<CommitMetrics>,
 }
@@ -351,7 +354,8 @@ impl Store {
             options.commit_metrics.clone(),
             false,
         )?;
-        let mut store = Self::with_engine(Arc::new(engine), options)?;
+        let engine = engine::cached::CachedEngine::wrap(Arc::new(engine), options.auth_cache_bytes);
+        let mut store = Self::with_engine(engine, options)?;
         store.dir = Some(dir.to_path_buf());
         Ok(store)
     }
@@ -500,6 +504,7 @@ mod tests {
             dir.path(),
             &StoreOptions {
                 cache_capacity_bytes: 8 << 20,
+                auth_cache_bytes: 1 << 20,
                 commit_metrics: None,
             },
         );

@@ -96,6 +96,7 @@ impl Store {
                 dest,
                 &StoreOptions {
                     cache_capacity_bytes: 8 << 20,
+                    auth_cache_bytes: 0,
                     commit_metrics: None,
                 },
             )?;

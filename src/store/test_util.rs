@@ -18,6 +18,7 @@ pub(super) fn open(dir: &Path) -> Store {
             dir,
             &StoreOptions {
                 cache_capacity_bytes: 8 << 20,
+                auth_cache_bytes: 1 << 20,
                 commit_metrics: None,
             },
         ) {

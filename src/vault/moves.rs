@@ -51,6 +51,8 @@ pub fn load_data_dir(
     drop(secret);
     let options = StoreOptions {
         cache_capacity_bytes: config.cache_capacity_bytes(),
+        // Read once, record by record: nothing to gain from a cache.
+        auth_cache_bytes: 0,
         commit_metrics: None,
     };
     let from = Store::open(src, &options)?;

@@ -117,6 +117,7 @@ impl Vault {
         }
         let options = StoreOptions {
             cache_capacity_bytes: config.cache_capacity_bytes(),
+            auth_cache_bytes: config.auth_cache_bytes(),
             commit_metrics,
         };
         let mut report = OpenReport::default();

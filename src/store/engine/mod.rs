@@ -21,6 +21,7 @@
 // The etcd engine's configuration is always built (the config file parses the
 // same with or without the engine); the engine itself only with the `etcd`
 // cargo feature (on by default).
+pub mod cached;
 pub mod etcd;
 pub mod sled;
 
