@@ -20,6 +20,9 @@ pub struct Metrics {
     pub latency: HistogramVec,
     pub commit: CommitMetrics,
     pub store_bytes: IntGauge,
+    /// The authentication cache: lookups by result (hit, miss), bytes held.
+    pub auth_cache_lookups: IntCounterVec,
+    pub auth_cache_bytes: IntGauge,
     pub domains: IntGauge,
     pub configs: IntGauge,
     pub active_term: IntGauge,
@@ -77,6 +80,17 @@ impl Metrics {
             ]),
         )?;
         let store_bytes = IntGauge::new("store_size_bytes", "Size of the store on disk")?;
+        let auth_cache_lookups = IntCounterVec::new(
+            Opts::new(
+                "auth_cache_lookups_total",
+                "Token and domain lookups of authentication, by whether the cache held the record",
+            ),
+            &["result"],
+        )?;
+        let auth_cache_bytes = IntGauge::new(
+            "auth_cache_bytes",
+            "Bytes held by the authentication cache (storage.auth_cache_mib bounds it)",
+        )?;
         let domains = IntGauge::new("domains", "Enterprise domains")?;
         let configs = IntGauge::new("configs", "Stored OIDC configurations")?;
         let active_term = IntGauge::new("key_active_term", "Active data-key term")?;
@@ -96,6 +110,8 @@ impl Metrics {
         registry.register(Box::new(batch_size.clone()))?;
         registry.register(Box::new(sync_seconds.clone()))?;
         registry.register(Box::new(store_bytes.clone()))?;
+        registry.register(Box::new(auth_cache_lookups.clone()))?;
+        registry.register(Box::new(auth_cache_bytes.clone()))?;
         registry.register(Box::new(domains.clone()))?;
         registry.register(Box::new(configs.clone()))?;
         registry.register(Box::new(active_term.clone()))?;
@@ -128,6 +144,8 @@ impl Metrics {
                 sync_seconds,
             },
             store_bytes,
+            auth_cache_lookups,
+            auth_cache_bytes,
             domains,
             configs,
             active_term,
@@ -151,6 +169,20 @@ impl Metrics {
         let labels = [method, route, status.as_str()];
         self.requests.with_label_values(&labels).inc();
         self.latency.with_label_values(&labels).observe(seconds);
+    }
+
+    /// The authentication cache's figures as of now (counters only move up:
+    /// they are raised to the cache's own totals).
+    pub fn set_auth_cache(&self, figures: Option<crate::store::engine::cached::CacheFigures>) {
+        let Some(f) = figures else {
+            return;
+        };
+        for (result, total) in [("hit", f.hits), ("miss", f.misses)] {
+            let c = self.auth_cache_lookups.with_label_values(&[result]);
+            c.inc_by(total.saturating_sub(c.get()));
+        }
+        self.auth_cache_bytes
+            .set(i64::try_from(f.bytes).unwrap_or(i64::MAX));
     }
 
     /// The Prometheus text exposition of every metric.

@@ -115,6 +115,8 @@ fn metrics_parse_as_prometheus_text_and_move_with_requests() {
         "oidcvault_configs",
         "oidcvault_key_active_term",
         "oidcvault_key_term_encryptions",
+        "oidcvault_auth_cache_lookups_total",
+        "oidcvault_auth_cache_bytes",
     ] {
         assert!(
             after.types.contains_key(family),
@@ -122,6 +124,18 @@ fn metrics_parse_as_prometheus_text_and_move_with_requests() {
             after.types.keys().collect::<Vec<_>>()
         );
     }
+    // Authentication read the tokens and domains through the cache: the
+    // operator token and the tenants' tokens were presented again and again.
+    let lookups =
+        |e: &Exposition, result| e.sum("oidcvault_auth_cache_lookups_total", &[("result", result)]);
+    assert!(
+        lookups(&after, "hit") > lookups(&before, "hit"),
+        "no authentication cache hit between two scrapes: {} then {}",
+        lookups(&before, "hit"),
+        lookups(&after, "hit")
+    );
+    assert!(lookups(&after, "miss") >= 1.0);
+    assert!(after.single("oidcvault_auth_cache_bytes") > 0.0);
     let routes = route(&after);
     assert!(
         !routes.is_empty(),

@@ -77,6 +77,7 @@ async fn metrics(
     require_operator(authenticate(&req, &vault)?)?;
     m.store_bytes
         .set(i64::try_from(vault.size_on_disk()?).unwrap_or(i64::MAX));
+    m.set_auth_cache(vault.auth_cache());
     let counts = vault.counts();
     m.domains
         .set(i64::try_from(counts.domains).unwrap_or(i64::MAX));

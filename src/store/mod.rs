@@ -458,6 +458,11 @@ impl Store {
         self.engine.shutdown();
     }
 
+    /// The authentication cache's figures (`None`: no cache).
+    pub fn auth_cache(&self) -> Option<engine::cached::CacheFigures> {
+        self.engine.cache_figures()
+    }
+
     /// Bytes on disk (for monitoring and benchmarks; 0 when the engine keeps
     /// no local files).
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {

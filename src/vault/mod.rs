@@ -194,6 +194,11 @@ impl Vault {
         Ok(self.store.size_on_disk()?)
     }
 
+    /// The authentication cache's figures, for the metrics (`None`: no cache).
+    pub fn auth_cache(&self) -> Option<crate::store::engine::cached::CacheFigures> {
+        self.store.auth_cache()
+    }
+
     /// Domains, configs and configs per key term, as kept in memory by every
     /// write (for the metrics).
     pub fn counts(&self) -> crate::store::Counts {

@@ -103,11 +103,21 @@ impl Shard {
     }
 }
 
-/// Hit and miss counters (for tests and benchmarks).
+/// Hit and miss counters.
 #[derive(Debug, Default)]
 pub struct CacheStats {
     pub hits: AtomicU64,
     pub misses: AtomicU64,
+}
+
+/// What `/metrics` shows of the cache (to size `storage.auth_cache_mib`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheFigures {
+    pub hits: u64,
+    pub misses: u64,
+    /// Bytes held (keys, values, estimated overhead).
+    pub bytes: u64,
+    pub entries: u64,
 }
 
 /// An engine whose [`CACHED`] trees are read through a bounded cache that
@@ -174,14 +184,6 @@ impl CachedEngine {
         let mut shard = self.shard(tree, key);
         self.generation.fetch_add(1, Ordering::SeqCst);
         shard.remove(&(tree, key.to_vec()));
-    }
-
-    /// Bytes held now (keys, values and the estimated overhead).
-    pub fn held_bytes(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).bytes)
-            .sum()
     }
 }
 
@@ -327,6 +329,21 @@ impl Engine for CachedEngine {
         self.inner.size_on_disk()
     }
 
+    fn cache_figures(&self) -> Option<CacheFigures> {
+        let (mut bytes, mut entries) = (0, 0);
+        for s in &self.shards {
+            let s = s.lock().unwrap_or_else(PoisonError::into_inner);
+            bytes += s.bytes;
+            entries += s.map.len();
+        }
+        Some(CacheFigures {
+            hits: self.stats.hits.load(Ordering::Relaxed),
+            misses: self.stats.misses.load(Ordering::Relaxed),
+            bytes: bytes as u64,
+            entries: entries as u64,
+        })
+    }
+
     fn shutdown(&self) {
         self.inner.shutdown();
     }
@@ -429,6 +446,10 @@ mod tests {
         c.stats.hits.load(Ordering::Relaxed)
     }
 
+    fn held_bytes(c: &CachedEngine) -> usize {
+        c.cache_figures().unwrap().bytes as usize
+    }
+
     /// The window of step 3 (module doc), forced: a read of the old token
     /// record is under way while the revocation applies and invalidates; it
     /// returns the old value to its own caller (it began before the
@@ -513,10 +534,7 @@ mod tests {
         get(Tree::Configs, b"c");
         get(Tree::Configs, b"c");
         assert_eq!(hits(&cache), before);
-        assert_eq!(
-            cache.held_bytes(),
-            cost(&(Tree::Domains, b"d".to_vec()), b"y")
-        );
+        assert_eq!(held_bytes(&cache), cost(&(Tree::Domains, b"d".to_vec()), b"y"));
         cache.shutdown();
     }
 
@@ -535,7 +553,7 @@ mod tests {
                 assert_eq!(v.as_deref(), Some(&[7; 100][..]), "round {round}, key {i}");
             }
         }
-        let held = cache.held_bytes();
+        let held = held_bytes(&cache);
         assert!(held as u64 <= budget, "{held} bytes held, budget {budget}");
         assert!(
             held as u64 > budget / 2,
@@ -549,7 +567,7 @@ mod tests {
         tiny.write(&[op(Tree::Tokens, b"big", Some(&[1; 200]))])
             .unwrap();
         tiny.get(Tree::Tokens, b"big").unwrap();
-        assert_eq!(tiny.held_bytes(), 0);
+        assert_eq!(held_bytes(&tiny), 0);
     }
 
     #[test]

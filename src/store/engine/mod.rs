@@ -282,6 +282,12 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     /// Bytes on disk, when the engine keeps local files.
     fn size_on_disk(&self) -> Option<u64>;
 
+    /// The authentication cache's figures, when this engine is one
+    /// ([`cached::CachedEngine`]).
+    fn cache_figures(&self) -> Option<cached::CacheFigures> {
+        None
+    }
+
     /// Final sync and stop (sled: the group commit's last flush).
     fn shutdown(&self);
 }
