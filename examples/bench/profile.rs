@@ -135,11 +135,21 @@ fn setup(
 fn add_target(cmd: &mut Command, s: &Setup) -> Result<Option<&'static str>, String> {
     match s.target.as_str() {
         "oidcvault" => {
+            // From a file, not the environment: with a secret in its environment
+            // oidcvault executes itself again (`/proc/self/exe`, src/startup.rs),
+            // which under valgrind is valgrind's own tool and refuses to run.
+            let file = s.work.join("passphrase");
+            std::fs::write(&file, util::PASSPHRASE)
+                .and_then(|()| {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                })
+                .map_err(|e| format!("writing {}: {e}", file.display()))?;
             cmd.arg(util::binary("oidcvault")?)
                 .arg("--config")
                 .arg(&s.config)
                 .arg("serve")
-                .env("OIDCVAULT_MASTER_PASSPHRASE", util::PASSPHRASE);
+                .env("OIDCVAULT_MASTER_PASSPHRASE_FILE", &file);
             Ok(Some("/readyz"))
         }
         "storage_ceiling" => {

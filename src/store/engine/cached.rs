@@ -69,6 +69,17 @@ const ENTRY_OVERHEAD: usize = 96;
 
 type Key = (Tree, Vec<u8>);
 
+/// A [`Key`] borrowed, to look one up without allocating. Hashes as `Key`
+/// does (the derived `Hash` of both feeds the tree, then the bytes as a slice).
+#[derive(Hash)]
+struct KeyRef<'a>(Tree, &'a [u8]);
+
+impl indexmap::Equivalent<Key> for KeyRef<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        self.0 == key.0 && self.1 == key.1.as_slice()
+    }
+}
+
 #[derive(Default)]
 struct Shard {
     map: IndexMap<Key, Vec<u8>>,
@@ -80,9 +91,11 @@ fn cost(key: &Key, value: &[u8]) -> usize {
 }
 
 impl Shard {
-    fn remove(&mut self, key: &Key) {
-        if let Some(v) = self.map.swap_remove(key) {
-            self.bytes = self.bytes.saturating_sub(cost(key, &v));
+    fn remove(&mut self, key: KeyRef<'_>) {
+        if let Some(v) = self.map.swap_remove(&key) {
+            self.bytes = self
+                .bytes
+                .saturating_sub(key.1.len() + v.len() + ENTRY_OVERHEAD);
         }
     }
 
@@ -91,7 +104,7 @@ impl Shard {
         if size > budget {
             return;
         }
-        self.remove(&key);
+        self.remove(KeyRef(key.0, &key.1));
         while self.bytes + size > budget && !self.map.is_empty() {
             let victim = rand::random::<usize>() % self.map.len();
             if let Some((k, v)) = self.map.swap_remove_index(victim) {
@@ -183,7 +196,7 @@ impl CachedEngine {
         }
         let mut shard = self.shard(tree, key);
         self.generation.fetch_add(1, Ordering::SeqCst);
-        shard.remove(&(tree, key.to_vec()));
+        shard.remove(KeyRef(tree, key));
     }
 }
 
@@ -250,7 +263,7 @@ impl Engine for CachedEngine {
         if !is_cached(tree) {
             return self.inner.get(tree, key);
         }
-        if let Some(v) = self.shard(tree, key).map.get(&(tree, key.to_vec())) {
+        if let Some(v) = self.shard(tree, key).map.get(&KeyRef(tree, key)) {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(Some(v.clone()));
         }
@@ -534,7 +547,10 @@ mod tests {
         get(Tree::Configs, b"c");
         get(Tree::Configs, b"c");
         assert_eq!(hits(&cache), before);
-        assert_eq!(held_bytes(&cache), cost(&(Tree::Domains, b"d".to_vec()), b"y"));
+        assert_eq!(
+            held_bytes(&cache),
+            cost(&(Tree::Domains, b"d".to_vec()), b"y")
+        );
         cache.shutdown();
     }
 
