@@ -28,7 +28,8 @@
 //! - `none`: the config alone (what the audit write costs at all).
 //!
 //! `cargo run --release --example audit_layout -- [--secs 4] [--rounds 3]
-//! [--events 200000] [--writers 1,32] [--layouts current,compact,...]`
+//! [--events 200000] [--writers 1,32] [--layouts current,compact,...]
+//! [--domains 256]`
 //! prints per round the writes/s, the ratio to `current` in the same round,
 //! the store's bytes on disk added per write, and the CPU other processes
 //! used (from /proc/stat, minus this process).
@@ -45,7 +46,13 @@ use std::time::{Duration, Instant};
 use oidcvault::crypto::{AuditKey, Keyring};
 use oidcvault::store::{AuditBody, AuditRecord, ConfigRecord};
 
-const DOMAINS: u64 = 256;
+/// Domains written (`--domains`, default 256 as in the load benchmark; the
+/// scale run has 100,000, written at random).
+static DOMAINS: AtomicU64 = AtomicU64::new(256);
+
+fn domains() -> u64 {
+    DOMAINS.load(Ordering::Relaxed)
+}
 const LABEL: &[u8] = b"oidcvault/audit-entry/v2\0";
 
 fn bc() -> impl bincode::config::Config {
@@ -127,14 +134,24 @@ fn event(domain_id: u64, at: i64) -> AuditRecord {
     }
 }
 
+/// The compact candidate's event: `(at, actor, action code, domain id, field
+/// bits, raw fingerprint)`.
+type CompactEvent = (i64, Option<u64>, u8, Option<u64>, u16, Option<[u8; 16]>);
+
 /// The compact candidate: codes instead of strings, raw fingerprint, no name.
-fn compact(e: &AuditRecord) -> (i64, Option<u64>, u8, Option<u64>, u16, Option<[u8; 16]>) {
+fn compact(e: &AuditRecord) -> CompactEvent {
     let fp = e.secret_fingerprint.as_ref().map(|_| [0x5fu8; 16]);
     (e.at, e.actor, 7, e.domain_id, 1, fp)
 }
 
 /// `[version] ‖ bincode(prev_id, body) ‖ mac`, chained to `prev`.
-fn seal(key: &AuditKey, layout: Layout, id: u64, prev: &mut (u64, [u8; 32]), e: &AuditRecord) -> Vec<u8> {
+fn seal(
+    key: &AuditKey,
+    layout: Layout,
+    id: u64,
+    prev: &mut (u64, [u8; 32]),
+    e: &AuditRecord,
+) -> Vec<u8> {
     let signed = if layout == Layout::Compact {
         bincode::encode_to_vec((prev.0, compact(e)), bc()).unwrap()
     } else {
@@ -207,28 +224,46 @@ impl Bench {
             .unwrap();
         let same = matches!(layout, Layout::SameTree | Layout::SameTreePlain);
         let configs = db.open_tree(if same { "data" } else { "configs" }).unwrap();
-        let audit = if same { configs.clone() } else { db.open_tree("audit").unwrap() };
+        let audit = if same {
+            configs.clone()
+        } else {
+            db.open_tree("audit").unwrap()
+        };
         let meta = db.open_tree("meta").unwrap();
         let file = Mutex::new(File::open(dir.join("db")).unwrap());
         let b = Arc::new(Bench {
             layout,
-            db: Db { db, configs, audit, meta, file },
+            db: Db {
+                db,
+                configs,
+                audit,
+                meta,
+                file,
+            },
             key,
-            head: Mutex::new(Head { next_id: 1, prev: (0, [0; 32]), group: Vec::new() }),
+            head: Mutex::new(Head {
+                next_id: 1,
+                prev: (0, [0; 32]),
+                group: Vec::new(),
+            }),
             pending: Mutex::new(Pending::default()),
             commit: Mutex::new(None),
         });
-        for d in 0..DOMAINS {
+        for d in 0..domains() {
             let c = encode_config(&config(d, 1));
             b.db.configs.insert(config_key(layout, d), c).unwrap();
         }
         // The grown trail, in this layout, written as the writers would.
         let mut head = b.head.lock().unwrap();
         for i in 0..events {
-            let e = event(i % DOMAINS, i as i64);
+            let e = event(i % domains(), i as i64);
             if layout == Layout::Flusher {
                 // Records of 8 events, as batches of the group commit leave them.
-                b.append(&mut head, &e, Some((i % DOMAINS, encode_config(&config(i % DOMAINS, 1)))));
+                b.append(
+                    &mut head,
+                    &e,
+                    Some((i % domains(), encode_config(&config(i % domains(), 1)))),
+                );
                 if i % 8 == 7 {
                     drop(head);
                     b.before_flush();
@@ -258,12 +293,16 @@ impl Bench {
         let sealed = seal(&self.key, l, id, &mut head.prev, e);
         match l {
             Layout::Grouped(k) => {
-                if id % k == 0 || head.group.is_empty() {
+                if id.is_multiple_of(k) || head.group.is_empty() {
                     head.group.clear();
                 }
-                head.group.extend_from_slice(&(sealed.len() as u16).to_be_bytes());
+                head.group
+                    .extend_from_slice(&(sealed.len() as u16).to_be_bytes());
                 head.group.extend_from_slice(&sealed);
-                self.db.audit.insert(audit_key(l, id), head.group.as_slice()).unwrap();
+                self.db
+                    .audit
+                    .insert(audit_key(l, id), head.group.as_slice())
+                    .unwrap();
             }
             Layout::SameTree => {
                 let mut batch = sled::Batch::default();
@@ -278,7 +317,8 @@ impl Bench {
             Layout::Flusher if config.is_some() => {
                 let mut p = self.pending.lock().unwrap();
                 p.first_id.get_or_insert(id);
-                p.events.extend_from_slice(&(sealed.len() as u16).to_be_bytes());
+                p.events
+                    .extend_from_slice(&(sealed.len() as u16).to_be_bytes());
                 p.events.extend_from_slice(&sealed);
                 let (d, c) = config.unwrap();
                 p.overlay.insert(d, c.clone());
@@ -357,7 +397,13 @@ impl Bench {
 
     fn durable(&self) {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.commit.lock().unwrap().as_ref().unwrap().send(tx).unwrap();
+        self.commit
+            .lock()
+            .unwrap()
+            .as_ref()
+            .unwrap()
+            .send(tx)
+            .unwrap();
         rx.recv().unwrap();
     }
 }
@@ -373,17 +419,23 @@ fn cpu() -> (u64, u64) {
         .skip(1)
         .filter_map(|x| x.parse().ok())
         .collect();
-    let busy = f.iter().sum::<u64>() - f.get(3).copied().unwrap_or(0) - f.get(4).copied().unwrap_or(0);
+    let busy =
+        f.iter().sum::<u64>() - f.get(3).copied().unwrap_or(0) - f.get(4).copied().unwrap_or(0);
     let me = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after = me.rsplit(')').next().unwrap_or("");
-    let v: Vec<u64> = after.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    let v: Vec<u64> = after
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
     // Fields 14 and 15 (utime, stime) are the 12th and 13th after the ')'.
     let own = v.get(10).copied().unwrap_or(0) + v.get(11).copied().unwrap_or(0);
     (busy, own)
 }
 
-/// Run `writers` threads for `secs`: (writes/s, disk bytes added per write, other load in cores).
-fn run(b: &Arc<Bench>, writers: u64, secs: f64, clock: &AtomicU64) -> (f64, f64, f64) {
+/// Run `writers` threads for `secs`: (writes/s, disk bytes added per write,
+/// other load in cores, CPU µs of this process per write: less disturbed by
+/// other processes than the rate is).
+fn run(b: &Arc<Bench>, writers: u64, secs: f64, clock: &AtomicU64) -> (f64, f64, f64, f64) {
     let before_disk = b.db.db.size_on_disk().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
@@ -395,7 +447,8 @@ fn run(b: &Arc<Bench>, writers: u64, secs: f64, clock: &AtomicU64) -> (f64, f64,
             std::thread::spawn(move || {
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let domain = (w * 8 + n) % DOMAINS;
+                    // Spread over the domains (all of them, in a scrambled order).
+                    let domain = (w * 7919 + n.wrapping_mul(2_654_435_761)) % domains();
                     b.update(domain, at + n as i64);
                     b.durable();
                     n += 1;
@@ -416,7 +469,8 @@ fn run(b: &Arc<Bench>, writers: u64, secs: f64, clock: &AtomicU64) -> (f64, f64,
     b.db.db.flush().unwrap();
     let n = done.load(Ordering::Relaxed) as f64;
     let disk = b.db.db.size_on_disk().unwrap() as f64 - before_disk as f64;
-    (n / elapsed, disk / n, other.max(0.0))
+    let cpu_us = (cpu1.1 - cpu0.1) as f64 / hz * 1e6 / n;
+    (n / elapsed, disk / n, other.max(0.0), cpu_us)
 }
 
 fn arg(args: &[String], name: &str, default: &str) -> String {
@@ -451,6 +505,10 @@ fn main() {
     .split(',')
     .map(Layout::parse)
     .collect();
+    DOMAINS.store(
+        arg(&args, "--domains", "256").parse().unwrap(),
+        Ordering::Relaxed,
+    );
     let root = tempfile::tempdir().unwrap();
     let keyring = Keyring::generate();
     let mut loaded_disk = Vec::new();
@@ -473,8 +531,9 @@ fn main() {
         .collect();
     let handles: Vec<_> = benches.iter().map(|b| b.start_commit()).collect();
     let clock = AtomicU64::new(1_764_600_000_000_000);
-    // results[writers][layout] = per-round (rate, bytes/write, other)
-    let mut results: HashMap<(u64, usize), Vec<(f64, f64, f64)>> = HashMap::new();
+    // results[writers][layout] = per-round (rate, bytes/write, other, CPU µs/write)
+    type Row = (f64, f64, f64, f64);
+    let mut results: HashMap<(u64, usize), Vec<Row>> = HashMap::new();
     for round in 0..rounds {
         for &w in &writers {
             let mut order: Vec<usize> = (0..benches.len()).collect();
@@ -485,9 +544,10 @@ fn main() {
             for i in order {
                 let r = run(&benches[i], w, secs, &clock);
                 println!(
-                    "round {round} writers {w:>2} {:>16}: {:>8.0} writes/s  {:>7.0} B on disk/write  other load {:.2}",
+                    "round {round} writers {w:>2} {:>16}: {:>8.0} writes/s  {:>6.1} CPU µs/write  {:>7.0} B on disk/write  other load {:.2}",
                     layouts[i].name(),
                     r.0,
+                    r.3,
                     r.1,
                     r.2
                 );
@@ -495,8 +555,8 @@ fn main() {
             }
         }
     }
-    println!("\n| layout | writers | writes/s (median) | ratio to current (median of rounds) | disk B/write (median) | other load (max) |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("\n| layout | writers | writes/s (median) | ratio to current (median of rounds) | CPU µs/write (median) | CPU ratio to current | disk B/write (median) | other load (max) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     let median = |mut v: Vec<f64>| {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
         v[v.len() / 2]
@@ -513,11 +573,21 @@ fn main() {
                         .collect(),
                 )
             });
+            let cpu_ratio = base.map(|bi| {
+                median(
+                    r.iter()
+                        .zip(&results[&(w, bi)])
+                        .map(|(a, b)| a.3 / b.3)
+                        .collect(),
+                )
+            });
             println!(
-                "| {} | {w} | {:.0} | {} | {:.0} | {:.2} |",
+                "| {} | {w} | {:.0} | {} | {:.1} | {} | {:.0} | {:.2} |",
                 l.name(),
                 median(r.iter().map(|x| x.0).collect()),
                 ratio.map_or("-".into(), |x| format!("{x:.2}")),
+                median(r.iter().map(|x| x.3).collect()),
+                cpu_ratio.map_or("-".into(), |x| format!("{x:.2}")),
                 median(r.iter().map(|x| x.1).collect()),
                 r.iter().map(|x| x.2).fold(0.0, f64::max),
             );

@@ -267,6 +267,30 @@ fn markdown(report: &Value) -> String {
             r["mixed_load"]["errors"],
         ));
     }
+    s.push_str(
+        "\n| domains | when | live key+value B/domain | of which audit | sled size_on_disk B/domain | the rest (sled's log) |\n\
+         |---:|---|---:|---:|---:|---:|\n",
+    );
+    for r in report["rows"].as_array().into_iter().flatten() {
+        let n = r["domains"].as_f64().unwrap_or(f64::NAN);
+        for (when, b) in [
+            ("as loaded", &r["disk_breakdown_as_loaded"]),
+            ("after the load", &r["disk_breakdown_after_load"]),
+        ] {
+            let live = b["live_bytes"].as_f64().unwrap_or(f64::NAN);
+            let audit = &b["trees"]["audit"];
+            let audit = audit["key_bytes"].as_f64().unwrap_or(0.0)
+                + audit["value_bytes"].as_f64().unwrap_or(0.0);
+            let sled = b["sled_size_on_disk"].as_f64().unwrap_or(f64::NAN);
+            s.push_str(&format!(
+                "| {n} | {when} | {:.0} | {:.0} | {:.0} | {:.0} |\n",
+                live / n,
+                audit / n,
+                sled / n,
+                (sled - live) / n
+            ));
+        }
+    }
     s.push_str(&format!(
         "\ngrowth, last / first: {}\n\n",
         report["growth_last_over_first"]
