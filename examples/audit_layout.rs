@@ -83,9 +83,12 @@ impl Layout {
             other => panic!("unknown layout {other}"),
         }
     }
+    /// The name `--layouts` takes.
     fn name(self) -> String {
         match self {
             Layout::Grouped(k) => format!("grouped{k}"),
+            Layout::SameTree => "same_tree".into(),
+            Layout::SameTreePlain => "same_tree_plain".into(),
             other => format!("{other:?}").to_lowercase(),
         }
     }
