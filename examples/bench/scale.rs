@@ -123,6 +123,67 @@ fn start(home: &std::path::Path, log: &str) -> Result<Server, String> {
     )
 }
 
+/// What the bytes of `data/` are (issue 15): per tree, the entries and their
+/// live key + value bytes, beside sled's `size_on_disk` and the allocated size
+/// of the directory; then the same two sizes after a reopen (sled cleans
+/// segments as it goes, not at open: a reopen tells whether a clean stop or
+/// recovery gives space back). The rest of the allocated size is sled's log:
+/// superseded versions of pages not yet reclaimed, node overhead, free space
+/// in segments.
+fn breakdown(data: &std::path::Path) -> Result<Value, String> {
+    use oidcvault::store::{Store, StoreOptions, Tree};
+    let options = StoreOptions {
+        cache_capacity_bytes: 16 << 20,
+        commit_metrics: None,
+    };
+    let store = Store::open(data, &options).map_err(|e| e.to_string())?;
+    let mut trees = serde_json::Map::new();
+    let mut live = 0u64;
+    for tree in Tree::ALL {
+        let (mut items, mut keys, mut values) = (0u64, 0u64, 0u64);
+        let mut from = std::ops::Bound::Unbounded;
+        loop {
+            let page = store
+                .engine()
+                .scan(tree, (from, std::ops::Bound::Unbounded), 4096, false)
+                .map_err(|e| e.to_string())?;
+            for (k, v) in &page {
+                items += 1;
+                keys += k.len() as u64;
+                values += v.len() as u64;
+            }
+            match page.last() {
+                Some((k, _)) if page.len() == 4096 => from = std::ops::Bound::Excluded(k.clone()),
+                _ => break,
+            }
+        }
+        live += keys + values;
+        if items > 0 {
+            trees.insert(
+                tree.name().to_owned(),
+                json!({"items": items, "key_bytes": keys, "value_bytes": values}),
+            );
+        }
+    }
+    let size_on_disk = store.size_on_disk().map_err(|e| e.to_string())?;
+    store.shutdown();
+    drop(store);
+    let (_, allocated) = util::disk_usage(data);
+    let store = Store::open(data, &options).map_err(|e| e.to_string())?;
+    let size_on_disk_reopened = store.size_on_disk().map_err(|e| e.to_string())?;
+    store.shutdown();
+    drop(store);
+    let (_, allocated_reopened) = util::disk_usage(data);
+    Ok(json!({
+        "trees": trees,
+        "live_bytes": live,
+        "sled_size_on_disk": size_on_disk,
+        "allocated": allocated,
+        "sled_size_on_disk_after_reopen": size_on_disk_reopened,
+        "allocated_after_reopen": allocated_reopened,
+    }))
+}
+
 fn measure(work: &std::path::Path, n: usize, mixed_secs: u64) -> Result<Value, String> {
     let home = work.join(format!("n{n}"));
     let config = populate::write_home(&home)?;
@@ -135,6 +196,8 @@ fn measure(work: &std::path::Path, n: usize, mixed_secs: u64) -> Result<Value, S
         n as f64 / loaded.seconds,
         allocated as f64 / 1048576.0
     );
+    let loaded_breakdown = breakdown(&data)?;
+    println!("   as loaded: {loaded_breakdown}");
 
     // Cold-ish start (the files were just written, so they are in the page cache).
     let server = start(&home, "server-1.log")?;
@@ -155,6 +218,8 @@ fn measure(work: &std::path::Path, n: usize, mixed_secs: u64) -> Result<Value, S
     let (rss_load, hwm) = util::rss_kib(server.pid());
     server.stop()?;
     let (apparent_after, allocated_after) = util::disk_usage(&data);
+    let load_breakdown = breakdown(&data)?;
+    println!("   after the load: {load_breakdown}");
 
     // A second start on the same data: is startup stable?
     let again = start(&home, "server-2.log")?;
@@ -178,6 +243,8 @@ fn measure(work: &std::path::Path, n: usize, mixed_secs: u64) -> Result<Value, S
         "disk_bytes_per_domain": allocated / n as u64,
         "disk_bytes_per_domain_after_load": allocated_after / n as u64,
         "disk_bytes_apparent_after_load": apparent_after,
+        "disk_breakdown_as_loaded": loaded_breakdown,
+        "disk_breakdown_after_load": load_breakdown,
         "mixed_load": {
             "rps": load["rps"], "p50_ms": util::ms(&load, "p50_us"), "p99_ms": util::ms(&load, "p99_us"),
             "errors": load["errors"], "requests": load["requests"], "cpu": load["cpu"],
@@ -199,6 +266,30 @@ fn markdown(report: &Value) -> String {
             r["mixed_load"]["rps"], r["mixed_load"]["p99_ms"].as_f64().unwrap_or(f64::NAN),
             r["mixed_load"]["errors"],
         ));
+    }
+    s.push_str(
+        "\n| domains | when | live key+value B/domain | of which audit | sled size_on_disk B/domain | the rest (sled's log) |\n\
+         |---:|---|---:|---:|---:|---:|\n",
+    );
+    for r in report["rows"].as_array().into_iter().flatten() {
+        let n = r["domains"].as_f64().unwrap_or(f64::NAN);
+        for (when, b) in [
+            ("as loaded", &r["disk_breakdown_as_loaded"]),
+            ("after the load", &r["disk_breakdown_after_load"]),
+        ] {
+            let live = b["live_bytes"].as_f64().unwrap_or(f64::NAN);
+            let audit = &b["trees"]["audit"];
+            let audit = audit["key_bytes"].as_f64().unwrap_or(0.0)
+                + audit["value_bytes"].as_f64().unwrap_or(0.0);
+            let sled = b["sled_size_on_disk"].as_f64().unwrap_or(f64::NAN);
+            s.push_str(&format!(
+                "| {n} | {when} | {:.0} | {:.0} | {:.0} | {:.0} |\n",
+                live / n,
+                audit / n,
+                sled / n,
+                (sled - live) / n
+            ));
+        }
     }
     s.push_str(&format!(
         "\ngrowth, last / first: {}\n\n",
