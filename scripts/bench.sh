@@ -59,7 +59,7 @@ build() {
     cargo build --release --bin oidcvault --example baseline_etcd --example bench
   else
     cargo build --release --bin oidcvault --example baseline_http \
-      --example baseline_store --example bench
+      --example baseline_store --example baseline_matched --example bench
   fi
 }
 

@@ -6,7 +6,8 @@
 Reads `load.json` (from `scripts/bench.sh load`) and, when present, `signin.json`
 (`scripts/bench.sh signin`), and writes one chart per method and measure:
 throughput and p99 latency against connections, oidcvault beside its baselines
-(the HTTP ceiling and the storage ceiling; for sign-ins, the IdP round trips alone).
+(the HTTP ceiling, the storage ceiling and, when the results have it, the matched
+baseline; for sign-ins, the IdP round trips alone).
 The values are the summaries the driver computed (medians over rounds).
 
 Python standard library only, on purpose: the charts need no plotting crate in
@@ -31,6 +32,10 @@ LOAD_SERIES = [
     ("oidcvault", "oidcvault", "#1f5fbf", "", 4.5),
     ("http_ceiling", "HTTP ceiling (bare actix-web)", "#6b6b6b", "6 4", 3.5),
     ("storage_ceiling", "storage ceiling (actix-web + sled, group commit)", "#d9730d", "2 3", 3.5),
+    # Drawn only when the results have it (load.json from before it existed has not).
+    ("matched_baseline", "matched baseline (oidcvault's storage work alone)", "#2e8b57", "8 3 2 3", 3.5),
+    # `bench load --compare BIN`: another oidcvault build in the same rounds.
+    ("oidcvault_compare", "oidcvault, compared build (--compare)", "#8e44ad", "", 3.5),
 ]
 SIGNIN_SERIES = [
     ("signin", "sign-ins through oidcvault", "#1f5fbf", "", 4.5),
@@ -195,6 +200,7 @@ def load_charts(report, caption):
             series = [
                 (key, legend, colour, dash, radius, [r.get(key, {}).get(field) for r in mine])
                 for key, legend, colour, dash, radius in LOAD_SERIES
+                if any(key in r for r in mine)
             ]
             title = f"{method}{durable}: {'throughput' if measure == 'throughput' else 'p99 latency'} against connections"
             charts[f"load-{method.lower()}-{measure}.svg"] = line_chart(

@@ -21,12 +21,15 @@ SVG = "{http://www.w3.org/2000/svg}"
 CONNS = [1, 32, 256]
 
 
-def load_report(nan_at=None, missing=float("nan")):
+THREE = ("oidcvault", "http_ceiling", "storage_ceiling")
+
+
+def load_report(nan_at=None, missing=float("nan"), targets=THREE):
     rows = []
     for method in ("GET", "POST"):
         for i, c in enumerate(CONNS):
             row = {"method": method, "conns": c}
-            for j, t in enumerate(("oidcvault", "http_ceiling", "storage_ceiling")):
+            for j, t in enumerate(targets):
                 rps = 1000.0 * (i + 1) * (j + 1)
                 row[t] = {"rps": rps, "p50_ms": 0.1 * (i + 1), "p99_ms": 1.5 * (i + 1) + j}
             rows.append(row)
@@ -87,6 +90,19 @@ class ChartTests(unittest.TestCase):
             text = "".join(root.itertext())
             self.assertIn("1.0 <&> 2.0", text)
             self.assertIn("noisy", text)
+
+    def test_the_matched_baseline_is_drawn_when_measured(self):
+        targets = THREE + ("matched_baseline",)
+        charts = self.run_on({"load.json": load_report(targets=targets)})
+        for name, root in charts.items():
+            self.assertEqual(sorted(self.series(root)), sorted(targets), name)
+            self.assertIn("matched baseline", "".join(root.itertext()), name)
+
+    def test_the_compared_build_is_drawn_when_measured(self):
+        targets = THREE + ("matched_baseline", "oidcvault_compare")
+        charts = self.run_on({"load.json": load_report(targets=targets)})
+        for name, root in charts.items():
+            self.assertEqual(sorted(self.series(root)), sorted(targets), name)
 
     def test_larger_values_are_higher(self):
         root = self.run_on({"load.json": load_report()})["load-get-throughput.svg"]

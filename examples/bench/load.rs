@@ -1,16 +1,19 @@
-//! `bench load`: oidcvault against its HTTP ceiling and its storage ceiling, side by
-//! side, same wrk, same requests, at 1, 32 and 256 connections, GET and POST.
+//! `bench load`: oidcvault against its HTTP ceiling, its storage ceiling and its
+//! matched baseline (the same storage work as oidcvault's, nothing else), side
+//! by side, same wrk, same requests, at 1, 32 and 256 connections, GET and POST;
+//! with the servers' CPU per request by thread group (`threads`). The summary
+//! and its tables are in `load_report`.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::populate;
+use crate::load_report::{markdown, summarize, COMPARE, TARGETS};
 use crate::util::{self, ms, Cred, Server, Workload};
 use crate::Args;
-
-const TARGETS: [&str; 3] = ["oidcvault", "http_ceiling", "storage_ceiling"];
+use crate::{matched, populate};
 
 pub fn run(args: &Args) -> Result<(), String> {
     let duration: u64 = args.get("duration", 5)?;
@@ -38,22 +41,39 @@ pub fn run(args: &Args) -> Result<(), String> {
         loaded.seconds, loaded.kdf_ms
     );
 
-    let mut oidcvault_cmd = util::command(util::binary("oidcvault")?);
-    oidcvault_cmd
-        .arg("--config")
-        .arg(&config_path)
-        .arg("serve")
-        .env("OIDCVAULT_MASTER_PASSPHRASE", util::PASSPHRASE)
-        .env("OIDCVAULT_LOG__LEVEL", &log_level);
-    let addr = util::free_addr()?;
-    oidcvault_cmd.env("OIDCVAULT_SERVER__BIND", &addr);
-    let oidcvault = Server::spawn_at(
-        "oidcvault",
-        oidcvault_cmd,
-        &work.join("oidcvault.log"),
-        Some("/readyz"),
-        Some(addr),
-    )?;
+    // The matched baseline's copy of that store (before oidcvault opens it).
+    let prepared = matched::prepare(&config_path, &creds, &work)?;
+    println!(
+        "   record sizes (bytes): {} (the matched baseline writes events of the same size)",
+        prepared.sizes
+    );
+
+    // `--compare BIN`: another oidcvault build (e.g. main's, before a change)
+    // on a copy of the same home, as a fifth target in the same rounds.
+    let compare: String = args.get("compare", String::new())?;
+    let compare_home = work.join("oidcvault-compare");
+    if !compare.is_empty() {
+        matched::copy_dir(&home, &compare_home)?;
+    }
+    let spawn_oidcvault = |name: &str, bin: PathBuf, config: &Path| -> Result<Server, String> {
+        let mut cmd = util::command(bin);
+        cmd.arg("--config")
+            .arg(config)
+            .arg("serve")
+            .env("OIDCVAULT_MASTER_PASSPHRASE", util::PASSPHRASE)
+            .env("OIDCVAULT_LOG__LEVEL", &log_level);
+        let addr = util::free_addr()?;
+        cmd.env("OIDCVAULT_SERVER__BIND", &addr);
+        let log = work.join(format!("{name}.log"));
+        Server::spawn_at(name, cmd, &log, Some("/readyz"), Some(addr))
+    };
+    let oidcvault = spawn_oidcvault("oidcvault", util::binary("oidcvault")?, &config_path)?;
+    let compared = if compare.is_empty() {
+        None
+    } else {
+        let config = compare_home.join("config.toml");
+        Some(spawn_oidcvault(COMPARE, PathBuf::from(&compare), &config)?)
+    };
     let mut http_cmd = util::command(util::binary("baseline_http")?);
     http_cmd.arg("127.0.0.1:0");
     let http = Server::spawn("http_ceiling", http_cmd, &work.join("http.log"), None)?;
@@ -62,13 +82,31 @@ pub fn run(args: &Args) -> Result<(), String> {
         .arg(work.join("baseline-store"))
         .arg("127.0.0.1:0");
     let store = Server::spawn("storage_ceiling", store_cmd, &work.join("store.log"), None)?;
-    let servers: BTreeMap<&str, &Server> = [
+    let mut matched_cmd = util::command(util::binary("baseline_matched")?);
+    matched_cmd
+        .arg(&prepared.data_dir)
+        .arg(&prepared.seed)
+        .arg(prepared.event_bytes.to_string())
+        .arg("127.0.0.1:0");
+    let matched = Server::spawn(
+        "matched_baseline",
+        matched_cmd,
+        &work.join("matched.log"),
+        None,
+    )?;
+    let mut servers: BTreeMap<&str, &Server> = [
         ("oidcvault", &oidcvault),
         ("http_ceiling", &http),
         ("storage_ceiling", &store),
+        ("matched_baseline", &matched),
     ]
     .into_iter()
     .collect();
+    let mut targets = TARGETS.to_vec();
+    if let Some(c) = &compared {
+        servers.insert(COMPARE, c);
+        targets.push(COMPARE);
+    }
 
     // Every target answers the same request with 200 and the document; the storage
     // ceiling gets each domain's record (so that its GETs find one).
@@ -97,7 +135,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     for method in ["GET", "POST"] {
         let (script, out) = &scripts[method];
         // Warm every target up once for this method (results discarded).
-        for name in TARGETS {
+        for name in targets.iter().copied() {
             util::run_wrk(servers[name], script, out, 32, wrk_threads, 2)?;
         }
         // Rounds outermost, connection counts alternating in order: every POST
@@ -110,8 +148,8 @@ pub fn run(args: &Args) -> Result<(), String> {
                 levels.reverse();
             }
             for c in levels {
-                let mut order = TARGETS.to_vec();
-                order.rotate_left(round % TARGETS.len());
+                let mut order = targets.clone();
+                order.rotate_left(round % targets.len());
                 for name in order {
                     let mut v =
                         util::run_wrk(servers[name], script, out, c, wrk_threads, duration)?;
@@ -120,12 +158,13 @@ pub fn run(args: &Args) -> Result<(), String> {
                     v["conns"] = json!(c);
                     v["round"] = json!(round);
                     println!(
-                        "   {method:<4} c={c:<3} {name:<16} {:>8.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}  cpu {}",
+                        "   {method:<4} c={c:<3} {name:<16} {:>8.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}  cpu {}  {:.1} µs/req",
                         v["rps"].as_f64().unwrap_or(0.0),
                         ms(&v, "p50_us"),
                         ms(&v, "p99_us"),
                         v["errors"],
-                        v["cpu"]
+                        v["cpu"],
+                        v["cpu_per_request"]["total"]["cpu_us"].as_f64().unwrap_or(f64::NAN),
                     );
                     if v["errors"].as_f64().unwrap_or(0.0) > 0.0 {
                         eprintln!("   WARNING: {name} answered errors: {v}");
@@ -136,7 +175,10 @@ pub fn run(args: &Args) -> Result<(), String> {
         }
     }
 
-    for s in [oidcvault, http, store] {
+    for s in [oidcvault, http, store, matched]
+        .into_iter()
+        .chain(compared)
+    {
         s.stop()?;
     }
 
@@ -149,8 +191,10 @@ pub fn run(args: &Args) -> Result<(), String> {
             "nice": util::nice(),
             "duration_secs": duration, "conns": conns, "rounds": rounds,
             "domains": n_domains, "wrk_threads": wrk_threads, "oidcvault_log_level": log_level,
+            "compare": compare,
             "post_body": util::EXAMPLE_BODY,
         },
+        "record_sizes": prepared.sizes,
         "runs": runs,
         "summary": summary,
     });
@@ -183,123 +227,4 @@ fn check(
         ));
     }
     Ok(())
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(|a, b| a.total_cmp(b));
-    match xs.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => xs[n / 2],
-        n => (xs[n / 2 - 1] + xs[n / 2]) / 2.0,
-    }
-}
-
-/// Per method and connection count: each target's median over rounds, the
-/// ratios, and the goals.
-fn summarize(runs: &[Value], conns: &[usize]) -> Value {
-    let pick = |method: &str, c: usize, target: &str, key: &str| -> f64 {
-        median(
-            runs.iter()
-                .filter(|r| r["method"] == method && r["conns"] == c && r["target"] == target)
-                .filter_map(|r| r[key].as_f64())
-                .collect(),
-        )
-    };
-    let mut rows = Vec::new();
-    for method in ["GET", "POST"] {
-        for &c in conns {
-            let mut row = json!({"method": method, "conns": c});
-            for t in TARGETS {
-                row[t] = json!({
-                    "rps": pick(method, c, t, "rps"),
-                    "p50_ms": pick(method, c, t, "p50_us") / 1000.0,
-                    "p99_ms": pick(method, c, t, "p99_us") / 1000.0,
-                    "other_cores": median(runs.iter()
-                        .filter(|r| r["method"] == method && r["conns"] == c && r["target"] == t)
-                        .filter_map(|r| r["cpu"]["other_cores"].as_f64()).collect()),
-                });
-            }
-            // Ratios within each round (the three runs back to back, so under
-            // about the same noise), then the median over rounds.
-            let round_ratio = |ceiling: &str| -> f64 {
-                let rps = |round: u64, target: &str| {
-                    runs.iter()
-                        .find(|r| {
-                            r["method"] == method
-                                && r["conns"] == c
-                                && r["round"] == round
-                                && r["target"] == target
-                        })
-                        .and_then(|r| r["rps"].as_f64())
-                };
-                let rounds: std::collections::BTreeSet<u64> = runs
-                    .iter()
-                    .filter(|r| r["method"] == method && r["conns"] == c)
-                    .filter_map(|r| r["round"].as_u64())
-                    .collect();
-                median(
-                    rounds
-                        .into_iter()
-                        .filter_map(|round| Some(rps(round, "oidcvault")? / rps(round, ceiling)?))
-                        .collect(),
-                )
-            };
-            row["ratio_vs_http_ceiling"] = json!(round_ratio("http_ceiling"));
-            row["ratio_vs_storage_ceiling"] = json!(round_ratio("storage_ceiling"));
-            rows.push(row);
-        }
-    }
-    let find = |method: &str, c: usize| {
-        rows.iter()
-            .find(|r| r["method"] == method && r["conns"] == c)
-    };
-    let mut goals = Vec::new();
-    if let Some(r) = find("GET", 32) {
-        let v = r["ratio_vs_http_ceiling"].as_f64().unwrap_or(f64::NAN);
-        goals.push(json!({"goal": "GET at 32 connections >= 0.8 x HTTP ceiling", "value": v, "met": v >= 0.8}));
-    }
-    if let Some(r) = find("POST", 32) {
-        let v = r["ratio_vs_storage_ceiling"].as_f64().unwrap_or(f64::NAN);
-        goals.push(json!({"goal": "durable POST at 32 connections >= 0.7 x storage ceiling", "value": v, "met": v >= 0.7}));
-    }
-    if let (Some(a), Some(b)) = (find("POST", 32), find("POST", 256)) {
-        let v = b["oidcvault"]["rps"].as_f64().unwrap_or(f64::NAN)
-            / a["oidcvault"]["rps"].as_f64().unwrap_or(f64::NAN);
-        goals.push(json!({"goal": "POST throughput at 256 connections / at 32 >= 1 (no collapse)", "value": v, "met": v >= 1.0}));
-    }
-    for method in ["GET", "POST"] {
-        if let Some(r) = find(method, 32) {
-            let v = r["oidcvault"]["p99_ms"].as_f64().unwrap_or(f64::NAN);
-            goals.push(json!({"goal": format!("{method} p99 at 32 connections < 10 ms"), "value": v, "met": v < 10.0}));
-        }
-    }
-    json!({"rows": rows, "goals": goals})
-}
-
-fn markdown(summary: &Value) -> String {
-    let mut s = String::from(
-        "| method | conns | oidcvault req/s | p50 ms | p99 ms | HTTP ceiling req/s | p50 | p99 | storage ceiling req/s | p50 | p99 | oidcvault / HTTP | oidcvault / storage | other load (cores) |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-    );
-    for r in summary["rows"].as_array().into_iter().flatten() {
-        let f = |t: &str, k: &str| r[t][k].as_f64().unwrap_or(f64::NAN);
-        let other = TARGETS
-            .iter()
-            .map(|t| f(t, "other_cores"))
-            .fold(0.0f64, f64::max);
-        s.push_str(&format!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | ≤ {:.2} |\n",
-            r["method"].as_str().unwrap_or(""),
-            r["conns"],
-            f("oidcvault", "rps"), f("oidcvault", "p50_ms"), f("oidcvault", "p99_ms"),
-            f("http_ceiling", "rps"), f("http_ceiling", "p50_ms"), f("http_ceiling", "p99_ms"),
-            f("storage_ceiling", "rps"), f("storage_ceiling", "p50_ms"), f("storage_ceiling", "p99_ms"),
-            r["ratio_vs_http_ceiling"].as_f64().unwrap_or(f64::NAN),
-            r["ratio_vs_storage_ceiling"].as_f64().unwrap_or(f64::NAN),
-            other,
-        ));
-    }
-    s.push('\n');
-    s.push_str(&util::goal_rows("goal", &summary["goals"]));
-    s
 }

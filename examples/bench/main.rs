@@ -2,18 +2,20 @@
 //! everything in release mode and runs this; by hand:
 //!
 //! ```text
-//! cargo build --release --bin oidcvault --example baseline_http --example baseline_store --example bench
-//! target/release/examples/bench load  [--duration SECS] [--conns 1,32,256] [--rounds N] [--domains N] [--wrk-threads N] [--log-level info]
+//! cargo build --release --bin oidcvault --example baseline_http --example baseline_store --example baseline_matched --example bench
+//! target/release/examples/bench load  [--duration SECS] [--conns 1,32,256] [--rounds N] [--domains N] [--wrk-threads N] [--log-level info] [--compare OTHER_OIDCVAULT_BINARY]
 //! target/release/examples/bench load --backend etcd [the same] [--nodes 1,2] [--targets oidcvault,etcd_ceiling]
 //! target/release/examples/bench scale [--domains 10000,100000] [--mixed-secs SECS]
 //! target/release/examples/bench profile [--duration SECS] [--conns N] [--server oidcvault|http_ceiling|storage_ceiling] [--method POST|GET]
 //! target/release/examples/bench signin [--duration SECS] [--conns 1,8,32] [--rounds N] [--users N] [--idp-workers N] [--log-level info] [--max-concurrent-fetches N]
 //! ```
 //!
-//! `load` runs oidcvault and its two baselines (`baseline_http`: the HTTP
-//! ceiling; `baseline_store`: the storage ceiling) side by side with the same
-//! load generator (wrk) and the same requests, and reports throughput, p50 and
-//! p99 latency and the ratios oidcvault / baseline. `load --backend etcd`
+//! `load` runs oidcvault and its three baselines (`baseline_http`: the HTTP
+//! ceiling; `baseline_store`: the single-insert storage ceiling;
+//! `baseline_matched`: the same storage work as oidcvault's GET and POST, on a
+//! copy of its store) side by side with the same load generator (wrk) and the
+//! same requests, and reports throughput, p50 and p99 latency, the ratios
+//! oidcvault / baseline, and each server's CPU per request by thread group. `load --backend etcd`
 //! runs oidcvault on a three-member etcd cluster it starts on loopback, one
 //! node and two, beside the etcd ceiling (`baseline_etcd`). `scale` loads N domains with
 //! a token and a config each through the library (the real store), then
@@ -35,11 +37,14 @@ mod etcd;
 mod idp;
 mod load;
 mod load_etcd;
+mod load_report;
+mod matched;
 mod populate;
 mod profile;
 mod scale;
 mod signin;
 mod signin_report;
+mod threads;
 mod util;
 
 use std::process::ExitCode;
@@ -47,7 +52,7 @@ use std::process::ExitCode;
 fn usage() -> ExitCode {
     eprintln!("(every command also takes --nice N: priority of servers and wrk, default -5)");
     eprintln!(
-        "usage: bench load [--duration SECS] [--conns 1,32,256] [--rounds N] [--domains N] [--wrk-threads N] [--log-level info]\n       \
+        "usage: bench load [--duration SECS] [--conns 1,32,256] [--rounds N] [--domains N] [--wrk-threads N] [--log-level info] [--compare OIDCVAULT_BIN]\n       \
          bench load --backend etcd [the options of load] [--nodes 1,2] [--targets oidcvault,etcd_ceiling]\n       \
          bench scale [--domains 10000,100000] [--mixed-secs SECS]\n       \
          bench profile [--duration SECS] [--conns N] [--server oidcvault|http_ceiling|storage_ceiling] [--method POST|GET] [--tool callgrind|perf]\n       \
@@ -137,6 +142,7 @@ fn main() -> ExitCode {
                     "domains",
                     "wrk-threads",
                     "log-level",
+                    "compare",
                 ])
                 .and_then(|()| load::run(&args)),
             Ok(b) if b == "etcd" => args

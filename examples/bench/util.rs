@@ -589,6 +589,7 @@ pub fn run_wrk(
 ) -> Result<Value, String> {
     let _ = std::fs::remove_file(out);
     let threads = threads.clamp(1, conns);
+    let by_thread = crate::threads::sample(server.pid());
     let meter = CpuMeter::start(server.pid());
     let output = command("wrk")
         .arg(format!("-t{threads}"))
@@ -603,6 +604,7 @@ pub fn run_wrk(
         .output()
         .map_err(|e| format!("cannot run wrk (apt-get install wrk): {e}"))?;
     let cpu = meter.stop();
+    let by_thread_after = crate::threads::sample(server.pid());
     if !output.status.success() {
         return Err(format!(
             "wrk failed: {}\n{}",
@@ -628,6 +630,7 @@ pub fn run_wrk(
     v["rps"] = json!((requests / secs).round());
     v["errors"] = json!(errors);
     v["cpu"] = cpu;
+    v["cpu_per_request"] = crate::threads::per_request(&by_thread, &by_thread_after, requests);
     v["loadavg_after"] = json!(loadavg());
     Ok(v)
 }
