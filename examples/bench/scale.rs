@@ -134,6 +134,7 @@ fn breakdown(data: &std::path::Path) -> Result<Value, String> {
     use oidcvault::store::{Store, StoreOptions, Tree};
     let options = StoreOptions {
         cache_capacity_bytes: 16 << 20,
+        auth_cache_bytes: 0,
         commit_metrics: None,
     };
     let store = Store::open(data, &options).map_err(|e| e.to_string())?;
