@@ -84,6 +84,10 @@ impl indexmap::Equivalent<Key> for KeyRef<'_> {
 struct Shard {
     map: IndexMap<Key, Vec<u8>>,
     bytes: usize,
+    /// Counted under the shard's lock, which a lookup holds anyway (a shared
+    /// atomic would bounce one cache line between the workers on every lookup).
+    hits: u64,
+    misses: u64,
 }
 
 fn cost(key: &Key, value: &[u8]) -> usize {
@@ -116,13 +120,6 @@ impl Shard {
     }
 }
 
-/// Hit and miss counters.
-#[derive(Debug, Default)]
-pub struct CacheStats {
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
-}
-
 /// What `/metrics` shows of the cache (to size `storage.auth_cache_mib`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheFigures {
@@ -143,7 +140,6 @@ pub struct CachedEngine {
     /// Bumped by every invalidation (under the shard lock of the key).
     generation: AtomicU64,
     hasher: RandomState,
-    pub stats: CacheStats,
 }
 
 impl std::fmt::Debug for CachedEngine {
@@ -174,7 +170,6 @@ impl CachedEngine {
             budget: total / SHARDS,
             generation: AtomicU64::new(0),
             hasher: RandomState::new(),
-            stats: CacheStats::default(),
         }
     }
 
@@ -263,11 +258,15 @@ impl Engine for CachedEngine {
         if !is_cached(tree) {
             return self.inner.get(tree, key);
         }
-        if let Some(v) = self.shard(tree, key).map.get(&KeyRef(tree, key)) {
-            self.stats.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(Some(v.clone()));
+        {
+            let mut shard = self.shard(tree, key);
+            if let Some(v) = shard.map.get(&KeyRef(tree, key)) {
+                let v = v.clone();
+                shard.hits += 1;
+                return Ok(Some(v));
+            }
+            shard.misses += 1;
         }
-        self.stats.misses.fetch_add(1, Ordering::Relaxed);
         // Step 1 of the module doc: the generation before the read.
         let seen = self.generation.load(Ordering::SeqCst);
         let value = self.inner.get(tree, key)?;
@@ -343,18 +342,20 @@ impl Engine for CachedEngine {
     }
 
     fn cache_figures(&self) -> Option<CacheFigures> {
-        let (mut bytes, mut entries) = (0, 0);
+        let mut f = CacheFigures {
+            hits: 0,
+            misses: 0,
+            bytes: 0,
+            entries: 0,
+        };
         for s in &self.shards {
             let s = s.lock().unwrap_or_else(PoisonError::into_inner);
-            bytes += s.bytes;
-            entries += s.map.len();
+            f.hits += s.hits;
+            f.misses += s.misses;
+            f.bytes += s.bytes as u64;
+            f.entries += s.map.len() as u64;
         }
-        Some(CacheFigures {
-            hits: self.stats.hits.load(Ordering::Relaxed),
-            misses: self.stats.misses.load(Ordering::Relaxed),
-            bytes: bytes as u64,
-            entries: entries as u64,
-        })
+        Some(f)
     }
 
     fn shutdown(&self) {
@@ -456,7 +457,7 @@ mod tests {
     }
 
     fn hits(c: &CachedEngine) -> u64 {
-        c.stats.hits.load(Ordering::Relaxed)
+        c.cache_figures().unwrap().hits
     }
 
     fn held_bytes(c: &CachedEngine) -> usize {
