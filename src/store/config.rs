@@ -45,7 +45,7 @@ impl Default for StorageConfig {
         Self {
             data_dir: PathBuf::from("data"),
             cache_capacity_mib: 16,
-            auth_cache_mib: 4,
+            auth_cache_mib: 1,
             backup_dir: PathBuf::from("backups"),
             backend: Backend::Sled,
             etcd: EtcdConfig::default(),

@@ -98,9 +98,7 @@ fn cost(key: &[u8], value: &[u8]) -> usize {
 impl Shard {
     fn remove(&mut self, key: KeyRef<'_>) {
         if let Some(v) = self.map.swap_remove(&key) {
-            self.bytes = self
-                .bytes
-                .saturating_sub(key.1.len() + v.len() + ENTRY_OVERHEAD);
+            self.bytes = self.bytes.saturating_sub(cost(key.1, &v));
         }
     }
 
