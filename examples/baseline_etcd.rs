@@ -42,13 +42,14 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use etcd_client::{Client, Compare, CompareOp, GetOptions, GetResponse, Txn, TxnOp};
 use rand::Rng;
 
-/// What oidcvault answers for the seed's example body.
-const DOC: &str = r#"{"id":1,"enterprise_domain":1,"client_id":"enterprise-app-123","client_secret":"********0rd!","client_secret_masked":"********0rd!","discovery_url":null,"authorization_endpoint":null,"token_endpoint":null,"userinfo_endpoint":null,"created_at":"2026-11-29T15:04:05.123456Z","updated_at":"2026-11-29T15:04:05.123456Z"}"#;
-const PATH: &str = "/api/v1/enterprises/oidc/config/";
+#[path = "common/baseline.rs"]
+mod baseline;
+use baseline::{serve, DOC};
+
 /// About the size of an audit event of a config update (bincode, chained, MAC'd).
 const EVENT: [u8; 200] = [7; 200];
 /// About the size of a token record and of a domain record.
@@ -257,28 +258,14 @@ fn main() -> std::io::Result<()> {
         write_lock: std::env::var("BASELINE_ETCD_WRITE_LOCK").as_deref() != Ok("off"),
         seq: AtomicU64::new(0),
     });
-    let result = actix_web::rt::System::new().block_on(async move {
-        let server = HttpServer::new(move || {
-            // One static resource per spelling, as oidcvault registers its path.
-            App::new()
-                .app_data(state.clone())
-                .service(
-                    web::resource(PATH)
-                        .route(web::get().to(get))
-                        .route(web::post().to(post)),
-                )
-                .service(
-                    web::resource(PATH.trim_end_matches('/'))
-                        .route(web::get().to(get))
-                        .route(web::post().to(post)),
-                )
-        })
-        .bind(&bind)?;
-        for addr in server.addrs() {
-            eprintln!("listening on http://{addr}");
-        }
-        server.run().await
-    });
+    let result = serve(
+        &bind,
+        move |cfg| {
+            cfg.app_data(state.clone());
+        },
+        get,
+        post,
+    );
     rt.shutdown_background();
     result
 }

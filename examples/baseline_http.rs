@@ -9,11 +9,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 #![forbid(unsafe_code)]
 
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, HttpResponse};
 
-/// What oidcvault answers for the seed's example body.
-const DOC: &str = r#"{"id":1,"enterprise_domain":1,"client_id":"enterprise-app-123","client_secret":"********0rd!","client_secret_masked":"********0rd!","discovery_url":null,"authorization_endpoint":null,"token_endpoint":null,"userinfo_endpoint":null,"created_at":"2026-11-29T15:04:05.123456Z","updated_at":"2026-11-29T15:04:05.123456Z"}"#;
-const PATH: &str = "/api/v1/enterprises/oidc/config/";
+#[path = "common/baseline.rs"]
+mod baseline;
+use baseline::{serve, DOC};
 
 async fn get() -> HttpResponse {
     HttpResponse::Ok()
@@ -31,25 +31,5 @@ fn main() -> std::io::Result<()> {
     let bind = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:0".into());
-    actix_web::rt::System::new().block_on(async move {
-        let server = HttpServer::new(|| {
-            // One static resource per spelling, as oidcvault registers its path.
-            App::new()
-                .service(
-                    web::resource(PATH)
-                        .route(web::get().to(get))
-                        .route(web::post().to(post)),
-                )
-                .service(
-                    web::resource(PATH.trim_end_matches('/'))
-                        .route(web::get().to(get))
-                        .route(web::post().to(post)),
-                )
-        })
-        .bind(&bind)?;
-        for addr in server.addrs() {
-            eprintln!("listening on http://{addr}");
-        }
-        server.run().await
-    })
+    serve(&bind, |_| {}, get, post)
 }

@@ -35,13 +35,14 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use oidcvault::store::engine::{all, Engine, Op, Tree};
 use oidcvault::store::SledEngine;
 
-/// What oidcvault answers for the seed's example body.
-const DOC: &str = r#"{"id":1,"enterprise_domain":1,"client_id":"enterprise-app-123","client_secret":"********0rd!","client_secret_masked":"********0rd!","discovery_url":null,"authorization_endpoint":null,"token_endpoint":null,"userinfo_endpoint":null,"created_at":"2026-11-29T15:04:05.123456Z","updated_at":"2026-11-29T15:04:05.123456Z"}"#;
-const PATH: &str = "/api/v1/enterprises/oidc/config/";
+#[path = "common/baseline.rs"]
+mod baseline;
+use baseline::{serve, DOC};
+
 /// oidcvault's `storage.cache_capacity_mib` default.
 const CACHE_BYTES: u64 = 16 << 20;
 /// The audit chain's anchor in `meta` (src/store/chain.rs): id ‖ mac ‖ tag.
@@ -234,28 +235,14 @@ fn main() -> std::io::Result<()> {
         anchor,
         event_bytes,
     });
-    let result = actix_web::rt::System::new().block_on(async move {
-        let server = HttpServer::new(move || {
-            // One static resource per spelling, as oidcvault registers its path.
-            App::new()
-                .app_data(state.clone())
-                .service(
-                    web::resource(PATH)
-                        .route(web::get().to(get))
-                        .route(web::post().to(post)),
-                )
-                .service(
-                    web::resource(PATH.trim_end_matches('/'))
-                        .route(web::get().to(get))
-                        .route(web::post().to(post)),
-                )
-        })
-        .bind(&bind)?;
-        for addr in server.addrs() {
-            eprintln!("listening on http://{addr}");
-        }
-        server.run().await
-    });
+    let result = serve(
+        &bind,
+        move |cfg| {
+            cfg.app_data(state.clone());
+        },
+        get,
+        post,
+    );
     engine.shutdown();
     result
 }

@@ -20,13 +20,13 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use oidcvault::store::engine::{Engine, Op, Tree};
 use oidcvault::store::SledEngine;
 
-/// What oidcvault answers for the seed's example body.
-const DOC: &str = r#"{"id":1,"enterprise_domain":1,"client_id":"enterprise-app-123","client_secret":"********0rd!","client_secret_masked":"********0rd!","discovery_url":null,"authorization_endpoint":null,"token_endpoint":null,"userinfo_endpoint":null,"created_at":"2026-11-29T15:04:05.123456Z","updated_at":"2026-11-29T15:04:05.123456Z"}"#;
-const PATH: &str = "/api/v1/enterprises/oidc/config/";
+#[path = "common/baseline.rs"]
+mod baseline;
+use baseline::{serve, DOC};
 
 struct State {
     engine: SledEngine,
@@ -91,31 +91,17 @@ fn main() -> std::io::Result<()> {
         engine,
         seq: AtomicU64::new(0),
     });
-    let result = actix_web::rt::System::new().block_on({
-        let state = state.clone();
-        async move {
-            let server = HttpServer::new(move || {
-                // One static resource per spelling, as oidcvault registers its path.
-                App::new()
-                    .app_data(state.clone())
-                    .service(
-                        web::resource(PATH)
-                            .route(web::get().to(get))
-                            .route(web::post().to(post)),
-                    )
-                    .service(
-                        web::resource(PATH.trim_end_matches('/'))
-                            .route(web::get().to(get))
-                            .route(web::post().to(post)),
-                    )
-            })
-            .bind(&bind)?;
-            for addr in server.addrs() {
-                eprintln!("listening on http://{addr}");
+    let result = serve(
+        &bind,
+        {
+            let state = state.clone();
+            move |cfg| {
+                cfg.app_data(state.clone());
             }
-            server.run().await
-        }
-    });
+        },
+        get,
+        post,
+    );
     state.engine.shutdown();
     result
 }

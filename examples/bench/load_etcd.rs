@@ -398,15 +398,6 @@ fn run_split(
     }))
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(|a, b| a.total_cmp(b));
-    match xs.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => xs[n / 2],
-        n => (xs[n / 2 - 1] + xs[n / 2]) / 2.0,
-    }
-}
-
 /// Per method, connection count and node count: medians over rounds of each
 /// target, and oidcvault / ceiling taken within each round, then the median.
 fn summarize(runs: &[Value], conns: &[usize], nodes: &[usize]) -> Value {
@@ -427,9 +418,11 @@ fn summarize(runs: &[Value], conns: &[usize], nodes: &[usize]) -> Value {
                     if rs.is_empty() {
                         continue;
                     }
-                    let m = |k: &str| median(rs.iter().filter_map(|r| r[k].as_f64()).collect());
-                    let cpu =
-                        |k: &str| median(rs.iter().filter_map(|r| r["cpu"][k].as_f64()).collect());
+                    let m =
+                        |k: &str| util::median(rs.iter().filter_map(|r| r[k].as_f64()).collect());
+                    let cpu = |k: &str| {
+                        util::median(rs.iter().filter_map(|r| r["cpu"][k].as_f64()).collect())
+                    };
                     row[t] = json!({
                         "rps": m("rps"),
                         "p50_ms": m("p50_us") / 1000.0,
@@ -448,7 +441,7 @@ fn summarize(runs: &[Value], conns: &[usize], nodes: &[usize]) -> Value {
                         Some(o["rps"].as_f64()? / ceiling["rps"].as_f64()?)
                     })
                     .collect();
-                row["ratio_vs_etcd_ceiling"] = json!(median(ratios));
+                row["ratio_vs_etcd_ceiling"] = json!(util::median(ratios));
                 rows.push(row);
             }
         }

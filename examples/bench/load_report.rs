@@ -26,15 +26,6 @@ fn targets_of<'a>(has_compare: impl Fn() -> bool) -> Vec<&'a str> {
     t
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(|a, b| a.total_cmp(b));
-    match xs.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => xs[n / 2],
-        n => (xs[n / 2 - 1] + xs[n / 2]) / 2.0,
-    }
-}
-
 /// The bare ceiling a method is held against: HTTP for GET, the single-insert
 /// storage ceiling for POST.
 pub fn ceiling(method: &str) -> &'static str {
@@ -58,7 +49,7 @@ pub fn summarize(runs: &[Value], conns: &[usize]) -> Value {
                     .collect()
             };
             let pick = |t: &str, path: &[&str]| -> f64 {
-                median(
+                util::median(
                     of(t)
                         .into_iter()
                         .filter_map(|r| path.iter().fold(r, |v, k| &v[*k]).as_f64())
@@ -101,7 +92,7 @@ pub fn summarize(runs: &[Value], conns: &[usize]) -> Value {
                     .filter(|r| r["method"] == method && r["conns"] == c)
                     .filter_map(|r| r["round"].as_u64())
                     .collect();
-                median(
+                util::median(
                     rounds
                         .into_iter()
                         .filter_map(|round| Some(value(round, "oidcvault")? / value(round, base)?))

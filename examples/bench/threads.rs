@@ -72,15 +72,6 @@ fn stat_times(stat: &str) -> (u64, u64) {
     )
 }
 
-fn status_field(status: &str, name: &str) -> u64 {
-    status
-        .lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 pub fn sample(pid: u32) -> Sample {
     let mut threads = BTreeMap::new();
     let dir = format!("/proc/{pid}/task");
@@ -95,8 +86,8 @@ pub fn sample(pid: u32) -> Sample {
         let c = Counters {
             user,
             sys,
-            vcsw: status_field(&status, "voluntary_ctxt_switches:"),
-            ivcsw: status_field(&status, "nonvoluntary_ctxt_switches:"),
+            vcsw: crate::util::status_field(&status, "voluntary_ctxt_switches:"),
+            ivcsw: crate::util::status_field(&status, "nonvoluntary_ctxt_switches:"),
         };
         threads.insert(tid, (group(comm.trim()), c));
     }
